@@ -1,0 +1,439 @@
+//! Wiring only: open the devices named in the config, spawn the tasks, own the shutdown order.
+//!
+//! Tasks:
+//! - one thread per input device ([`hw::spawn_source`]) → a bounded channel of stamped events;
+//! - the checkpoint driver (this module's [`Pipeline`], on the main task): event → pure checkpoint → effects, executed
+//!   in order: **record durably, then move the gate**, then log and prompt;
+//! - the gate controller task: relay pulses, lights, buzzer; the relay closes by itself when its pulse ends;
+//! - the store thread ([`StoreHandle`]).
+//!
+//! Shutdown (SIGINT/SIGTERM, or the scenario played with `exit_when_done`): sources stop → the checkpoint closes any
+//! open presentation as a recorded outcome → the gate goes to its safe state → the store drains → exit, all within
+//! `gate.shutdown_grace_ms`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::checkpoint::{Checkpoint, CloseNote, DeviceKind, Effect, Event, Outcome};
+use crate::config::{Config, CredentialBackend, GateBackend, OperatorBackend, ThermometerBackend};
+use crate::domain::{Timestamp, Verdict};
+use crate::hw::script::{Playback, ScriptedCredentials, ScriptedOperator, ScriptedThermometer};
+use crate::hw::sim_gate::SimGate;
+use crate::hw::{
+    self, Buzz, CredentialSource, DeviceFault, GateCommand, GateOutput, Lights, OperatorInput, OperatorSource,
+    SourceMsg, StopFlag, Thermometer,
+};
+use crate::store::{GateAction, Store, StoreHandle};
+
+/// The devices opened from the config.
+pub struct OpenDevices {
+    /// Credential source.
+    pub credentials: Box<dyn CredentialSource>,
+    /// Thermometer.
+    pub thermometer: Box<dyn Thermometer>,
+    /// Operator input.
+    pub operator: Box<dyn OperatorSource>,
+    /// Gate outputs.
+    pub gate: Box<dyn GateOutput>,
+    /// Relay pulse length.
+    pub pulse: Duration,
+}
+
+/// Open every device the config names.
+pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
+    let playback = config
+        .script
+        .as_ref()
+        .map(|s| (s, Playback { start: std::time::Instant::now(), speed: s.speed, repeat: s.repeat }));
+    let script = || playback.clone().context("a scripted device needs the [script] section");
+    let credentials: Box<dyn CredentialSource> = match config.devices.credentials {
+        CredentialBackend::Script => {
+            let (s, p) = script()?;
+            Box::new(ScriptedCredentials::new(&s.script, p))
+        }
+    };
+    let thermometer: Box<dyn Thermometer> = match config.devices.thermometer {
+        ThermometerBackend::Script => {
+            let (s, p) = script()?;
+            Box::new(ScriptedThermometer::new(&s.script, p))
+        }
+    };
+    let operator: Box<dyn OperatorSource> = match config.devices.operator {
+        OperatorBackend::Script => {
+            let (s, p) = script()?;
+            Box::new(ScriptedOperator::new(&s.script, p))
+        }
+    };
+    let (gate, pulse): (Box<dyn GateOutput>, Duration) = match &config.devices.gate {
+        GateBackend::Sim { pulse, log } => {
+            let g = SimGate::new(log.as_deref())
+                .with_context(|| format!("cannot open the simulated gate log {log:?}"))?;
+            (Box::new(g), *pulse)
+        }
+    };
+    Ok(OpenDevices { credentials, thermometer, operator, gate, pulse })
+}
+
+enum GateRequest {
+    Open { seq: i64, reply: oneshot::Sender<Result<(), DeviceFault>> },
+    Show(Verdict),
+}
+
+/// A handle on the gate controller task.
+#[derive(Clone)]
+pub struct GateHandle {
+    tx: mpsc::Sender<GateRequest>,
+}
+
+impl GateHandle {
+    /// Start the controller. It holds the relay open only while a pulse is live, and leaves everything safe when the
+    /// last handle is dropped.
+    pub fn spawn(mut dev: Box<dyn GateOutput>, pulse: Duration) -> (GateHandle, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<GateRequest>(64);
+        let task = tokio::spawn(async move {
+            let mut close_at: Option<Instant> = None;
+            let apply = |dev: &mut Box<dyn GateOutput>, cmd: GateCommand| {
+                if let Err(e) = dev.apply(&cmd) {
+                    error!(?cmd, error = %e, "gate command failed");
+                }
+            };
+            loop {
+                let pulse_end = async {
+                    match close_at {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    req = rx.recv() => match req {
+                        None => break,
+                        Some(GateRequest::Open { seq, reply }) => {
+                            let result = dev.apply(&GateCommand::RelayOpen { seq });
+                            if result.is_ok() {
+                                close_at = Some(Instant::now() + pulse);
+                                apply(&mut dev, GateCommand::Lights(Lights { green: true, ..Lights::default() }));
+                                apply(&mut dev, GateCommand::Buzz { pattern: Buzz::Short });
+                            } else {
+                                // A relay that may be half-set is put safe at once.
+                                apply(&mut dev, GateCommand::Safe);
+                            }
+                            let _ = reply.send(result);
+                        }
+                        Some(GateRequest::Show(v)) => {
+                            let lights = match v {
+                                Verdict::Pass => Lights { green: true, ..Lights::default() },
+                                Verdict::Refer => Lights { amber: true, ..Lights::default() },
+                                Verdict::Deny => Lights { red: true, ..Lights::default() },
+                            };
+                            apply(&mut dev, GateCommand::Lights(lights));
+                            if v == Verdict::Deny {
+                                apply(&mut dev, GateCommand::Buzz { pattern: Buzz::Alarm });
+                            }
+                        }
+                    },
+                    _ = pulse_end => {
+                        close_at = None;
+                        apply(&mut dev, GateCommand::RelayClose);
+                        apply(&mut dev, GateCommand::Lights(Lights::default()));
+                    }
+                }
+            }
+            // Every exit path: relay closed, lights and buzzer off.
+            apply(&mut dev, GateCommand::Safe);
+        });
+        (GateHandle { tx }, task)
+    }
+
+    /// Open the gate for the entry `seq` (already recorded); returns when the relay has been told.
+    pub async fn open(&self, seq: i64) -> Result<(), DeviceFault> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(GateRequest::Open { seq, reply })
+            .await
+            .map_err(|_| DeviceFault("gate controller stopped".into()))?;
+        rx.await.map_err(|_| DeviceFault("gate controller stopped".into()))?
+    }
+
+    /// Show a verdict that keeps the gate closed.
+    pub async fn show(&self, v: Verdict) {
+        let _ = self.tx.send(GateRequest::Show(v)).await;
+    }
+}
+
+/// What the pipeline did with one decided outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Executed {
+    /// Its entry, if it was recorded.
+    pub seq: Option<i64>,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// What the gate did.
+    pub gate: GateAction,
+}
+
+/// Checkpoint → policy → durable record → gate command.
+pub struct Pipeline {
+    checkpoint: Checkpoint,
+    store: StoreHandle,
+    gate: GateHandle,
+}
+
+impl Pipeline {
+    /// A pipeline over an opened store and a running gate controller.
+    pub fn new(checkpoint: Checkpoint, store: StoreHandle, gate: GateHandle) -> Pipeline {
+        Pipeline { checkpoint, store, gate }
+    }
+
+    /// True when no presentation is open.
+    pub fn is_idle(&self) -> bool {
+        self.checkpoint.is_idle()
+    }
+
+    /// Handle one event stamped `at`.
+    pub async fn handle(&mut self, event: Event, at: Timestamp) -> Vec<Executed> {
+        match &event {
+            Event::Fault { device, detail } => self.store.journal(at, "device_fault", format!("{device:?}: {detail}")).await,
+            Event::Restored(device) => self.store.journal(at, "device_restored", format!("{device:?}")).await,
+            _ => {}
+        }
+        let effects = self.checkpoint.handle(event, at);
+        self.execute(effects).await
+    }
+
+    /// Close any open presentation as a record (stopping).
+    pub async fn shutdown(&mut self, at: Timestamp) -> Vec<Executed> {
+        let effects = self.checkpoint.shutdown(at);
+        self.execute(effects).await
+    }
+
+    async fn execute(&mut self, effects: Vec<Effect>) -> Vec<Executed> {
+        let mut done = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Decided(o) => {
+                    let span = info_span!("presentation", p = o.presentation);
+                    done.push(self.act(*o).instrument(span).await);
+                }
+                Effect::Prompt(p) => {
+                    let span = info_span!("presentation", p = p.presentation);
+                    let voice = p.voice.map(|v| v.zh()).unwrap_or("-");
+                    span.in_scope(|| info!(voice, "提示: {}", p.message_zh));
+                }
+            }
+        }
+        done
+    }
+
+    /// The invariant lives here: the entry is committed before the relay is told to open; if it cannot be recorded,
+    /// the gate stays closed.
+    async fn act(&mut self, o: Outcome) -> Executed {
+        let verdict = o.decision.verdict;
+        let summary = Summary::of(&o);
+        let seq = match self.store.insert(o).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                error!(error = %e, "could not record the decision; the gate stays closed");
+                self.gate.show(Verdict::Refer).await;
+                warn!("提示: 系统记录故障，闸门保持关闭，请人工登记并联系技术人员");
+                return Executed { seq: None, verdict, gate: GateAction::KeptClosed };
+            }
+        };
+        let gate = if verdict == Verdict::Pass {
+            match self.gate.open(seq).await {
+                Ok(()) => GateAction::Opened,
+                Err(e) => {
+                    error!(seq, error = %e, "the gate did not open");
+                    GateAction::OpenFailed
+                }
+            }
+        } else {
+            self.gate.show(verdict).await;
+            GateAction::KeptClosed
+        };
+        if gate != GateAction::KeptClosed {
+            if let Err(e) = self.store.set_gate_action(seq, gate).await {
+                error!(seq, error = %e, "could not record what the gate did");
+            }
+        }
+        info!(
+            seq,
+            verdict = verdict.as_str(),
+            rule = summary.rule,
+            category = summary.category,
+            holder = %summary.holder,
+            temperature = %summary.temperature,
+            final_ = summary.is_final,
+            note = summary.note,
+            gate = gate.as_str(),
+            "{} {}",
+            verdict.zh(),
+            summary.message
+        );
+        Executed { seq: Some(seq), verdict, gate }
+    }
+}
+
+struct Summary {
+    rule: &'static str,
+    category: &'static str,
+    holder: String,
+    temperature: String,
+    message: &'static str,
+    is_final: bool,
+    note: &'static str,
+}
+
+impl Summary {
+    fn of(o: &Outcome) -> Summary {
+        Summary {
+            rule: o.decision.rule.id(),
+            category: o.person.category.as_str(),
+            holder: o.credential.as_ref().map(|c| c.holder.clone()).unwrap_or_default(),
+            temperature: o.person.temperature.map(|t| t.celsius.to_string()).unwrap_or_else(|| "-".into()),
+            message: o.decision.message_zh,
+            is_final: o.is_final,
+            note: match o.note {
+                None => "-",
+                Some(CloseNote::WalkedAway) => "walked_away",
+                Some(CloseNote::Superseded) => "superseded",
+                Some(CloseNote::Cancelled) => "cancelled",
+                Some(CloseNote::Shutdown) => "shutdown",
+            },
+        }
+    }
+}
+
+/// What a run did, for the caller and tests.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RunSummary {
+    /// Outcomes recorded.
+    pub recorded: usize,
+    /// Gate openings.
+    pub opened: usize,
+    /// Whether shutdown finished within the grace period.
+    pub clean: bool,
+}
+
+const TICK: Duration = Duration::from_millis(100);
+
+/// Run the gate daemon until `shutdown` resolves (or the scenario has played, with `exit_when_done`).
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<RunSummary> {
+    std::fs::create_dir_all(&config.gate.state_dir)
+        .with_context(|| format!("cannot create the state directory {}", config.gate.state_dir.display()))?;
+    let store = Store::open(&config.db_path, &config.gate.id)?;
+    let first_id = store.next_presentation_id()?;
+    let (store, store_thread) = StoreHandle::spawn(store).context("cannot start the store thread")?;
+    let devices = open_devices(&config)?;
+    let (gate, gate_task) = GateHandle::spawn(devices.gate, devices.pulse);
+    let tier = config.policy.tier_at(hw::now());
+    info!(
+        gate = %config.gate.id,
+        name = %config.gate.name,
+        tier = tier.tier.as_str(),
+        tier_since = %tier.effective,
+        policy = %config.policy.version,
+        db = %config.db_path.display(),
+        "sibi gate daemon started ({}，{})",
+        config.gate.name,
+        tier.tier.zh()
+    );
+    store.journal(hw::now(), "start", format!("policy {} tier {}", config.policy.version, tier.tier.as_str())).await;
+
+    let (tx, mut rx) = mpsc::channel::<SourceMsg>(1024);
+    let stop = StopFlag::default();
+    let mut threads = Vec::new();
+    let mut cred = devices.credentials;
+    threads.push(hw::spawn_source(
+        DeviceKind::Credentials,
+        move |w| cred.poll(w),
+        Event::Credential,
+        tx.clone(),
+        stop.clone(),
+    )?);
+    let mut thermo = devices.thermometer;
+    threads.push(hw::spawn_source(
+        DeviceKind::Thermometer,
+        move |w| thermo.poll(w),
+        Event::Temperature,
+        tx.clone(),
+        stop.clone(),
+    )?);
+    let mut op = devices.operator;
+    threads.push(hw::spawn_source(
+        DeviceKind::Operator,
+        move |w| op.poll(w),
+        |i| match i {
+            OperatorInput::Action(a) => Event::Operator(a),
+            OperatorInput::Button(b) => Event::Button(b),
+        },
+        tx,
+        stop.clone(),
+    )?);
+    let sources = threads.len();
+
+    let checkpoint = Checkpoint::new(config.checkpoint, config.policy.clone(), config.gate.direction, first_id);
+    let mut pipeline = Pipeline::new(checkpoint, store.clone(), gate.clone());
+    let mut summary = RunSummary::default();
+    let count = |done: Vec<Executed>, s: &mut RunSummary| {
+        s.recorded += done.iter().filter(|e| e.seq.is_some()).count();
+        s.opened += done.iter().filter(|e| e.gate == GateAction::Opened).count();
+    };
+    let exit_when_done = config.script.as_ref().is_some_and(|s| s.exit_when_done);
+    let mut finished_sources = 0;
+    let mut tick = tokio::time::interval(TICK);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => {
+                info!("stop requested");
+                break;
+            }
+            msg = rx.recv() => match msg {
+                Some(SourceMsg::Event(s)) => count(pipeline.handle(s.event, s.at).await, &mut summary),
+                Some(SourceMsg::Done(kind)) => {
+                    finished_sources += 1;
+                    info!(device = ?kind, "scripted device finished");
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                count(pipeline.handle(Event::Tick, hw::now()).await, &mut summary);
+                if exit_when_done && finished_sources == sources && pipeline.is_idle() {
+                    info!("scenario played to its end");
+                    break;
+                }
+            }
+        }
+    }
+
+    // Shutdown order: sources, open presentation, gate, store.
+    let grace = config.gate.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        stop.stop();
+        count(pipeline.shutdown(hw::now()).await, &mut summary);
+        drop(rx);
+        for t in threads {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        drop(pipeline);
+        drop(gate);
+        let _ = gate_task.await;
+        store.journal(hw::now(), "stop", "clean shutdown").await;
+        drop(store);
+        let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    })
+    .await;
+    summary.clean = drained.is_ok();
+    if summary.clean {
+        info!(recorded = summary.recorded, opened = summary.opened, "stopped cleanly");
+    } else {
+        error!(grace_ms = grace.as_millis() as u64, "shutdown did not finish within the grace period");
+    }
+    Ok(summary)
+}

@@ -1,0 +1,715 @@
+//! The checkpoint: a pure state machine that gathers the events of one presentation and asks the policy for a
+//! decision. Events in, effects out; time is an input; no I/O and no panics.
+//!
+//! It handles the mess of a real gate:
+//! - a reading (or a mask confirmation) that arrives before the code is kept for the next presentation, and is used
+//!   if it is still fresh;
+//! - the same code seen in many consecutive frames is one presentation, and the same code seen again shortly after its
+//!   presentation closed is the same person walking through;
+//! - a person who walks away is closed after the timeout as a recorded `refer`;
+//! - a second person presenting while the first is pending closes the first as a recorded `refer`.
+//!
+//! Every presentation ends with exactly one `final` outcome; intermediate refers (a first fever reading, a missing
+//! mask) are recorded as non-final outcomes so nothing is lost if the power fails mid-presentation.
+
+use crate::config::CheckpointConfig;
+use crate::domain::{Category, Celsius, CodeStatus, Direction, IdentityKind, MaskState, Timestamp, Verdict, mask_name};
+use crate::policy::{Decision, Person, Policy, Presentation, Reading, Rule, Voice, decide};
+
+/// A credential as read and verified by a source (the QR text itself never travels further than the source).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialRead {
+    /// A stable key for de-duplication: pass id or a digest of the code text. Never an ID or phone number.
+    pub key: String,
+    /// What kind of credential.
+    pub identity: IdentityKind,
+    /// The holder's category.
+    pub category: Category,
+    /// Code status (green, red, unverified...).
+    pub code: CodeStatus,
+    /// The holder's name, masked (王*华); may be empty.
+    pub holder: String,
+    /// On the home-quarantine list.
+    pub quarantined: bool,
+    /// Returned from a risk area.
+    pub from_risk_area: bool,
+    /// Inbound traveller.
+    pub inbound: bool,
+    /// On the courier registry.
+    pub courier_registered: bool,
+    /// Registered visitor.
+    pub visitor_registered: bool,
+    /// On the service roster.
+    pub service_roster: bool,
+}
+
+/// What an emergency passage is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmergencyKind {
+    /// 发热病人就医.
+    FeverPatient,
+    /// 急症病人.
+    Acute,
+    /// 孕产妇.
+    Pregnant,
+    /// 救护车.
+    Ambulance,
+    /// Pressed on the emergency button without saying which.
+    Unspecified,
+}
+
+/// Something the operator did on the console.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OperatorAction {
+    /// Confirmed the mask state.
+    Mask(MaskState),
+    /// Looked at the phone and saw this colour (network down or check timed out).
+    CodeColour(CodeStatus),
+    /// Approved what the guidance leaves to the operator, with the reason.
+    Approve {
+        /// Why (探望老人...).
+        reason: String,
+    },
+    /// The operator recorded the person's details (a visitor's registration; with no credential, a manual identity).
+    Registered,
+    /// Emergency passage.
+    Emergency(EmergencyKind),
+    /// The person left; close the presentation.
+    Cancel,
+}
+
+/// A physical button on the gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Button {
+    /// Mask confirmed worn.
+    MaskConfirmed,
+    /// Emergency open.
+    EmergencyOpen,
+    /// Call for help.
+    CallHelp,
+}
+
+/// Which device a fault concerns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    /// Camera / credential source.
+    Credentials,
+    /// Thermometer.
+    Thermometer,
+    /// Operator input / buttons.
+    Operator,
+    /// Relay, lights, buzzer.
+    Gate,
+}
+
+impl DeviceKind {
+    /// The Chinese name.
+    pub fn zh(self) -> &'static str {
+        match self {
+            DeviceKind::Credentials => "扫码设备",
+            DeviceKind::Thermometer => "体温计",
+            DeviceKind::Operator => "按键",
+            DeviceKind::Gate => "闸门",
+        }
+    }
+}
+
+/// Everything that can happen at the gate. Closed: a new kind of input is a new variant here.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A credential was read.
+    Credential(CredentialRead),
+    /// A temperature reading (after calibration).
+    Temperature(Celsius),
+    /// Operator input.
+    Operator(OperatorAction),
+    /// A button was pressed.
+    Button(Button),
+    /// Time passed (the driver ticks a few times a second).
+    Tick,
+    /// A device stopped working.
+    Fault {
+        /// Which.
+        device: DeviceKind,
+        /// What happened (English, for the log).
+        detail: String,
+    },
+    /// A device works again.
+    Restored(DeviceKind),
+}
+
+/// Why a presentation closed without a pass or deny.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseNote {
+    /// Nothing new for the session timeout.
+    WalkedAway,
+    /// Another person presented.
+    Superseded,
+    /// The operator cancelled.
+    Cancelled,
+    /// The daemon stopped.
+    Shutdown,
+}
+
+/// A decision to record, and then act on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// Presentation id (unique across restarts: the driver seeds the counter from the store).
+    pub presentation: u64,
+    /// When.
+    pub at: Timestamp,
+    /// The decision.
+    pub decision: Decision,
+    /// True when this outcome ends the presentation.
+    pub is_final: bool,
+    /// Why it closed, when not by pass or deny.
+    pub note: Option<CloseNote>,
+    /// The credential behind it, if any.
+    pub credential: Option<CredentialRead>,
+    /// The person as decided.
+    pub person: Person,
+    /// The operator confirmed the code colour by eye.
+    pub colour_by_operator: bool,
+    /// Why the operator approved, if they did.
+    pub approval_reason: Option<String>,
+    /// Emergency kind, for emergency passages.
+    pub emergency: Option<EmergencyKind>,
+}
+
+/// A prompt for the operator's panel and the voice, without a decision to record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prompt {
+    /// Presentation id, if one is open.
+    pub presentation: Option<u64>,
+    /// Message in Chinese.
+    pub message_zh: String,
+    /// Voice clip.
+    pub voice: Option<Voice>,
+}
+
+/// What the driver must do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Record durably, then act on the gate (open on pass, keep closed otherwise), then prompt.
+    Decided(Box<Outcome>),
+    /// Show and say something.
+    Prompt(Prompt),
+}
+
+#[derive(Clone, Debug)]
+struct Session {
+    id: u64,
+    last_activity: Timestamp,
+    credential: Option<CredentialRead>,
+    person: Person,
+    /// The last recorded decision's rule and reasons, so a repeated refer is not recorded twice.
+    last_recorded: Option<(Rule, Vec<Rule>)>,
+    last_prompt: Option<Rule>,
+    fever_recorded: bool,
+    colour_by_operator: bool,
+    approval_reason: Option<String>,
+    emergency: Option<EmergencyKind>,
+}
+
+/// The checkpoint of one lane.
+#[derive(Debug)]
+pub struct Checkpoint {
+    cfg: CheckpointConfig,
+    policy: Policy,
+    direction: Direction,
+    next_id: u64,
+    current: Option<Session>,
+    early_reading: Option<Reading>,
+    early_mask: Option<(MaskState, Timestamp)>,
+    /// Keys of closed presentations and when they were last seen.
+    recent: Vec<(String, Timestamp)>,
+}
+
+impl Checkpoint {
+    /// A checkpoint whose presentation ids start at `first_id`.
+    pub fn new(cfg: CheckpointConfig, policy: Policy, direction: Direction, first_id: u64) -> Checkpoint {
+        Checkpoint {
+            cfg,
+            policy,
+            direction,
+            next_id: first_id,
+            current: None,
+            early_reading: None,
+            early_mask: None,
+            recent: Vec::new(),
+        }
+    }
+
+    /// Replace the policy (a new bundle or tier); open sessions are decided under the new one from now on.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// True when no presentation is open.
+    pub fn is_idle(&self) -> bool {
+        self.current.is_none()
+    }
+
+    /// Handle one event at `now`.
+    pub fn handle(&mut self, event: Event, now: Timestamp) -> Vec<Effect> {
+        let mut out = Vec::new();
+        match event {
+            Event::Credential(c) => self.on_credential(c, now, &mut out),
+            Event::Temperature(celsius) => {
+                let reading = Reading { celsius, taken_at: Some(now) };
+                match &mut self.current {
+                    Some(s) => {
+                        s.person.retest = s.fever_recorded;
+                        s.person.temperature = Some(reading);
+                        s.last_activity = now;
+                        self.evaluate(now, &mut out);
+                    }
+                    None => self.early_reading = Some(reading),
+                }
+            }
+            Event::Operator(action) => self.on_operator(action, now, &mut out),
+            Event::Button(Button::MaskConfirmed) => self.on_operator(OperatorAction::Mask(MaskState::Worn), now, &mut out),
+            Event::Button(Button::EmergencyOpen) => {
+                self.on_operator(OperatorAction::Emergency(EmergencyKind::Unspecified), now, &mut out)
+            }
+            Event::Button(Button::CallHelp) => out.push(Effect::Prompt(Prompt {
+                presentation: self.current.as_ref().map(|s| s.id),
+                message_zh: "有人呼叫帮助：请工作人员到闸口".into(),
+                voice: Some(Voice::WaitForStaff),
+            })),
+            Event::Tick => {
+                let timed_out =
+                    self.current.as_ref().is_some_and(|s| now.since(s.last_activity) >= self.cfg.session_timeout_ms);
+                if timed_out {
+                    self.close(now, CloseNote::WalkedAway, &mut out);
+                }
+                let keep = self.cfg.same_code_interval_ms;
+                self.recent.retain(|(_, seen)| now.since(*seen) < keep);
+                if self.early_mask.is_some_and(|(_, at)| now.since(at) > crate::policy::READING_MAX_AGE_MS) {
+                    self.early_mask = None;
+                }
+            }
+            Event::Fault { device, .. } => out.push(Effect::Prompt(Prompt {
+                presentation: self.current.as_ref().map(|s| s.id),
+                message_zh: format!("{}故障：请联系工作人员", device.zh()),
+                voice: Some(Voice::WaitForStaff),
+            })),
+            Event::Restored(device) => out.push(Effect::Prompt(Prompt {
+                presentation: self.current.as_ref().map(|s| s.id),
+                message_zh: format!("{}已恢复", device.zh()),
+                voice: None,
+            })),
+        }
+        out
+    }
+
+    /// Close whatever is open as a recorded outcome (the daemon is stopping).
+    pub fn shutdown(&mut self, now: Timestamp) -> Vec<Effect> {
+        let mut out = Vec::new();
+        self.close(now, CloseNote::Shutdown, &mut out);
+        out
+    }
+
+    fn on_credential(&mut self, c: CredentialRead, now: Timestamp, out: &mut Vec<Effect>) {
+        if let Some(s) = &mut self.current {
+            if s.credential.as_ref().is_some_and(|cur| cur.key == c.key) {
+                s.last_activity = now; // the same code in the next frame
+                return;
+            }
+        }
+        if let Some(seen) = self.recent.iter_mut().find(|(k, _)| *k == c.key) {
+            seen.1 = now; // still walking through after their presentation closed
+            return;
+        }
+        if self.current.is_some() {
+            self.close(now, CloseNote::Superseded, out);
+        }
+        let mut person = Person {
+            identity: c.identity,
+            code: c.code,
+            quarantined: c.quarantined,
+            from_risk_area: c.from_risk_area,
+            inbound: c.inbound,
+            courier_registered: c.courier_registered,
+            visitor_registered: c.visitor_registered,
+            service_roster: c.service_roster,
+            ..Person::unknown(c.category)
+        };
+        person.temperature = self.early_reading.take();
+        if let Some((mask, _)) = self.early_mask.take() {
+            person.mask = mask;
+        }
+        let holder = mask_name(&c.holder);
+        let credential = CredentialRead { holder, ..c };
+        self.open(Some(credential), person, now);
+        self.evaluate(now, out);
+    }
+
+    fn on_operator(&mut self, action: OperatorAction, now: Timestamp, out: &mut Vec<Effect>) {
+        if let OperatorAction::Emergency(kind) = action {
+            if self.current.is_none() {
+                self.open(None, Person::unknown(Category::Emergency), now);
+            }
+            if let Some(s) = &mut self.current {
+                s.person.category = Category::Emergency;
+                s.emergency = Some(kind);
+                s.last_activity = now;
+            }
+            self.evaluate(now, out);
+            return;
+        }
+        let Some(s) = &mut self.current else {
+            match action {
+                OperatorAction::Mask(m) => self.early_mask = Some((m, now)),
+                _ => out.push(Effect::Prompt(Prompt {
+                    presentation: None,
+                    message_zh: "当前没有待处理的人员".into(),
+                    voice: None,
+                })),
+            }
+            return;
+        };
+        s.last_activity = now;
+        match action {
+            OperatorAction::Mask(m) => s.person.mask = m,
+            OperatorAction::CodeColour(colour) => {
+                if matches!(s.person.code, CodeStatus::Unverified | CodeStatus::Timeout)
+                    && matches!(colour, CodeStatus::Green | CodeStatus::Yellow | CodeStatus::Red)
+                {
+                    s.person.code = colour;
+                    s.colour_by_operator = true;
+                } else {
+                    out.push(Effect::Prompt(Prompt {
+                        presentation: Some(s.id),
+                        message_zh: "此人健康码已联网核验，无需人工确认颜色".into(),
+                        voice: None,
+                    }));
+                    return;
+                }
+            }
+            OperatorAction::Approve { reason } => {
+                s.person.operator_approved = true;
+                s.approval_reason = Some(reason);
+            }
+            OperatorAction::Registered => {
+                s.person.visitor_registered = true;
+                if s.person.identity == IdentityKind::None {
+                    s.person.identity = IdentityKind::Manual;
+                }
+            }
+            OperatorAction::Cancel => {
+                self.close(now, CloseNote::Cancelled, out);
+                return;
+            }
+            OperatorAction::Emergency(_) => {}
+        }
+        self.evaluate(now, out);
+    }
+
+    fn open(&mut self, credential: Option<CredentialRead>, person: Person, now: Timestamp) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.current = Some(Session {
+            id,
+            last_activity: now,
+            credential,
+            person,
+            last_recorded: None,
+            last_prompt: None,
+            fever_recorded: false,
+            colour_by_operator: false,
+            approval_reason: None,
+            emergency: None,
+        });
+    }
+
+    fn decide_current(&self, s: &Session, now: Timestamp) -> Decision {
+        let presentation = Presentation { direction: self.direction, vehicle: None, people: vec![s.person.clone()] };
+        decide(&self.policy, &presentation, now)
+    }
+
+    /// Decide the open session. Pass and deny close it; a refer that waits only for a reading or a mask check is a
+    /// prompt; any other refer is recorded (once per distinct refer) and waits for the operator or a re-measurement.
+    fn evaluate(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
+        let Some(s) = &self.current else { return };
+        let decision = self.decide_current(s, now);
+        let pd = &decision.people[0];
+        let waiting_for_input = pd.reasons.iter().any(|r| {
+            matches!(r, Rule::TemperatureMissing | Rule::TemperatureStale | Rule::MaskUnchecked)
+        });
+        match decision.verdict {
+            Verdict::Pass | Verdict::Deny => self.finish(decision, None, now, out),
+            Verdict::Refer if waiting_for_input => {
+                let rule = decision.rule;
+                let Some(s) = &mut self.current else { return };
+                if s.last_prompt != Some(rule) {
+                    s.last_prompt = Some(rule);
+                    out.push(Effect::Prompt(Prompt {
+                        presentation: Some(s.id),
+                        message_zh: rule.message_zh().to_string(),
+                        voice: Some(rule.voice()),
+                    }));
+                }
+            }
+            Verdict::Refer => {
+                let key = (decision.rule, pd.reasons.clone());
+                let Some(s) = &mut self.current else { return };
+                if s.last_recorded.as_ref() == Some(&key) {
+                    return;
+                }
+                s.last_recorded = Some(key);
+                s.last_prompt = Some(decision.rule);
+                if decision.rule == Rule::FeverFirst {
+                    s.fever_recorded = true;
+                }
+                let outcome = outcome_of(s, decision, false, None, now);
+                out.push(Effect::Decided(Box::new(outcome)));
+            }
+        }
+    }
+
+    fn finish(&mut self, decision: Decision, note: Option<CloseNote>, now: Timestamp, out: &mut Vec<Effect>) {
+        let Some(s) = self.current.take() else { return };
+        if let Some(c) = &s.credential {
+            self.recent.push((c.key.clone(), now));
+        }
+        out.push(Effect::Decided(Box::new(outcome_of(&s, decision, true, note, now))));
+    }
+
+    fn close(&mut self, now: Timestamp, note: CloseNote, out: &mut Vec<Effect>) {
+        let Some(s) = &self.current else { return };
+        let decision = self.decide_current(s, now);
+        // A presentation that would pass or be denied is decided on the spot; one left open can only be a refer.
+        let decision = if decision.verdict == Verdict::Refer { decision } else { refer_as_is(decision) };
+        self.finish(decision, Some(note), now, out);
+    }
+}
+
+/// Should never be needed (pass and deny close sessions at once), but keeps `close` total: downgrade to a refer.
+fn refer_as_is(mut d: Decision) -> Decision {
+    d.verdict = Verdict::Refer;
+    d
+}
+
+fn outcome_of(s: &Session, decision: Decision, is_final: bool, note: Option<CloseNote>, now: Timestamp) -> Outcome {
+    Outcome {
+        presentation: s.id,
+        at: now,
+        decision,
+        is_final,
+        note,
+        credential: s.credential.clone(),
+        person: s.person.clone(),
+        colour_by_operator: s.colour_by_operator,
+        approval_reason: s.approval_reason.clone(),
+        emergency: s.emergency,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Timestamp = Timestamp(1_790_000_000_000);
+
+    fn cp() -> Checkpoint {
+        Checkpoint::new(CheckpointConfig::default(), Policy::default(), Direction::In, 1)
+    }
+
+    fn pass_card(key: &str) -> CredentialRead {
+        CredentialRead {
+            key: key.into(),
+            identity: IdentityKind::Pass,
+            category: Category::Resident,
+            code: CodeStatus::None,
+            holder: "王小华".into(),
+            quarantined: false,
+            from_risk_area: false,
+            inbound: false,
+            courier_registered: false,
+            visitor_registered: false,
+            service_roster: false,
+        }
+    }
+
+    fn at(ms: i64) -> Timestamp {
+        T0.plus_ms(ms)
+    }
+
+    fn outcomes(effects: &[Effect]) -> Vec<&Outcome> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Decided(o) => Some(&**o),
+                Effect::Prompt(_) => None,
+            })
+            .collect()
+    }
+
+    fn c(deg: f64) -> Event {
+        Event::Temperature(Celsius::from_f64(deg).unwrap())
+    }
+
+    #[test]
+    fn code_then_reading_then_mask_passes_once() {
+        let mut k = cp();
+        let e1 = k.handle(Event::Credential(pass_card("P1")), at(0));
+        assert!(outcomes(&e1).is_empty());
+        assert!(matches!(&e1[0], Effect::Prompt(p) if p.voice == Some(Voice::Measure)));
+        assert!(outcomes(&k.handle(c(36.5), at(500))).is_empty());
+        let e = k.handle(Event::Button(Button::MaskConfirmed), at(900));
+        let o = outcomes(&e);
+        assert_eq!(o.len(), 1);
+        assert_eq!(o[0].decision.verdict, Verdict::Pass);
+        assert!(o[0].is_final);
+        assert_eq!(o[0].credential.as_ref().unwrap().holder, "王*华");
+        assert!(k.is_idle());
+    }
+
+    #[test]
+    fn a_reading_and_mask_before_the_code_are_used() {
+        let mut k = cp();
+        assert!(k.handle(c(36.4), at(0)).is_empty());
+        assert!(k.handle(Event::Operator(OperatorAction::Mask(MaskState::Worn)), at(100)).is_empty());
+        let e = k.handle(Event::Credential(pass_card("P1")), at(300));
+        assert_eq!(outcomes(&e)[0].decision.verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn an_early_reading_older_than_a_minute_is_not_used() {
+        let mut k = cp();
+        k.handle(c(36.4), at(0));
+        k.handle(Event::Operator(OperatorAction::Mask(MaskState::Worn)), at(61_000));
+        let e = k.handle(Event::Credential(pass_card("P1")), at(61_500));
+        assert!(outcomes(&e).is_empty(), "stale reading must not pass");
+        assert!(matches!(&e[0], Effect::Prompt(p) if p.message_zh.contains("60秒")));
+    }
+
+    #[test]
+    fn thirty_frames_of_one_code_are_one_presentation() {
+        let mut k = cp();
+        let mut all = Vec::new();
+        for i in 0..30 {
+            all.extend(k.handle(Event::Credential(pass_card("P1")), at(i * 40)));
+            if i == 10 {
+                all.extend(k.handle(c(36.6), at(i * 40)));
+                all.extend(k.handle(Event::Button(Button::MaskConfirmed), at(i * 40 + 1)));
+            }
+        }
+        let o = outcomes(&all);
+        assert_eq!(o.len(), 1);
+        assert_eq!(o[0].presentation, 1);
+        // Seen again well after the interval: a new presentation.
+        k.handle(Event::Tick, at(20_000));
+        k.handle(Event::Credential(pass_card("P1")), at(20_001));
+        assert!(!k.is_idle());
+    }
+
+    #[test]
+    fn walking_away_is_a_recorded_refer() {
+        let mut k = cp();
+        k.handle(Event::Credential(pass_card("P1")), at(0));
+        assert!(k.handle(Event::Tick, at(29_999)).is_empty());
+        let e = k.handle(Event::Tick, at(30_000));
+        let o = outcomes(&e);
+        assert_eq!(o.len(), 1);
+        assert_eq!((o[0].decision.verdict, o[0].note), (Verdict::Refer, Some(CloseNote::WalkedAway)));
+        assert_eq!(o[0].decision.rule, Rule::TemperatureMissing);
+        assert!(o[0].is_final && k.is_idle());
+    }
+
+    #[test]
+    fn a_second_person_closes_the_first_as_a_refer() {
+        let mut k = cp();
+        k.handle(Event::Credential(pass_card("P1")), at(0));
+        let e = k.handle(Event::Credential(pass_card("P2")), at(1_000));
+        let o = outcomes(&e);
+        assert_eq!(o.len(), 1);
+        assert_eq!((o[0].presentation, o[0].note), (1, Some(CloseNote::Superseded)));
+        k.handle(c(36.5), at(1_500));
+        let e = k.handle(Event::Button(Button::MaskConfirmed), at(1_600));
+        assert_eq!(outcomes(&e)[0].presentation, 2);
+        assert_eq!(outcomes(&e)[0].decision.verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn fever_then_confirming_remeasure_is_denied_with_the_clinic() {
+        let mut k = cp();
+        k.handle(Event::Credential(pass_card("P1")), at(0));
+        k.handle(Event::Button(Button::MaskConfirmed), at(100));
+        let e = k.handle(c(37.8), at(200));
+        let o = outcomes(&e);
+        assert_eq!((o[0].decision.rule, o[0].is_final), (Rule::FeverFirst, false));
+        // Other input meanwhile does not record the same refer again.
+        assert!(outcomes(&k.handle(Event::Button(Button::MaskConfirmed), at(5_000))).is_empty());
+        let e = k.handle(c(37.9), at(20_000));
+        let o = outcomes(&e);
+        assert_eq!((o[0].decision.rule, o[0].is_final), (Rule::FeverConfirmed, true));
+        assert!(o[0].person.retest);
+    }
+
+    #[test]
+    fn fever_then_normal_remeasure_passes() {
+        let mut k = cp();
+        k.handle(Event::Credential(pass_card("P1")), at(0));
+        k.handle(Event::Button(Button::MaskConfirmed), at(100));
+        k.handle(c(37.5), at(200));
+        let e = k.handle(c(36.9), at(20_000));
+        assert_eq!(outcomes(&e)[0].decision.verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn no_mask_then_mask_passes_and_both_are_recorded() {
+        let mut k = cp();
+        k.handle(Event::Credential(pass_card("P1")), at(0));
+        k.handle(c(36.5), at(100));
+        let e = k.handle(Event::Operator(OperatorAction::Mask(MaskState::NotWorn)), at(200));
+        assert_eq!(outcomes(&e)[0].decision.rule, Rule::MaskNotWorn);
+        let e = k.handle(Event::Operator(OperatorAction::Mask(MaskState::Worn)), at(9_000));
+        assert_eq!(outcomes(&e)[0].decision.verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn red_code_is_denied_at_once_and_unverified_waits_for_the_operator() {
+        let mut k = cp();
+        let red = CredentialRead { key: "HC-red".into(), identity: IdentityKind::HealthCode, code: CodeStatus::Red, category: Category::Visitor, ..pass_card("x") };
+        let e = k.handle(Event::Credential(red), at(0));
+        assert_eq!(outcomes(&e)[0].decision.rule, Rule::CodeRed);
+        let unv = CredentialRead { key: "HC-1".into(), identity: IdentityKind::HealthCode, code: CodeStatus::Unverified, ..pass_card("x") };
+        k.handle(Event::Credential(unv), at(100));
+        k.handle(c(36.5), at(200));
+        let e = k.handle(Event::Button(Button::MaskConfirmed), at(300));
+        assert_eq!(outcomes(&e)[0].decision.rule, Rule::CodeUnverified);
+        let e = k.handle(Event::Operator(OperatorAction::CodeColour(CodeStatus::Green)), at(400));
+        let o = outcomes(&e);
+        assert_eq!(o[0].decision.verdict, Verdict::Pass);
+        assert!(o[0].colour_by_operator);
+    }
+
+    #[test]
+    fn emergency_button_opens_for_nobody_in_particular() {
+        let mut k = cp();
+        let e = k.handle(Event::Button(Button::EmergencyOpen), at(0));
+        let o = outcomes(&e);
+        assert_eq!((o[0].decision.verdict, o[0].decision.rule), (Verdict::Pass, Rule::Emergency));
+        assert!(o[0].decision.flagged);
+    }
+
+    #[test]
+    fn shutdown_closes_the_open_presentation_as_a_record() {
+        let mut k = cp();
+        k.handle(Event::Credential(pass_card("P1")), at(0));
+        let e = k.shutdown(at(10));
+        assert_eq!(outcomes(&e)[0].note, Some(CloseNote::Shutdown));
+        assert!(k.shutdown(at(20)).is_empty());
+    }
+}

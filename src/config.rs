@@ -1,0 +1,537 @@
+//! Configuration: raw TOML (unknown keys rejected) → validated [`Config`], one section per component.
+//!
+//! Every problem is reported with the file, the key and what is wrong; `sibi check-config` prints them all and exits 2.
+//! Relative paths are resolved against the directory of the config file, so a config works from any working directory.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::Direction;
+use crate::hw::script::Script;
+use crate::policy::{Policy, RawPolicy};
+
+/// The whole file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[gate]`: who this gate is and where it keeps its state.
+    pub gate: Option<RawGate>,
+    /// `[policy]`: see [`crate::policy::bounds`].
+    pub policy: Option<RawPolicy>,
+    /// `[checkpoint]`: session timing.
+    pub checkpoint: Option<RawCheckpoint>,
+    /// `[store]`: the local database.
+    pub store: Option<RawStore>,
+    /// `[devices.*]`: one backend per device role.
+    pub devices: Option<RawDevices>,
+    /// `[script]`: the scenario the scripted (simulated) devices play.
+    pub script: Option<RawScript>,
+}
+
+/// `[gate]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGate {
+    /// Stable id of this gate (letters, digits, `-`, `_`), used in records and sync.
+    pub id: String,
+    /// Display name (示范小区东门).
+    pub name: Option<String>,
+    /// Community id.
+    pub community: String,
+    /// Directory for the database and logs.
+    pub state_dir: PathBuf,
+    /// The lane's direction (`in` by default).
+    pub direction: Option<Direction>,
+    /// How long shutdown may take before the process gives up waiting, in milliseconds.
+    pub shutdown_grace_ms: Option<i64>,
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheckpoint {
+    /// A presentation with no new input for this long is closed as a recorded `refer` (the person walked away).
+    pub session_timeout_secs: Option<f64>,
+    /// The same code seen again within this interval after its presentation closed is the same person walking
+    /// through, not a new presentation.
+    pub same_code_interval_secs: Option<f64>,
+}
+
+/// `[store]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// Database file; relative to `gate.state_dir`. Default `sibi.db`.
+    pub path: Option<PathBuf>,
+}
+
+/// `[devices]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevices {
+    /// `[devices.credentials]`: where credentials come from.
+    pub credentials: Option<RawCredentialDevice>,
+    /// `[devices.thermometer]`.
+    pub thermometer: Option<RawThermometerDevice>,
+    /// `[devices.operator]`: operator input and buttons.
+    pub operator: Option<RawOperatorDevice>,
+    /// `[devices.gate]`: relay, lights and buzzer.
+    pub gate: Option<RawGateDevice>,
+}
+
+/// A scripted device: plays its part of `[script]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScripted {}
+
+/// `[devices.credentials]`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum RawCredentialDevice {
+    /// Already-read credentials from the script.
+    Script(RawScripted),
+}
+
+/// `[devices.thermometer]`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum RawThermometerDevice {
+    /// Readings from the script.
+    Script(RawScripted),
+}
+
+/// `[devices.operator]`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum RawOperatorDevice {
+    /// Operator actions and button presses from the script.
+    Script(RawScripted),
+}
+
+/// `[devices.gate]`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum RawGateDevice {
+    /// A simulated gate that records and logs what it is told.
+    Sim(RawSimGate),
+}
+
+/// `[devices.gate]` with `backend = "sim"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSimGate {
+    /// How long the relay holds the gate open, in milliseconds.
+    pub pulse_ms: Option<i64>,
+    /// File (relative to `gate.state_dir`) where every command is appended as a JSON line.
+    pub log: Option<PathBuf>,
+}
+
+/// `[script]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScript {
+    /// The scenario file.
+    pub file: PathBuf,
+    /// Playback speed (2.0 plays twice as fast).
+    pub speed: Option<f64>,
+    /// Start again from the top when the scenario ends.
+    pub repeat: Option<bool>,
+    /// Stop the daemon once the scenario has played and the last presentation has closed.
+    pub exit_when_done: Option<bool>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub source: PathBuf,
+    /// `[gate]`.
+    pub gate: GateConfig,
+    /// `[policy]`, validated against the guidance bounds.
+    pub policy: Policy,
+    /// `[checkpoint]`.
+    pub checkpoint: CheckpointConfig,
+    /// Absolute path of the database.
+    pub db_path: PathBuf,
+    /// `[devices]`.
+    pub devices: Devices,
+    /// `[script]`, when a device plays it.
+    pub script: Option<ScriptConfig>,
+}
+
+/// `[gate]`, validated.
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    /// Gate id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Community id.
+    pub community: String,
+    /// Absolute state directory.
+    pub state_dir: PathBuf,
+    /// Lane direction.
+    pub direction: Direction,
+    /// Shutdown grace.
+    pub shutdown_grace: Duration,
+}
+
+/// `[checkpoint]`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// Walk-away timeout in ms.
+    pub session_timeout_ms: i64,
+    /// Same-code interval in ms.
+    pub same_code_interval_ms: i64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { session_timeout_ms: 30_000, same_code_interval_ms: 10_000 }
+    }
+}
+
+/// The backend chosen for each device role.
+#[derive(Debug, Clone)]
+pub struct Devices {
+    /// Credentials.
+    pub credentials: CredentialBackend,
+    /// Thermometer.
+    pub thermometer: ThermometerBackend,
+    /// Operator input.
+    pub operator: OperatorBackend,
+    /// Gate outputs.
+    pub gate: GateBackend,
+}
+
+/// Credential source backends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CredentialBackend {
+    /// Scripted.
+    Script,
+}
+
+/// Thermometer backends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ThermometerBackend {
+    /// Scripted.
+    Script,
+}
+
+/// Operator input backends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperatorBackend {
+    /// Scripted.
+    Script,
+}
+
+/// Gate output backends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GateBackend {
+    /// Simulated.
+    Sim {
+        /// Relay pulse.
+        pulse: Duration,
+        /// Absolute path of the command log, if any.
+        log: Option<PathBuf>,
+    },
+}
+
+/// `[script]`, validated and loaded.
+#[derive(Debug, Clone)]
+pub struct ScriptConfig {
+    /// Absolute path.
+    pub file: PathBuf,
+    /// The parsed scenario.
+    pub script: Script,
+    /// Speed factor (> 0).
+    pub speed: f64,
+    /// Loop.
+    pub repeat: bool,
+    /// Exit when played.
+    pub exit_when_done: bool,
+}
+
+/// Why a config file was refused.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// Every problem found, each naming its key.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config file `{}` is not usable:", self.file.display())?;
+        for p in &self.problems {
+            let mut lines = p.lines();
+            if let Some(first) = lines.next() {
+                write!(f, "\n  - {first}")?;
+            }
+            for l in lines {
+                write!(f, "\n    {l}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Read and parse a file without validating the sections (used by `decide`, which needs only `[policy]`).
+pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
+    let fail = |problem: String| ConfigError { file: path.to_path_buf(), problems: vec![problem] };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
+    parse_raw(&text).map_err(fail)
+}
+
+fn parse_raw(text: &str) -> Result<RawConfig, String> {
+    let de = toml::Deserializer::parse(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let inner = inner.trim_end();
+        if path.is_empty() || path == "." { inner.to_string() } else { format!("in `{path}`: {inner}") }
+    })
+}
+
+/// Only the policy of a config file (the dry run needs nothing else). A missing `[policy]` is the default policy.
+pub fn load_policy(path: &Path) -> Result<Policy, ConfigError> {
+    let raw = read_raw(path)?;
+    raw.policy.unwrap_or_default().validate().map_err(|errors| ConfigError {
+        file: path.to_path_buf(),
+        problems: errors.iter().map(ToString::to_string).collect(),
+    })
+}
+
+/// Load and validate a whole config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let raw = read_raw(path)?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    validate(raw, path, &base).map_err(|problems| ConfigError { file: path.to_path_buf(), problems })
+}
+
+fn positive_ms(key: &str, secs: Option<f64>, default_ms: i64, problems: &mut Vec<String>) -> i64 {
+    match secs {
+        None => default_ms,
+        Some(s) if !s.is_finite() || s <= 0.0 => {
+            problems.push(format!("`{key}` = {s}: a duration must be a positive number of seconds"));
+            default_ms
+        }
+        Some(s) if s > 86_400.0 => {
+            problems.push(format!("`{key}` = {s}: longer than a day; give the duration in seconds"));
+            default_ms
+        }
+        Some(s) => (s * 1000.0).round() as i64,
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+}
+
+fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<String>> {
+    let mut problems = Vec::new();
+    let missing = |section: &str, what: &str| format!("missing section `[{section}]`: {what}");
+
+    let gate = match raw.gate {
+        None => {
+            problems.push(missing("gate", "give at least `id`, `community` and `state_dir`"));
+            None
+        }
+        Some(g) => {
+            if g.id.is_empty()
+                || g.id.len() > 64
+                || !g.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                problems.push(format!(
+                    "`gate.id` = {:?}: use 1–64 ASCII letters, digits, `-` or `_` (it names this gate in every record)",
+                    g.id
+                ));
+            }
+            if g.community.trim().is_empty() {
+                problems.push("`gate.community` is empty: name the community this gate belongs to".into());
+            }
+            let state_dir = resolve(base, &g.state_dir);
+            if state_dir.exists() && !state_dir.is_dir() {
+                problems.push(format!("`gate.state_dir` = `{}` exists and is not a directory", state_dir.display()));
+            } else if !state_dir.exists() {
+                // It will be created at start; its parent must be able to hold it.
+                let parent_ok = state_dir.ancestors().skip(1).find(|a| a.exists()).is_some_and(|a| a.is_dir());
+                if !parent_ok {
+                    problems.push(format!(
+                        "`gate.state_dir` = `{}` cannot be created: a parent path is not a directory",
+                        state_dir.display()
+                    ));
+                }
+            }
+            let grace = match g.shutdown_grace_ms {
+                None => 5_000,
+                Some(ms) if ms <= 0 => {
+                    problems.push(format!("`gate.shutdown_grace_ms` = {ms}: a duration must be positive"));
+                    5_000
+                }
+                Some(ms) if ms > 60_000 => {
+                    problems.push(format!(
+                        "`gate.shutdown_grace_ms` = {ms}: at most 60000 (systemd stops the service after that)"
+                    ));
+                    5_000
+                }
+                Some(ms) => ms,
+            };
+            Some(GateConfig {
+                name: g.name.unwrap_or_else(|| g.id.clone()),
+                id: g.id,
+                community: g.community,
+                state_dir,
+                direction: g.direction.unwrap_or(Direction::In),
+                shutdown_grace: Duration::from_millis(grace as u64),
+            })
+        }
+    };
+
+    let policy = match raw.policy.unwrap_or_default().validate() {
+        Ok(p) => Some(p),
+        Err(errors) => {
+            problems.extend(errors.iter().map(ToString::to_string));
+            None
+        }
+    };
+
+    let checkpoint = match raw.checkpoint {
+        None => CheckpointConfig::default(),
+        Some(c) => {
+            let d = CheckpointConfig::default();
+            CheckpointConfig {
+                session_timeout_ms: positive_ms(
+                    "checkpoint.session_timeout_secs",
+                    c.session_timeout_secs,
+                    d.session_timeout_ms,
+                    &mut problems,
+                ),
+                same_code_interval_ms: positive_ms(
+                    "checkpoint.same_code_interval_secs",
+                    c.same_code_interval_secs,
+                    d.same_code_interval_ms,
+                    &mut problems,
+                ),
+            }
+        }
+    };
+
+    let db_rel = raw.store.and_then(|s| s.path).unwrap_or_else(|| PathBuf::from("sibi.db"));
+    let state_dir = gate.as_ref().map(|g| g.state_dir.clone()).unwrap_or_default();
+    let db_path = resolve(&state_dir, &db_rel);
+
+    let devices = match raw.devices {
+        None => {
+            problems.push(missing(
+                "devices",
+                "choose a backend for `credentials`, `thermometer`, `operator` and `gate` (see config/demo.toml)",
+            ));
+            None
+        }
+        Some(d) => validate_devices(d, &state_dir, &mut problems),
+    };
+    let uses_script = devices.as_ref().is_some_and(|d| {
+        d.credentials == CredentialBackend::Script
+            || d.thermometer == ThermometerBackend::Script
+            || d.operator == OperatorBackend::Script
+    });
+
+    let script = match raw.script {
+        None if uses_script => {
+            problems.push(missing("script", "a device uses `backend = \"script\"`, so give `[script] file = ...`"));
+            None
+        }
+        None => None,
+        Some(s) => {
+            let file = resolve(base, &s.file);
+            let speed = s.speed.unwrap_or(1.0);
+            if !speed.is_finite() || speed <= 0.0 || speed > 10_000.0 {
+                problems.push(format!("`script.speed` = {speed}: must be above 0 and at most 10000"));
+            }
+            match Script::load(&file) {
+                Ok(script) => Some(ScriptConfig {
+                    file,
+                    script,
+                    speed,
+                    repeat: s.repeat.unwrap_or(false),
+                    exit_when_done: s.exit_when_done.unwrap_or(false),
+                }),
+                Err(e) => {
+                    problems.push(format!("`script.file`: {e}"));
+                    None
+                }
+            }
+        }
+    };
+
+    match (gate, policy, devices) {
+        (Some(gate), Some(policy), Some(devices)) if problems.is_empty() => Ok(Config {
+            source: source.to_path_buf(),
+            gate,
+            policy,
+            checkpoint,
+            db_path,
+            devices,
+            script,
+        }),
+        _ => Err(problems),
+    }
+}
+
+fn validate_devices(d: RawDevices, state_dir: &Path, problems: &mut Vec<String>) -> Option<Devices> {
+    let need = |role: &str, problems: &mut Vec<String>| {
+        problems.push(format!("missing section `[devices.{role}]`: choose its `backend`"));
+    };
+    let credentials = match d.credentials {
+        Some(RawCredentialDevice::Script(_)) => Some(CredentialBackend::Script),
+        None => {
+            need("credentials", problems);
+            None
+        }
+    };
+    let thermometer = match d.thermometer {
+        Some(RawThermometerDevice::Script(_)) => Some(ThermometerBackend::Script),
+        None => {
+            need("thermometer", problems);
+            None
+        }
+    };
+    let operator = match d.operator {
+        Some(RawOperatorDevice::Script(_)) => Some(OperatorBackend::Script),
+        None => {
+            need("operator", problems);
+            None
+        }
+    };
+    let gate = match d.gate {
+        Some(RawGateDevice::Sim(s)) => {
+            let pulse = match s.pulse_ms {
+                None => 3_000,
+                Some(ms) if !(100..=30_000).contains(&ms) => {
+                    problems.push(format!(
+                        "`devices.gate.pulse_ms` = {ms}: the relay pulse must be 100–30000 ms (the gate closes by \
+                         itself after it)"
+                    ));
+                    3_000
+                }
+                Some(ms) => ms,
+            };
+            Some(GateBackend::Sim {
+                pulse: Duration::from_millis(pulse as u64),
+                log: s.log.map(|l| resolve(state_dir, &l)),
+            })
+        }
+        None => {
+            need("gate", problems);
+            None
+        }
+    };
+    Some(Devices { credentials: credentials?, thermometer: thermometer?, operator: operator?, gate: gate? })
+}

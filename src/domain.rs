@@ -1,0 +1,478 @@
+//! The vocabulary every other module speaks: tiers, directions, categories, code states, temperatures, verdicts,
+//! and the masking helpers that keep personal data out of logs.
+//!
+//! Nothing here does I/O. Enum values serialize in `snake_case`, exactly as the `sibi decide` contract spells them
+//! (DESIGN.md §6).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The community's risk tier (低/中/高风险), set by the street office.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// 低风险: 外防输入.
+    Low,
+    /// 中风险: 外防输入、内防扩散.
+    Medium,
+    /// 高风险: 内防扩散、外防输出、严格管控.
+    High,
+}
+
+impl Tier {
+    /// Every tier, lowest first.
+    pub const ALL: [Tier; 3] = [Tier::Low, Tier::Medium, Tier::High];
+
+    /// The stable lowercase name used in rule ids, config and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Low => "low",
+            Tier::Medium => "medium",
+            Tier::High => "high",
+        }
+    }
+
+    /// The Chinese name shown to operators.
+    pub fn zh(self) -> &'static str {
+        match self {
+            Tier::Low => "低风险",
+            Tier::Medium => "中风险",
+            Tier::High => "高风险",
+        }
+    }
+}
+
+/// Which way the person or vehicle is going through the gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Entering the compound.
+    In,
+    /// Leaving the compound.
+    Out,
+}
+
+impl Direction {
+    /// Both directions.
+    pub const ALL: [Direction; 2] = [Direction::In, Direction::Out];
+
+    /// The stable lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// Who the person (or vehicle) is, as far as the tier table is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// 居民.
+    Resident,
+    /// 访客.
+    Visitor,
+    /// 快递/外卖.
+    Courier,
+    /// 复工人员.
+    WorkResumption,
+    /// 社区工作者、志愿者、医务、保供人员 on duty.
+    Service,
+    /// 急症/发热病人就医、孕产妇、救护车.
+    Emergency,
+}
+
+impl Category {
+    /// Every category.
+    pub const ALL: [Category; 6] = [
+        Category::Resident,
+        Category::Visitor,
+        Category::Courier,
+        Category::WorkResumption,
+        Category::Service,
+        Category::Emergency,
+    ];
+
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Resident => "resident",
+            Category::Visitor => "visitor",
+            Category::Courier => "courier",
+            Category::WorkResumption => "work_resumption",
+            Category::Service => "service",
+            Category::Emergency => "emergency",
+        }
+    }
+
+    /// The Chinese name shown to operators.
+    pub fn zh(self) -> &'static str {
+        match self {
+            Category::Resident => "居民",
+            Category::Visitor => "访客",
+            Category::Courier => "快递外卖",
+            Category::WorkResumption => "复工人员",
+            Category::Service => "工作人员",
+            Category::Emergency => "紧急",
+        }
+    }
+}
+
+/// How the person's identity was established (身份必问).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityKind {
+    /// A community pass (居民通行证) signed by the community office.
+    Pass,
+    /// A provincial health code (健康码).
+    HealthCode,
+    /// An international certificate (EU DCC).
+    Dcc,
+    /// Registered by hand by the operator (the offline lane).
+    Manual,
+    /// Nothing presented yet.
+    None,
+}
+
+impl IdentityKind {
+    /// Every identity kind.
+    pub const ALL: [IdentityKind; 5] = [
+        IdentityKind::Pass,
+        IdentityKind::HealthCode,
+        IdentityKind::Dcc,
+        IdentityKind::Manual,
+        IdentityKind::None,
+    ];
+
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::Pass => "pass",
+            IdentityKind::HealthCode => "health_code",
+            IdentityKind::Dcc => "dcc",
+            IdentityKind::Manual => "manual",
+            IdentityKind::None => "none",
+        }
+    }
+}
+
+/// The state of a health code (or of a certificate's verification).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeStatus {
+    /// 绿码.
+    Green,
+    /// 黄码.
+    Yellow,
+    /// 红码.
+    Red,
+    /// The code or certificate has expired.
+    Expired,
+    /// The issuer does not know the code.
+    NotFound,
+    /// Verification failed (bad signature, garbled code).
+    Failed,
+    /// The online check timed out.
+    Timeout,
+    /// Not verified online (network down): the operator must look at the phone.
+    Unverified,
+    /// No code was presented.
+    None,
+}
+
+impl CodeStatus {
+    /// Every status.
+    pub const ALL: [CodeStatus; 9] = [
+        CodeStatus::Green,
+        CodeStatus::Yellow,
+        CodeStatus::Red,
+        CodeStatus::Expired,
+        CodeStatus::NotFound,
+        CodeStatus::Failed,
+        CodeStatus::Timeout,
+        CodeStatus::Unverified,
+        CodeStatus::None,
+    ];
+
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeStatus::Green => "green",
+            CodeStatus::Yellow => "yellow",
+            CodeStatus::Red => "red",
+            CodeStatus::Expired => "expired",
+            CodeStatus::NotFound => "not_found",
+            CodeStatus::Failed => "failed",
+            CodeStatus::Timeout => "timeout",
+            CodeStatus::Unverified => "unverified",
+            CodeStatus::None => "none",
+        }
+    }
+}
+
+/// Whether a mask is worn (口罩必戴).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskState {
+    /// Worn (detected or confirmed by the operator).
+    Worn,
+    /// Not worn.
+    NotWorn,
+    /// Nobody has checked yet.
+    Unchecked,
+}
+
+impl MaskState {
+    /// Every mask state.
+    pub const ALL: [MaskState; 3] = [MaskState::Worn, MaskState::NotWorn, MaskState::Unchecked];
+
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaskState::Worn => "worn",
+            MaskState::NotWorn => "not_worn",
+            MaskState::Unchecked => "unchecked",
+        }
+    }
+}
+
+/// A temperature in hundredths of a degree Celsius.
+///
+/// Whole hundredths make the band edges exact: 37.29 is below a 37.30 threshold, 42.51 is above the 42.50 limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Celsius(i32);
+
+impl Celsius {
+    /// From hundredths of a degree.
+    pub const fn from_centi(centi: i32) -> Celsius {
+        Celsius(centi)
+    }
+
+    /// From degrees, rounded to the nearest hundredth. `None` for NaN, infinities and absurd magnitudes.
+    pub fn from_f64(degrees: f64) -> Option<Celsius> {
+        if !degrees.is_finite() || degrees.abs() > 10_000.0 {
+            return None;
+        }
+        Some(Celsius((degrees * 100.0).round() as i32))
+    }
+
+    /// Hundredths of a degree.
+    pub const fn centi(self) -> i32 {
+        self.0
+    }
+
+    /// Degrees as a float (for JSON and display).
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+}
+
+impl fmt::Display for Celsius {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let a = self.0.unsigned_abs();
+        write!(f, "{sign}{}.{:02}℃", a / 100, a % 100)
+    }
+}
+
+impl Serialize for Celsius {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.as_f64())
+    }
+}
+
+/// Milliseconds since the Unix epoch. Time is always an input to the pure core; only the drivers read the clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// Milliseconds elapsed from `earlier` to `self` (negative if `earlier` is later).
+    pub fn since(self, earlier: Timestamp) -> i64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// `self` plus `ms` milliseconds.
+    pub fn plus_ms(self, ms: i64) -> Timestamp {
+        Timestamp(self.0.saturating_add(ms))
+    }
+
+    /// Parse an RFC 3339 date-time (`2026-11-25T08:00:00+08:00`).
+    pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+        let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+        Some(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
+    }
+
+    /// Format as RFC 3339 in UTC+8 (China Standard Time), the zone the street office reads.
+    pub fn to_rfc3339(self) -> String {
+        let utc = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let cst = utc.to_offset(time::macros::offset!(+8));
+        cst.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| self.0.to_string())
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+/// The outcome at the gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// 通行: the gate opens.
+    Pass,
+    /// 请处理: an operator must act (register, re-measure, check a colour...).
+    Refer,
+    /// 禁止: the gate stays closed.
+    Deny,
+}
+
+impl Verdict {
+    /// The stable lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Refer => "refer",
+            Verdict::Deny => "deny",
+        }
+    }
+
+    /// The word on the operator's panel.
+    pub fn zh(self) -> &'static str {
+        match self {
+            Verdict::Pass => "通行",
+            Verdict::Refer => "请处理",
+            Verdict::Deny => "禁止",
+        }
+    }
+
+    /// How severe the verdict is: deny > refer > pass. Used to combine several people into one outcome.
+    pub fn severity(self) -> u8 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::Refer => 1,
+            Verdict::Deny => 2,
+        }
+    }
+}
+
+/// 身份必问: was identity established?
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityMust {
+    /// A credential was read or the person was registered.
+    Asked,
+    /// Nothing yet.
+    Missing,
+}
+
+/// 体温必测: the state of the temperature must.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TemperatureMust {
+    /// A fresh, plausible reading below the threshold.
+    Normal,
+    /// A fresh, plausible reading at or above the threshold.
+    Fever,
+    /// A reading outside 34.0–42.5 ℃ (a measuring error).
+    Invalid,
+    /// No reading, or one too old to belong to this person.
+    Missing,
+}
+
+/// The state of three of the four musts for one person. The fourth, 信息必录, is set by the store when the row is
+/// written (see [`crate::store`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Musts {
+    /// 身份必问.
+    pub identity: IdentityMust,
+    /// 体温必测.
+    pub temperature: TemperatureMust,
+    /// 口罩必戴.
+    pub mask: MaskState,
+}
+
+impl Musts {
+    /// True when identity is asked, the temperature is normal and the mask is worn.
+    pub fn all_hold(&self) -> bool {
+        self.identity == IdentityMust::Asked
+            && self.temperature == TemperatureMust::Normal
+            && self.mask == MaskState::Worn
+    }
+}
+
+/// Mask a Chinese name for display: keep the first character and, for three or more, the last (张*三, 李*).
+pub fn mask_name(name: &str) -> String {
+    let chars: Vec<char> = name.trim().chars().collect();
+    match chars.len() {
+        0 => String::new(),
+        1 => "*".to_string(),
+        2 => format!("{}*", chars[0]),
+        n => format!("{}{}{}", chars[0], "*".repeat(n - 2), chars[n - 1]),
+    }
+}
+
+/// Mask a resident ID number: keep the first four and the last four characters (4201**********1234).
+pub fn mask_id_number(id: &str) -> String {
+    let chars: Vec<char> = id.trim().chars().collect();
+    let n = chars.len();
+    if n <= 8 {
+        return "*".repeat(n);
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[n - 4..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(n - 8))
+}
+
+/// Mask a phone number: keep the first three and the last four digits (138****5678).
+pub fn mask_phone(phone: &str) -> String {
+    let chars: Vec<char> = phone.trim().chars().collect();
+    let n = chars.len();
+    if n <= 7 {
+        return "*".repeat(n);
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[n - 4..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(n - 7))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn celsius_rounds_to_hundredths_at_band_edges() {
+        assert_eq!(Celsius::from_f64(37.29).unwrap().centi(), 3729);
+        assert_eq!(Celsius::from_f64(37.3).unwrap().centi(), 3730);
+        assert_eq!(Celsius::from_f64(42.51).unwrap().centi(), 4251);
+        assert_eq!(Celsius::from_f64(34.0).unwrap().centi(), 3400);
+        assert_eq!(Celsius::from_f64(f64::NAN), None);
+        assert_eq!(Celsius::from_f64(f64::INFINITY), None);
+        assert_eq!(Celsius::from_centi(3655).to_string(), "36.55℃");
+        assert_eq!(Celsius::from_centi(-5).to_string(), "-0.05℃");
+    }
+
+    #[test]
+    fn masking_keeps_only_the_edges() {
+        assert_eq!(mask_name("张三丰"), "张*丰");
+        assert_eq!(mask_name("李四"), "李*");
+        assert_eq!(mask_name("欧阳娜娜"), "欧**娜");
+        assert_eq!(mask_name(""), "");
+        assert_eq!(mask_id_number("110101199003070000"), "1101**********0000");
+        assert_eq!(mask_phone("13800000000"), "138****0000");
+        assert_eq!(mask_phone("12345"), "*****");
+    }
+
+    #[test]
+    fn timestamps_round_trip_through_rfc3339_in_china_time() {
+        let t = Timestamp::parse_rfc3339("2026-11-25T08:00:00+08:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-25T08:00:00+08:00");
+        assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+        assert_eq!(t.plus_ms(1500).since(t), 1500);
+    }
+}

@@ -1,0 +1,461 @@
+//! Scripted devices: a scenario file (TOML) of timed events that the simulated credential source, thermometer and
+//! operator input each play their part of. Used by the demo ("a morning at the gate") and by tests.
+//!
+//! ```toml
+//! [[event]]
+//! at = 0.0            # seconds from the start
+//! credential = { key = "PASS-0001", identity = "pass", category = "resident", code = "none", holder = "王小华", frames = 30 }
+//! [[event]]
+//! at = 1.0
+//! temperature = 36.5
+//! [[event]]
+//! at = 1.5
+//! operator = { mask = "worn" }     # or colour = "green", approve = "探望父母", emergency = "pregnant",
+//!                                  #    registered = true, cancel = true
+//! [[event]]
+//! at = 2.0
+//! button = "mask_confirmed"        # or emergency_open, call_help
+//! [[event]]
+//! at = 3.0
+//! thermometer_fault = 2.0          # the thermometer is unplugged for 2 s
+//! ```
+//!
+//! When a script repeats, each cycle's credential keys get a `~N` suffix, so every cycle brings new people.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::{CredentialSource, DeviceFault, OperatorInput, OperatorSource, Polled, Thermometer};
+use crate::checkpoint::{Button, CredentialRead, EmergencyKind, OperatorAction};
+use crate::domain::{Category, Celsius, CodeStatus, IdentityKind, MaskState};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScriptFile {
+    event: Vec<RawEvent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvent {
+    at: f64,
+    credential: Option<RawCredential>,
+    temperature: Option<f64>,
+    operator: Option<RawOperator>,
+    button: Option<Button>,
+    thermometer_fault: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    key: String,
+    identity: IdentityKind,
+    category: Category,
+    #[serde(default = "no_code")]
+    code: CodeStatus,
+    #[serde(default)]
+    holder: String,
+    #[serde(default = "one")]
+    frames: u32,
+    #[serde(default)]
+    quarantined: bool,
+    #[serde(default)]
+    from_risk_area: bool,
+    #[serde(default)]
+    inbound: bool,
+    #[serde(default)]
+    courier_registered: bool,
+    #[serde(default)]
+    visitor_registered: bool,
+    #[serde(default)]
+    service_roster: bool,
+}
+
+fn no_code() -> CodeStatus {
+    CodeStatus::None
+}
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOperator {
+    mask: Option<MaskState>,
+    colour: Option<CodeStatus>,
+    approve: Option<String>,
+    emergency: Option<EmergencyKind>,
+    registered: Option<bool>,
+    cancel: Option<bool>,
+}
+
+/// One timed event of a scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScriptItem {
+    /// A credential shown for `frames` consecutive camera frames (40 ms apart).
+    Credential(CredentialRead, u32),
+    /// A reading.
+    Temperature(Celsius),
+    /// Operator input.
+    Operator(OperatorInput),
+    /// The thermometer is unplugged for this many milliseconds.
+    ThermometerFault(u64),
+}
+
+/// A parsed scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Script {
+    /// Events sorted by time (milliseconds from the start).
+    pub events: Vec<(u64, ScriptItem)>,
+}
+
+impl Script {
+    /// Parse a scenario file. Errors name the file and the event.
+    pub fn load(path: &Path) -> Result<Script, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read scenario `{}`: {e}", path.display()))?;
+        Script::parse(&text).map_err(|e| format!("scenario `{}`: {e}", path.display()))
+    }
+
+    /// Parse scenario text.
+    pub fn parse(text: &str) -> Result<Script, String> {
+        let raw: RawScriptFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        let mut events = Vec::with_capacity(raw.event.len());
+        for (i, e) in raw.event.into_iter().enumerate() {
+            let bad = |m: &str| format!("event[{i}]: {m}");
+            if !e.at.is_finite() || e.at < 0.0 {
+                return Err(bad("`at` must be a non-negative number of seconds"));
+            }
+            let at = (e.at * 1000.0).round() as u64;
+            let mut items = Vec::new();
+            if let Some(c) = e.credential {
+                if c.key.trim().is_empty() {
+                    return Err(bad("credential `key` is empty"));
+                }
+                let read = CredentialRead {
+                    key: c.key,
+                    identity: c.identity,
+                    category: c.category,
+                    code: c.code,
+                    holder: c.holder,
+                    quarantined: c.quarantined,
+                    from_risk_area: c.from_risk_area,
+                    inbound: c.inbound,
+                    courier_registered: c.courier_registered,
+                    visitor_registered: c.visitor_registered,
+                    service_roster: c.service_roster,
+                };
+                items.push(ScriptItem::Credential(read, c.frames.clamp(1, 1000)));
+            }
+            if let Some(t) = e.temperature {
+                let c = Celsius::from_f64(t).ok_or_else(|| bad("`temperature` is not a number"))?;
+                items.push(ScriptItem::Temperature(c));
+            }
+            if let Some(o) = e.operator {
+                let mut actions = Vec::new();
+                if let Some(m) = o.mask {
+                    actions.push(OperatorAction::Mask(m));
+                }
+                if let Some(c) = o.colour {
+                    actions.push(OperatorAction::CodeColour(c));
+                }
+                if let Some(reason) = o.approve {
+                    actions.push(OperatorAction::Approve { reason });
+                }
+                if let Some(k) = o.emergency {
+                    actions.push(OperatorAction::Emergency(k));
+                }
+                if o.registered == Some(true) {
+                    actions.push(OperatorAction::Registered);
+                }
+                if o.cancel == Some(true) {
+                    actions.push(OperatorAction::Cancel);
+                }
+                if actions.len() != 1 {
+                    return Err(bad("`operator` must hold exactly one of mask, colour, approve, emergency, registered, cancel"));
+                }
+                items.push(ScriptItem::Operator(OperatorInput::Action(actions.remove(0))));
+            }
+            if let Some(b) = e.button {
+                items.push(ScriptItem::Operator(OperatorInput::Button(b)));
+            }
+            if let Some(secs) = e.thermometer_fault {
+                if !secs.is_finite() || secs <= 0.0 {
+                    return Err(bad("`thermometer_fault` must be a positive number of seconds"));
+                }
+                items.push(ScriptItem::ThermometerFault((secs * 1000.0) as u64));
+            }
+            if items.len() != 1 {
+                return Err(bad(
+                    "give exactly one of credential, temperature, operator, button, thermometer_fault",
+                ));
+            }
+            events.push((at, items.remove(0)));
+        }
+        events.sort_by_key(|(at, _)| *at);
+        Ok(Script { events })
+    }
+
+    /// The time between the starts of two cycles when repeating: the last event plus five seconds.
+    pub fn period_ms(&self) -> u64 {
+        self.events.last().map_or(0, |(at, _)| *at) + 5_000
+    }
+}
+
+/// Playback settings shared by the scripted devices.
+#[derive(Debug, Clone)]
+pub struct Playback {
+    /// Common start, so the devices stay in step.
+    pub start: Instant,
+    /// Speed factor.
+    pub speed: f64,
+    /// Loop.
+    pub repeat: bool,
+}
+
+/// One device's part of a script, on a cursor.
+struct Track<T> {
+    items: Arc<Vec<(u64, T)>>,
+    period: u64,
+    playback: Playback,
+    index: usize,
+    cycle: u64,
+}
+
+impl<T: Clone> Track<T> {
+    fn new(items: Vec<(u64, T)>, period: u64, playback: Playback) -> Track<T> {
+        Track { items: Arc::new(items), period, playback, index: 0, cycle: 0 }
+    }
+
+    fn due(&self, script_ms: u64) -> Instant {
+        self.playback.start + Duration::from_secs_f64(script_ms as f64 / 1000.0 / self.playback.speed)
+    }
+
+    /// Wait at most `wait` for the next item; returns it with its cycle number.
+    fn next(&mut self, wait: Duration) -> Polled<(T, u64, u64)> {
+        if self.index >= self.items.len() {
+            if !self.playback.repeat || self.items.is_empty() {
+                std::thread::sleep(wait.min(Duration::from_millis(10)));
+                return Polled::Done;
+            }
+            self.index = 0;
+            self.cycle += 1;
+        }
+        let (at, item) = &self.items[self.index];
+        let script_ms = self.cycle * self.period + at;
+        let due = self.due(script_ms);
+        let now = Instant::now();
+        if due > now {
+            let nap = (due - now).min(wait);
+            std::thread::sleep(nap);
+            if Instant::now() < due {
+                return Polled::Idle;
+            }
+        }
+        self.index += 1;
+        Polled::Item((item.clone(), self.cycle, script_ms))
+    }
+}
+
+/// The scripted credential source.
+pub struct ScriptedCredentials {
+    track: Track<(CredentialRead, u32)>,
+    /// Frames still to repeat: (credential, remaining, next due in script ms).
+    repeating: Option<(CredentialRead, u32, u64)>,
+}
+
+/// Milliseconds between two camera frames.
+const FRAME_MS: u64 = 40;
+
+impl ScriptedCredentials {
+    /// The credential part of `script`.
+    pub fn new(script: &Script, playback: Playback) -> ScriptedCredentials {
+        let items = script
+            .events
+            .iter()
+            .filter_map(|(at, i)| match i {
+                ScriptItem::Credential(c, frames) => Some((*at, (c.clone(), *frames))),
+                _ => None,
+            })
+            .collect();
+        ScriptedCredentials { track: Track::new(items, script.period_ms(), playback), repeating: None }
+    }
+}
+
+impl CredentialSource for ScriptedCredentials {
+    fn poll(&mut self, wait: Duration) -> Result<Polled<CredentialRead>, DeviceFault> {
+        if let Some((c, remaining, due_ms)) = self.repeating.take() {
+            let due = self.track.due(due_ms);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep((due - now).min(wait));
+                if Instant::now() < due {
+                    self.repeating = Some((c, remaining, due_ms));
+                    return Ok(Polled::Idle);
+                }
+            }
+            if remaining > 1 {
+                self.repeating = Some((c.clone(), remaining - 1, due_ms + FRAME_MS));
+            }
+            return Ok(Polled::Item(c));
+        }
+        Ok(match self.track.next(wait) {
+            Polled::Item(((mut c, frames), cycle, at)) => {
+                if cycle > 0 {
+                    c.key = format!("{}~{cycle}", c.key);
+                }
+                if frames > 1 {
+                    self.repeating = Some((c.clone(), frames - 1, at + FRAME_MS));
+                }
+                Polled::Item(c)
+            }
+            Polled::Idle => Polled::Idle,
+            Polled::Done => Polled::Done,
+        })
+    }
+}
+
+/// The scripted thermometer (readings and unplugged periods).
+pub struct ScriptedThermometer {
+    track: Track<ScriptItem>,
+    faulty_until: Option<Instant>,
+}
+
+impl ScriptedThermometer {
+    /// The thermometer part of `script`.
+    pub fn new(script: &Script, playback: Playback) -> ScriptedThermometer {
+        let items = script
+            .events
+            .iter()
+            .filter(|(_, i)| matches!(i, ScriptItem::Temperature(_) | ScriptItem::ThermometerFault(_)))
+            .cloned()
+            .collect();
+        ScriptedThermometer { track: Track::new(items, script.period_ms(), playback), faulty_until: None }
+    }
+}
+
+impl Thermometer for ScriptedThermometer {
+    fn poll(&mut self, wait: Duration) -> Result<Polled<Celsius>, DeviceFault> {
+        if let Some(until) = self.faulty_until {
+            if Instant::now() < until {
+                std::thread::sleep(wait.min(until - Instant::now()));
+                return Err(DeviceFault("scripted thermometer unplugged".into()));
+            }
+            self.faulty_until = None;
+        }
+        match self.track.next(wait) {
+            Polled::Item((ScriptItem::Temperature(c), _, _)) => Ok(Polled::Item(c)),
+            Polled::Item((ScriptItem::ThermometerFault(ms), _, _)) => {
+                let ms = (ms as f64 / self.track.playback.speed) as u64;
+                self.faulty_until = Some(Instant::now() + Duration::from_millis(ms.max(1)));
+                Err(DeviceFault("scripted thermometer unplugged".into()))
+            }
+            Polled::Item(_) | Polled::Idle => Ok(Polled::Idle),
+            Polled::Done => Ok(Polled::Done),
+        }
+    }
+}
+
+/// The scripted operator (console actions and buttons).
+pub struct ScriptedOperator {
+    track: Track<OperatorInput>,
+}
+
+impl ScriptedOperator {
+    /// The operator part of `script`.
+    pub fn new(script: &Script, playback: Playback) -> ScriptedOperator {
+        let items = script
+            .events
+            .iter()
+            .filter_map(|(at, i)| match i {
+                ScriptItem::Operator(o) => Some((*at, o.clone())),
+                _ => None,
+            })
+            .collect();
+        ScriptedOperator { track: Track::new(items, script.period_ms(), playback) }
+    }
+}
+
+impl OperatorSource for ScriptedOperator {
+    fn poll(&mut self, wait: Duration) -> Result<Polled<OperatorInput>, DeviceFault> {
+        Ok(match self.track.next(wait) {
+            Polled::Item((o, _, _)) => Polled::Item(o),
+            Polled::Idle => Polled::Idle,
+            Polled::Done => Polled::Done,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"
+[[event]]
+at = 0.0
+credential = { key = "P1", identity = "pass", category = "resident", holder = "王小华", frames = 3 }
+[[event]]
+at = 0.05
+temperature = 36.5
+[[event]]
+at = 0.06
+operator = { mask = "worn" }
+"#;
+
+    fn fast() -> Playback {
+        Playback { start: Instant::now(), speed: 10.0, repeat: false }
+    }
+
+    #[test]
+    fn each_device_plays_its_part_in_order_then_ends() {
+        let s = Script::parse(TEXT).unwrap();
+        let mut creds = ScriptedCredentials::new(&s, fast());
+        let mut got = Vec::new();
+        loop {
+            match creds.poll(Duration::from_millis(50)).unwrap() {
+                Polled::Item(c) => got.push(c.key),
+                Polled::Idle => {}
+                Polled::Done => break,
+            }
+        }
+        assert_eq!(got, vec!["P1", "P1", "P1"]);
+        let mut t = ScriptedThermometer::new(&s, fast());
+        let first = loop {
+            if let Polled::Item(c) = t.poll(Duration::from_millis(50)).unwrap() {
+                break c;
+            }
+        };
+        assert_eq!(first.centi(), 3650);
+    }
+
+    #[test]
+    fn repeating_scripts_bring_new_keys_each_cycle() {
+        let s = Script::parse("[[event]]\nat = 0\ncredential = { key = \"P\", identity = \"pass\", category = \"resident\" }").unwrap();
+        let mut creds = ScriptedCredentials::new(&s, Playback { start: Instant::now(), speed: 1000.0, repeat: true });
+        let mut keys = Vec::new();
+        while keys.len() < 3 {
+            if let Polled::Item(c) = creds.poll(Duration::from_millis(20)).unwrap() {
+                keys.push(c.key);
+            }
+        }
+        assert_eq!(keys, vec!["P", "P~1", "P~2"]);
+    }
+
+    #[test]
+    fn bad_scripts_name_the_event() {
+        for (text, needle) in [
+            ("[[event]]\nat = -1\ntemperature = 36", "event[0]"),
+            ("[[event]]\nat = 1\n", "exactly one"),
+            ("[[event]]\nat = 1\ntemperature = 36\nbutton = \"call_help\"", "exactly one"),
+            ("[[event]]\nat = 1\noperator = {}", "exactly one of mask"),
+            ("[[event]]\nat = 1\nsmell = 1", "unknown field"),
+        ] {
+            let e = Script::parse(text).unwrap_err();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The `sibi` command line. Exit codes: 0 success, 1 failure while running, 2 bad usage, input or config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use sibi::domain::Timestamp;
+
+/// sibi (四必): the gate checkpoint daemon of a residential compound.
+#[derive(Parser)]
+#[command(name = "sibi", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gate daemon.
+    Run {
+        /// The config file (see config/demo.toml and config/gate.example.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file and say what it would run; exit 2 with every problem if it is not usable.
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// Dry-run the policy on one case (DESIGN.md §6): prints one JSON decision.
+    Decide {
+        /// The config file whose [policy] applies.
+        #[arg(long)]
+        config: PathBuf,
+        /// The case, as JSON (`-` for standard input).
+        #[arg(long)]
+        input: PathBuf,
+        /// Indent the JSON for reading.
+        #[arg(long)]
+        pretty: bool,
+        /// Decide as at this RFC 3339 time (default: now), for previewing a scheduled tier change.
+        #[arg(long)]
+        at: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Run { config } => run(config),
+        Command::CheckConfig { file } => check_config(file),
+        Command::Decide { config, input, pretty, at } => decide(config, input, pretty, at),
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SIBI_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let config = match sibi::config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(sibi::app::run(config, stop_signal())) {
+        Ok(summary) if summary.clean => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn check_config(path: PathBuf) -> ExitCode {
+    match sibi::config::load(&path) {
+        Ok(c) => {
+            let tier = c.policy.tier_at(sibi::hw::now());
+            println!("ok: {}", path.display());
+            println!("  gate        {} ({}), community {}", c.gate.id, c.gate.name, c.gate.community);
+            println!("  state       {}", c.gate.state_dir.display());
+            println!("  database    {}", c.db_path.display());
+            println!(
+                "  policy      {}; threshold {}; tier now {} since {}",
+                c.policy.version, c.policy.fever_threshold, tier.tier.as_str(), tier.effective
+            );
+            println!(
+                "  devices     credentials={:?} thermometer={:?} operator={:?} gate={:?}",
+                c.devices.credentials, c.devices.thermometer, c.devices.operator, c.devices.gate
+            );
+            if let Some(s) = &c.script {
+                println!("  script      {} ({} events, speed {})", s.file.display(), s.script.events.len(), s.speed);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn decide(config: PathBuf, input: PathBuf, pretty: bool, at: Option<String>) -> ExitCode {
+    let policy = match sibi::config::load_policy(&config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let now = match at {
+        None => sibi::hw::now(),
+        Some(s) => match Timestamp::parse_rfc3339(&s) {
+            Some(t) => t,
+            None => {
+                eprintln!("error: --at `{s}` is not an RFC 3339 date-time (like 2026-11-25T08:00:00+08:00)");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let text = if input.as_os_str() == "-" {
+        let mut s = String::new();
+        match std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
+            Ok(_) => s,
+            Err(e) => {
+                eprintln!("error: cannot read the case from standard input: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        match std::fs::read_to_string(&input) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot read `{}`: {e}", input.display());
+                return ExitCode::from(2);
+            }
+        }
+    };
+    match sibi::dryrun::run(&policy, &text, now) {
+        Ok(decision) => {
+            let out = if pretty { serde_json::to_string_pretty(&decision) } else { serde_json::to_string(&decision) };
+            match out {
+                Ok(s) => {
+                    println!("{s}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: cannot print the decision: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: bad input in `{}`: {e}", input.display());
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The local record: SQLite (bundled) in WAL mode with `synchronous=FULL`, versioned migrations, and an `entries`
+//! table whose `seq` is device-monotonic (AUTOINCREMENT never reuses a number, even after rows are purged).
+//!
+//! Invariants:
+//! - an entry is committed (fsync'd) before `insert_entry` returns, so an entry that opens the gate is durable before
+//!   the relay moves; the row then records what the gate actually did (`gate_action`);
+//! - only masked forms of names are stored here (sealing of full personal data arrives with sync);
+//! - writing the row is what makes the fourth must, 信息必录, hold: `musts.recorded` is set by the store.
+//!
+//! The database lives on a thread of its own; [`StoreHandle`] sends it requests and awaits replies.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::checkpoint::Outcome;
+use crate::domain::{Timestamp, Verdict};
+
+/// What went wrong in the store, with the database path.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused.
+    #[error("database `{path}`: {source}")]
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The store thread is gone (the daemon is stopping).
+    #[error("the store has stopped")]
+    Stopped,
+}
+
+/// What the gate did for an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateAction {
+    /// Recorded before the relay was told to open; replaced once the gate answers.
+    OpenPending,
+    /// The relay opened.
+    Opened,
+    /// The relay was told to open and failed.
+    OpenFailed,
+    /// Deny or refer: the gate stayed closed.
+    KeptClosed,
+}
+
+impl GateAction {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateAction::OpenPending => "open_pending",
+            GateAction::Opened => "opened",
+            GateAction::OpenFailed => "open_failed",
+            GateAction::KeptClosed => "kept_closed",
+        }
+    }
+}
+
+/// An entry as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryRow {
+    /// Device-monotonic sequence number.
+    pub seq: i64,
+    /// Presentation id.
+    pub presentation: i64,
+    /// Ends its presentation.
+    pub is_final: bool,
+    /// When (ms).
+    pub at_ms: i64,
+    /// Tier applied.
+    pub tier: String,
+    /// Category.
+    pub category: String,
+    /// Identity kind.
+    pub identity: String,
+    /// Masked holder.
+    pub holder_masked: Option<String>,
+    /// Code status.
+    pub code: String,
+    /// Temperature in hundredths.
+    pub temperature_centi: Option<i64>,
+    /// Mask.
+    pub mask: String,
+    /// Verdict.
+    pub verdict: String,
+    /// Rule id.
+    pub rule: String,
+    /// Chinese message.
+    pub message_zh: String,
+    /// Close note.
+    pub note: Option<String>,
+    /// Gate action.
+    pub gate_action: String,
+}
+
+const MIGRATIONS: &[&str] = &[
+    // 1: entries and the journal.
+    "CREATE TABLE entries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        gate_id TEXT NOT NULL,
+        presentation INTEGER NOT NULL,
+        is_final INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        policy_version TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        category TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        credential_ref TEXT,
+        holder_masked TEXT,
+        code TEXT NOT NULL,
+        colour_by_operator INTEGER NOT NULL,
+        temperature_centi INTEGER,
+        retest INTEGER NOT NULL,
+        mask TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        reasons TEXT NOT NULL,
+        actions TEXT NOT NULL,
+        musts TEXT NOT NULL,
+        message_zh TEXT NOT NULL,
+        note TEXT,
+        approval_reason TEXT,
+        emergency TEXT,
+        flagged INTEGER NOT NULL,
+        gate_action TEXT NOT NULL
+    );
+    CREATE INDEX entries_at ON entries(at_ms);
+    CREATE INDEX entries_presentation ON entries(presentation);
+    CREATE TABLE journal (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );",
+];
+
+/// The database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    gate_id: String,
+}
+
+impl Store {
+    /// Open (creating if needed), set WAL and `synchronous=FULL`, and migrate.
+    pub fn open(path: &Path, gate_id: &str) -> Result<Store, StoreError> {
+        let e = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
+        if let Some(dir) = path.parent() {
+            // A missing directory surfaces as SQLite's "unable to open" below, with the path.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let mut conn = Connection::open(path).map_err(e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(e)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(e)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(e)?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(e)?;
+            tx.execute_batch(sql).map_err(e)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(e)?;
+            tx.commit().map_err(e)?;
+        }
+        Ok(Store { conn, path: path.to_path_buf(), gate_id: gate_id.to_string() })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite { path: self.path.clone(), source }
+    }
+
+    /// Insert an outcome and commit it durably. Returns its sequence number.
+    pub fn insert_entry(&mut self, o: &Outcome) -> Result<i64, StoreError> {
+        let d = &o.decision;
+        let pd = d.people.first();
+        let gate_action = if d.verdict == Verdict::Pass { GateAction::OpenPending } else { GateAction::KeptClosed };
+        let reasons = pd.map(|p| p.reasons.iter().map(|r| r.id()).collect::<Vec<_>>()).unwrap_or_default();
+        let actions = serde_json::to_string(&d.actions).unwrap_or_else(|_| "[]".into());
+        let musts = pd.map_or(serde_json::Value::Null, |p| {
+            let mut m = serde_json::to_value(p.musts).unwrap_or(serde_json::Value::Null);
+            if let Some(obj) = m.as_object_mut() {
+                obj.insert("recorded".into(), serde_json::Value::Bool(true));
+            }
+            m
+        });
+        let cred = o.credential.as_ref();
+        let res = self.conn.execute(
+            "INSERT INTO entries (gate_id, presentation, is_final, at_ms, at, tier, policy_version, direction,
+                category, identity, credential_ref, holder_masked, code, colour_by_operator, temperature_centi, retest,
+                mask, verdict, rule, reasons, actions, musts, message_zh, note, approval_reason, emergency, flagged,
+                gate_action)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
+                ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+            params![
+                self.gate_id,
+                o.presentation as i64,
+                o.is_final,
+                o.at.0,
+                o.at.to_rfc3339(),
+                d.tier.as_str(),
+                d.policy_version,
+                d.direction.as_str(),
+                o.person.category.as_str(),
+                o.person.identity.as_str(),
+                cred.map(|c| c.key.as_str()),
+                cred.map(|c| c.holder.as_str()).filter(|h| !h.is_empty()),
+                o.person.code.as_str(),
+                o.colour_by_operator,
+                o.person.temperature.map(|t| i64::from(t.celsius.centi())),
+                o.person.retest,
+                o.person.mask.as_str(),
+                d.verdict.as_str(),
+                d.rule.id(),
+                serde_json::to_string(&reasons).unwrap_or_else(|_| "[]".into()),
+                actions,
+                musts.to_string(),
+                d.message_zh,
+                o.note.map(|n| serde_json::to_value(n).ok().and_then(|v| v.as_str().map(str::to_string))).flatten(),
+                o.approval_reason,
+                o.emergency.and_then(|k| serde_json::to_value(k).ok()).and_then(|v| v.as_str().map(str::to_string)),
+                d.flagged,
+                gate_action.as_str(),
+            ],
+        );
+        res.map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Record what the gate did for an entry.
+    pub fn set_gate_action(&mut self, seq: i64, action: GateAction) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE entries SET gate_action = ?1 WHERE seq = ?2", params![action.as_str(), seq])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Append to the journal (start, stop, device faults, policy changes).
+    pub fn journal(&mut self, at: Timestamp, kind: &str, detail: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("INSERT INTO journal (at_ms, kind, detail) VALUES (?1, ?2, ?3)", params![at.0, kind, detail])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The next presentation id: one past the highest recorded.
+    pub fn next_presentation_id(&self) -> Result<u64, StoreError> {
+        let max: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(presentation) FROM entries", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?
+            .flatten();
+        Ok(max.map_or(1, |m| m as u64 + 1))
+    }
+
+    /// All entries in sequence order.
+    pub fn entries(&self) -> Result<Vec<EntryRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq, presentation, is_final, at_ms, tier, category, identity, holder_masked, code,
+                    temperature_centi, mask, verdict, rule, message_zh, note, gate_action
+                 FROM entries ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(EntryRow {
+                    seq: r.get(0)?,
+                    presentation: r.get(1)?,
+                    is_final: r.get(2)?,
+                    at_ms: r.get(3)?,
+                    tier: r.get(4)?,
+                    category: r.get(5)?,
+                    identity: r.get(6)?,
+                    holder_masked: r.get(7)?,
+                    code: r.get(8)?,
+                    temperature_centi: r.get(9)?,
+                    mask: r.get(10)?,
+                    verdict: r.get(11)?,
+                    rule: r.get(12)?,
+                    message_zh: r.get(13)?,
+                    note: r.get(14)?,
+                    gate_action: r.get(15)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Journal lines (kind, detail) in order.
+    pub fn journal_lines(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT kind, detail FROM journal ORDER BY id").map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+}
+
+enum Request {
+    Insert(Box<Outcome>, oneshot::Sender<Result<i64, StoreError>>),
+    GateAction(i64, GateAction, oneshot::Sender<Result<(), StoreError>>),
+    Journal(Timestamp, String, String),
+}
+
+/// An async handle on the store thread. Dropping every handle lets the thread drain its queue and exit.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl StoreHandle {
+    /// Move `store` onto a thread of its own.
+    pub fn spawn(mut store: Store) -> std::io::Result<(StoreHandle, std::thread::JoinHandle<()>)> {
+        let (tx, mut rx) = mpsc::channel::<Request>(256);
+        let join = std::thread::Builder::new().name("store".into()).spawn(move || {
+            while let Some(req) = rx.blocking_recv() {
+                match req {
+                    Request::Insert(o, reply) => {
+                        let _ = reply.send(store.insert_entry(&o));
+                    }
+                    Request::GateAction(seq, a, reply) => {
+                        let _ = reply.send(store.set_gate_action(seq, a));
+                    }
+                    Request::Journal(at, kind, detail) => {
+                        if let Err(e) = store.journal(at, &kind, &detail) {
+                            tracing::error!(error = %e, "journal write failed");
+                        }
+                    }
+                }
+            }
+        })?;
+        Ok((StoreHandle { tx }, join))
+    }
+
+    /// Insert and commit durably.
+    pub async fn insert(&self, o: Outcome) -> Result<i64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::Insert(Box::new(o), reply)).await.map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Record what the gate did.
+    pub async fn set_gate_action(&self, seq: i64, a: GateAction) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::GateAction(seq, a, reply)).await.map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Append to the journal (fire and forget).
+    pub async fn journal(&self, at: Timestamp, kind: &str, detail: impl Into<String>) {
+        let _ = self.tx.send(Request::Journal(at, kind.to_string(), detail.into())).await;
+    }
+}
