@@ -25,8 +25,8 @@ use crate::domain::{Timestamp, Verdict};
 use crate::hw::script::{Playback, ScriptedCredentials, ScriptedOperator, ScriptedThermometer};
 use crate::hw::sim_gate::SimGate;
 use crate::hw::{
-    self, Buzz, CredentialSource, DeviceFault, GateCommand, GateOutput, Lights, OperatorInput, OperatorSource,
-    SourceMsg, StopFlag, Thermometer,
+    self, Buzz, CredentialSource, DeviceFault, GateCommand, GateOutput, Lights, OperatorInput,
+    OperatorSource, SourceMsg, StopFlag, Thermometer,
 };
 use crate::store::{GateAction, Store, StoreHandle};
 
@@ -46,11 +46,21 @@ pub struct OpenDevices {
 
 /// Open every device the config names.
 pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
-    let playback = config
-        .script
-        .as_ref()
-        .map(|s| (s, Playback { start: std::time::Instant::now(), speed: s.speed, repeat: s.repeat }));
-    let script = || playback.clone().context("a scripted device needs the [script] section");
+    let playback = config.script.as_ref().map(|s| {
+        (
+            s,
+            Playback {
+                start: std::time::Instant::now(),
+                speed: s.speed,
+                repeat: s.repeat,
+            },
+        )
+    });
+    let script = || {
+        playback
+            .clone()
+            .context("a scripted device needs the [script] section")
+    };
     let credentials: Box<dyn CredentialSource> = match config.devices.credentials {
         CredentialBackend::Script => {
             let (s, p) = script()?;
@@ -76,11 +86,20 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
             (Box::new(g), *pulse)
         }
     };
-    Ok(OpenDevices { credentials, thermometer, operator, gate, pulse })
+    Ok(OpenDevices {
+        credentials,
+        thermometer,
+        operator,
+        gate,
+        pulse,
+    })
 }
 
 enum GateRequest {
-    Open { seq: i64, reply: oneshot::Sender<Result<(), DeviceFault>> },
+    Open {
+        seq: i64,
+        reply: oneshot::Sender<Result<(), DeviceFault>>,
+    },
     Show(Verdict),
 }
 
@@ -93,7 +112,10 @@ pub struct GateHandle {
 impl GateHandle {
     /// Start the controller. It holds the relay open only while a pulse is live, and leaves everything safe when the
     /// last handle is dropped.
-    pub fn spawn(mut dev: Box<dyn GateOutput>, pulse: Duration) -> (GateHandle, tokio::task::JoinHandle<()>) {
+    pub fn spawn(
+        mut dev: Box<dyn GateOutput>,
+        pulse: Duration,
+    ) -> (GateHandle, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<GateRequest>(64);
         let task = tokio::spawn(async move {
             let mut close_at: Option<Instant> = None;
@@ -156,7 +178,8 @@ impl GateHandle {
             .send(GateRequest::Open { seq, reply })
             .await
             .map_err(|_| DeviceFault("gate controller stopped".into()))?;
-        rx.await.map_err(|_| DeviceFault("gate controller stopped".into()))?
+        rx.await
+            .map_err(|_| DeviceFault("gate controller stopped".into()))?
     }
 
     /// Show a verdict that keeps the gate closed.
@@ -186,7 +209,11 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline over an opened store and a running gate controller.
     pub fn new(checkpoint: Checkpoint, store: StoreHandle, gate: GateHandle) -> Pipeline {
-        Pipeline { checkpoint, store, gate }
+        Pipeline {
+            checkpoint,
+            store,
+            gate,
+        }
     }
 
     /// True when no presentation is open.
@@ -197,8 +224,16 @@ impl Pipeline {
     /// Handle one event stamped `at`.
     pub async fn handle(&mut self, event: Event, at: Timestamp) -> Vec<Executed> {
         match &event {
-            Event::Fault { device, detail } => self.store.journal(at, "device_fault", format!("{device:?}: {detail}")).await,
-            Event::Restored(device) => self.store.journal(at, "device_restored", format!("{device:?}")).await,
+            Event::Fault { device, detail } => {
+                self.store
+                    .journal(at, "device_fault", format!("{device:?}: {detail}"))
+                    .await
+            }
+            Event::Restored(device) => {
+                self.store
+                    .journal(at, "device_restored", format!("{device:?}"))
+                    .await
+            }
             _ => {}
         }
         let effects = self.checkpoint.handle(event, at);
@@ -240,7 +275,11 @@ impl Pipeline {
                 error!(error = %e, "could not record the decision; the gate stays closed");
                 self.gate.show(Verdict::Refer).await;
                 warn!("提示: 系统记录故障，闸门保持关闭，请人工登记并联系技术人员");
-                return Executed { seq: None, verdict, gate: GateAction::KeptClosed };
+                return Executed {
+                    seq: None,
+                    verdict,
+                    gate: GateAction::KeptClosed,
+                };
             }
         };
         let gate = if verdict == Verdict::Pass {
@@ -274,7 +313,11 @@ impl Pipeline {
             verdict.zh(),
             summary.message
         );
-        Executed { seq: Some(seq), verdict, gate }
+        Executed {
+            seq: Some(seq),
+            verdict,
+            gate,
+        }
     }
 }
 
@@ -293,8 +336,16 @@ impl Summary {
         Summary {
             rule: o.decision.rule.id(),
             category: o.person.category.as_str(),
-            holder: o.credential.as_ref().map(|c| c.holder.clone()).unwrap_or_default(),
-            temperature: o.person.temperature.map(|t| t.celsius.to_string()).unwrap_or_else(|| "-".into()),
+            holder: o
+                .credential
+                .as_ref()
+                .map(|c| c.holder.clone())
+                .unwrap_or_default(),
+            temperature: o
+                .person
+                .temperature
+                .map(|t| t.celsius.to_string())
+                .unwrap_or_else(|| "-".into()),
             message: o.decision.message_zh,
             is_final: o.is_final,
             note: match o.note {
@@ -323,11 +374,16 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// Run the gate daemon until `shutdown` resolves (or the scenario has played, with `exit_when_done`).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<RunSummary> {
-    std::fs::create_dir_all(&config.gate.state_dir)
-        .with_context(|| format!("cannot create the state directory {}", config.gate.state_dir.display()))?;
+    std::fs::create_dir_all(&config.gate.state_dir).with_context(|| {
+        format!(
+            "cannot create the state directory {}",
+            config.gate.state_dir.display()
+        )
+    })?;
     let store = Store::open(&config.db_path, &config.gate.id)?;
     let first_id = store.next_presentation_id()?;
-    let (store, store_thread) = StoreHandle::spawn(store).context("cannot start the store thread")?;
+    let (store, store_thread) =
+        StoreHandle::spawn(store).context("cannot start the store thread")?;
     let devices = open_devices(&config)?;
     let (gate, gate_task) = GateHandle::spawn(devices.gate, devices.pulse);
     let tier = config.policy.tier_at(hw::now());
@@ -342,7 +398,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.gate.name,
         tier.tier.zh()
     );
-    store.journal(hw::now(), "start", format!("policy {} tier {}", config.policy.version, tier.tier.as_str())).await;
+    store
+        .journal(
+            hw::now(),
+            "start",
+            format!(
+                "policy {} tier {}",
+                config.policy.version,
+                tier.tier.as_str()
+            ),
+        )
+        .await;
 
     let (tx, mut rx) = mpsc::channel::<SourceMsg>(1024);
     let stop = StopFlag::default();
@@ -376,7 +442,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     )?);
     let sources = threads.len();
 
-    let checkpoint = Checkpoint::new(config.checkpoint, config.policy.clone(), config.gate.direction, first_id);
+    let checkpoint = Checkpoint::new(
+        config.checkpoint,
+        config.policy.clone(),
+        config.gate.direction,
+        first_id,
+    );
     let mut pipeline = Pipeline::new(checkpoint, store.clone(), gate.clone());
     let mut summary = RunSummary::default();
     let count = |done: Vec<Executed>, s: &mut RunSummary| {
@@ -385,6 +456,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let exit_when_done = config.script.as_ref().is_some_and(|s| s.exit_when_done);
     let mut finished_sources = 0;
+    // Closed when every source thread has ended; the checkpoint still ticks (timeouts) after that.
+    let mut sources_open = true;
     let mut tick = tokio::time::interval(TICK);
     tokio::pin!(shutdown);
     loop {
@@ -394,13 +467,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 info!("stop requested");
                 break;
             }
-            msg = rx.recv() => match msg {
+            msg = rx.recv(), if sources_open => match msg {
                 Some(SourceMsg::Event(s)) => count(pipeline.handle(s.event, s.at).await, &mut summary),
                 Some(SourceMsg::Done(kind)) => {
                     finished_sources += 1;
                     info!(device = ?kind, "scripted device finished");
                 }
-                None => break,
+                None => sources_open = false,
             },
             _ = tick.tick() => {
                 count(pipeline.handle(Event::Tick, hw::now()).await, &mut summary);
@@ -431,9 +504,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     .await;
     summary.clean = drained.is_ok();
     if summary.clean {
-        info!(recorded = summary.recorded, opened = summary.opened, "stopped cleanly");
+        info!(
+            recorded = summary.recorded,
+            opened = summary.opened,
+            "stopped cleanly"
+        );
     } else {
-        error!(grace_ms = grace.as_millis() as u64, "shutdown did not finish within the grace period");
+        error!(
+            grace_ms = grace.as_millis() as u64,
+            "shutdown did not finish within the grace period"
+        );
     }
     Ok(summary)
 }

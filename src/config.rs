@@ -190,7 +190,10 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig { session_timeout_ms: 30_000, same_code_interval_ms: 10_000 }
+        CheckpointConfig {
+            session_timeout_ms: 30_000,
+            same_code_interval_ms: 10_000,
+        }
     }
 }
 
@@ -284,8 +287,12 @@ impl std::error::Error for ConfigError {}
 
 /// Read and parse a file without validating the sections (used by `decide`, which needs only `[policy]`).
 pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
-    let fail = |problem: String| ConfigError { file: path.to_path_buf(), problems: vec![problem] };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
+    let fail = |problem: String| ConfigError {
+        file: path.to_path_buf(),
+        problems: vec![problem],
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
     parse_raw(&text).map_err(fail)
 }
 
@@ -295,35 +302,49 @@ fn parse_raw(text: &str) -> Result<RawConfig, String> {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         let inner = inner.trim_end();
-        if path.is_empty() || path == "." { inner.to_string() } else { format!("in `{path}`: {inner}") }
+        if path.is_empty() || path == "." {
+            inner.to_string()
+        } else {
+            format!("in `{path}`: {inner}")
+        }
     })
 }
 
 /// Only the policy of a config file (the dry run needs nothing else). A missing `[policy]` is the default policy.
 pub fn load_policy(path: &Path) -> Result<Policy, ConfigError> {
     let raw = read_raw(path)?;
-    raw.policy.unwrap_or_default().validate().map_err(|errors| ConfigError {
-        file: path.to_path_buf(),
-        problems: errors.iter().map(ToString::to_string).collect(),
-    })
+    raw.policy
+        .unwrap_or_default()
+        .validate()
+        .map_err(|errors| ConfigError {
+            file: path.to_path_buf(),
+            problems: errors.iter().map(ToString::to_string).collect(),
+        })
 }
 
 /// Load and validate a whole config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let raw = read_raw(path)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    validate(raw, path, &base).map_err(|problems| ConfigError { file: path.to_path_buf(), problems })
+    validate(raw, path, &base).map_err(|problems| ConfigError {
+        file: path.to_path_buf(),
+        problems,
+    })
 }
 
 fn positive_ms(key: &str, secs: Option<f64>, default_ms: i64, problems: &mut Vec<String>) -> i64 {
     match secs {
         None => default_ms,
         Some(s) if !s.is_finite() || s <= 0.0 => {
-            problems.push(format!("`{key}` = {s}: a duration must be a positive number of seconds"));
+            problems.push(format!(
+                "`{key}` = {s}: a duration must be a positive number of seconds"
+            ));
             default_ms
         }
         Some(s) if s > 86_400.0 => {
-            problems.push(format!("`{key}` = {s}: longer than a day; give the duration in seconds"));
+            problems.push(format!(
+                "`{key}` = {s}: longer than a day; give the duration in seconds"
+            ));
             default_ms
         }
         Some(s) => (s * 1000.0).round() as i64,
@@ -331,7 +352,11 @@ fn positive_ms(key: &str, secs: Option<f64>, default_ms: i64, problems: &mut Vec
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<String>> {
@@ -340,13 +365,19 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
 
     let gate = match raw.gate {
         None => {
-            problems.push(missing("gate", "give at least `id`, `community` and `state_dir`"));
+            problems.push(missing(
+                "gate",
+                "give at least `id`, `community` and `state_dir`",
+            ));
             None
         }
         Some(g) => {
             if g.id.is_empty()
                 || g.id.len() > 64
-                || !g.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                || !g
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
                 problems.push(format!(
                     "`gate.id` = {:?}: use 1–64 ASCII letters, digits, `-` or `_` (it names this gate in every record)",
@@ -354,14 +385,23 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
                 ));
             }
             if g.community.trim().is_empty() {
-                problems.push("`gate.community` is empty: name the community this gate belongs to".into());
+                problems.push(
+                    "`gate.community` is empty: name the community this gate belongs to".into(),
+                );
             }
             let state_dir = resolve(base, &g.state_dir);
             if state_dir.exists() && !state_dir.is_dir() {
-                problems.push(format!("`gate.state_dir` = `{}` exists and is not a directory", state_dir.display()));
+                problems.push(format!(
+                    "`gate.state_dir` = `{}` exists and is not a directory",
+                    state_dir.display()
+                ));
             } else if !state_dir.exists() {
                 // It will be created at start; its parent must be able to hold it.
-                let parent_ok = state_dir.ancestors().skip(1).find(|a| a.exists()).is_some_and(|a| a.is_dir());
+                let parent_ok = state_dir
+                    .ancestors()
+                    .skip(1)
+                    .find(|a| a.exists())
+                    .is_some_and(|a| a.is_dir());
                 if !parent_ok {
                     problems.push(format!(
                         "`gate.state_dir` = `{}` cannot be created: a parent path is not a directory",
@@ -372,7 +412,9 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
             let grace = match g.shutdown_grace_ms {
                 None => 5_000,
                 Some(ms) if ms <= 0 => {
-                    problems.push(format!("`gate.shutdown_grace_ms` = {ms}: a duration must be positive"));
+                    problems.push(format!(
+                        "`gate.shutdown_grace_ms` = {ms}: a duration must be positive"
+                    ));
                     5_000
                 }
                 Some(ms) if ms > 60_000 => {
@@ -423,8 +465,14 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
         }
     };
 
-    let db_rel = raw.store.and_then(|s| s.path).unwrap_or_else(|| PathBuf::from("sibi.db"));
-    let state_dir = gate.as_ref().map(|g| g.state_dir.clone()).unwrap_or_default();
+    let db_rel = raw
+        .store
+        .and_then(|s| s.path)
+        .unwrap_or_else(|| PathBuf::from("sibi.db"));
+    let state_dir = gate
+        .as_ref()
+        .map(|g| g.state_dir.clone())
+        .unwrap_or_default();
     let db_path = resolve(&state_dir, &db_rel);
 
     let devices = match raw.devices {
@@ -445,7 +493,10 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
 
     let script = match raw.script {
         None if uses_script => {
-            problems.push(missing("script", "a device uses `backend = \"script\"`, so give `[script] file = ...`"));
+            problems.push(missing(
+                "script",
+                "a device uses `backend = \"script\"`, so give `[script] file = ...`",
+            ));
             None
         }
         None => None,
@@ -453,7 +504,9 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
             let file = resolve(base, &s.file);
             let speed = s.speed.unwrap_or(1.0);
             if !speed.is_finite() || speed <= 0.0 || speed > 10_000.0 {
-                problems.push(format!("`script.speed` = {speed}: must be above 0 and at most 10000"));
+                problems.push(format!(
+                    "`script.speed` = {speed}: must be above 0 and at most 10000"
+                ));
             }
             match Script::load(&file) {
                 Ok(script) => Some(ScriptConfig {
@@ -485,9 +538,15 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
     }
 }
 
-fn validate_devices(d: RawDevices, state_dir: &Path, problems: &mut Vec<String>) -> Option<Devices> {
+fn validate_devices(
+    d: RawDevices,
+    state_dir: &Path,
+    problems: &mut Vec<String>,
+) -> Option<Devices> {
     let need = |role: &str, problems: &mut Vec<String>| {
-        problems.push(format!("missing section `[devices.{role}]`: choose its `backend`"));
+        problems.push(format!(
+            "missing section `[devices.{role}]`: choose its `backend`"
+        ));
     };
     let credentials = match d.credentials {
         Some(RawCredentialDevice::Script(_)) => Some(CredentialBackend::Script),
@@ -533,5 +592,10 @@ fn validate_devices(d: RawDevices, state_dir: &Path, problems: &mut Vec<String>)
             None
         }
     };
-    Some(Devices { credentials: credentials?, thermometer: thermometer?, operator: operator?, gate: gate? })
+    Some(Devices {
+        credentials: credentials?,
+        thermometer: thermometer?,
+        operator: operator?,
+        gate: gate?,
+    })
 }

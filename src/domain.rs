@@ -300,7 +300,8 @@ impl Timestamp {
 
     /// Parse an RFC 3339 date-time (`2026-11-25T08:00:00+08:00`).
     pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
-        let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+        let t =
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
         Some(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
     }
 

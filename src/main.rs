@@ -57,14 +57,22 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(config),
         Command::CheckConfig { file } => check_config(file),
-        Command::Decide { config, input, pretty, at } => decide(config, input, pretty, at),
+        Command::Decide {
+            config,
+            input,
+            pretty,
+            at,
+        } => decide(config, input, pretty, at),
     }
 }
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SIBI_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn run(path: PathBuf) -> ExitCode {
@@ -76,14 +84,17 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(sibi::app::run(config, stop_signal())) {
+    match rt.block_on(async { sibi::app::run(config, stop_signal()).await }) {
         Ok(summary) if summary.clean => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(e) => {
@@ -94,18 +105,23 @@ fn run(path: PathBuf) -> ExitCode {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn stop_signal() {
+/// Registers SIGINT and SIGTERM handlers at once (so a stop during start-up is not lost) and returns a future that
+/// resolves on either. Must be called inside the runtime.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+    let int = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    async move {
+        match (int, term) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
@@ -115,19 +131,30 @@ fn check_config(path: PathBuf) -> ExitCode {
         Ok(c) => {
             let tier = c.policy.tier_at(sibi::hw::now());
             println!("ok: {}", path.display());
-            println!("  gate        {} ({}), community {}", c.gate.id, c.gate.name, c.gate.community);
+            println!(
+                "  gate        {} ({}), community {}",
+                c.gate.id, c.gate.name, c.gate.community
+            );
             println!("  state       {}", c.gate.state_dir.display());
             println!("  database    {}", c.db_path.display());
             println!(
                 "  policy      {}; threshold {}; tier now {} since {}",
-                c.policy.version, c.policy.fever_threshold, tier.tier.as_str(), tier.effective
+                c.policy.version,
+                c.policy.fever_threshold,
+                tier.tier.as_str(),
+                tier.effective
             );
             println!(
                 "  devices     credentials={:?} thermometer={:?} operator={:?} gate={:?}",
                 c.devices.credentials, c.devices.thermometer, c.devices.operator, c.devices.gate
             );
             if let Some(s) = &c.script {
-                println!("  script      {} ({} events, speed {})", s.file.display(), s.script.events.len(), s.speed);
+                println!(
+                    "  script      {} ({} events, speed {})",
+                    s.file.display(),
+                    s.script.events.len(),
+                    s.speed
+                );
             }
             ExitCode::SUCCESS
         }
@@ -151,7 +178,9 @@ fn decide(config: PathBuf, input: PathBuf, pretty: bool, at: Option<String>) -> 
         Some(s) => match Timestamp::parse_rfc3339(&s) {
             Some(t) => t,
             None => {
-                eprintln!("error: --at `{s}` is not an RFC 3339 date-time (like 2026-11-25T08:00:00+08:00)");
+                eprintln!(
+                    "error: --at `{s}` is not an RFC 3339 date-time (like 2026-11-25T08:00:00+08:00)"
+                );
                 return ExitCode::from(2);
             }
         },
@@ -176,7 +205,11 @@ fn decide(config: PathBuf, input: PathBuf, pretty: bool, at: Option<String>) -> 
     };
     match sibi::dryrun::run(&policy, &text, now) {
         Ok(decision) => {
-            let out = if pretty { serde_json::to_string_pretty(&decision) } else { serde_json::to_string(&decision) };
+            let out = if pretty {
+                serde_json::to_string_pretty(&decision)
+            } else {
+                serde_json::to_string(&decision)
+            };
             match out {
                 Ok(s) => {
                     println!("{s}");

@@ -11,7 +11,10 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use super::{DEFAULT_THRESHOLD, Person, Policy, THRESHOLD_MAX, THRESHOLD_MIN, TierChange, tier_rule, vehicle_category_allowed};
+use super::{
+    DEFAULT_THRESHOLD, Person, Policy, THRESHOLD_MAX, THRESHOLD_MIN, TierChange, tier_rule,
+    vehicle_category_allowed,
+};
 use crate::domain::{Category, Celsius, Direction, Tier, Timestamp, Verdict};
 
 /// A field the offline registration may ask for. Nothing else may be demanded.
@@ -112,11 +115,15 @@ impl fmt::Display for PolicyBoundError {
 
 impl std::error::Error for PolicyBoundError {}
 
-const NO_EXTRA: &str = "a local configuration may relax within the guidance but never add conditions (不得层层加码)";
+const NO_EXTRA: &str =
+    "a local configuration may relax within the guidance but never add conditions (不得层层加码)";
 const GUIDANCE: &str = "民政部/国家卫健委 城乡社区疫情防控 guidance, DESIGN.md §4";
 
 fn err(key: impl Into<String>, message: impl Into<String>) -> PolicyBoundError {
-    PolicyBoundError { key: key.into(), message: message.into() }
+    PolicyBoundError {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 impl RawPolicy {
@@ -126,7 +133,10 @@ impl RawPolicy {
         let mut policy = Policy::default();
         if let Some(v) = &self.version {
             if v.trim().is_empty() {
-                errors.push(err("policy.version", "must not be empty (it is recorded with every decision)"));
+                errors.push(err(
+                    "policy.version",
+                    "must not be empty (it is recorded with every decision)",
+                ));
             }
             policy.version = v.clone();
         }
@@ -178,9 +188,10 @@ impl RawPolicy {
 
         match &self.tier {
             None => {}
-            Some(list) if list.is_empty() => {
-                errors.push(err("policy.tier", "lists no tier: give at least one [[policy.tier]] with an effective time"))
-            }
+            Some(list) if list.is_empty() => errors.push(err(
+                "policy.tier",
+                "lists no tier: give at least one [[policy.tier]] with an effective time",
+            )),
             Some(list) => {
                 let mut tiers = Vec::new();
                 for (i, t) in list.iter().enumerate() {
@@ -244,11 +255,18 @@ impl RawPolicy {
             check_rule_override(i, o, &policy, &mut errors);
         }
 
-        if errors.is_empty() { Ok(policy) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(policy)
+        } else {
+            Err(errors)
+        }
     }
 }
 
-fn check_vehicle_categories(map: &BTreeMap<String, Vec<String>>, errors: &mut Vec<PolicyBoundError>) {
+fn check_vehicle_categories(
+    map: &BTreeMap<String, Vec<String>>,
+    errors: &mut Vec<PolicyBoundError>,
+) {
     for (tier_name, cats) in map {
         let key = format!("policy.vehicle_categories.{tier_name}");
         let tier = match tier_name.as_str() {
@@ -298,14 +316,26 @@ fn check_vehicle_categories(map: &BTreeMap<String, Vec<String>>, errors: &mut Ve
     }
 }
 
-fn check_rule_override(i: usize, o: &RawRuleOverride, policy: &Policy, errors: &mut Vec<PolicyBoundError>) {
+fn check_rule_override(
+    i: usize,
+    o: &RawRuleOverride,
+    policy: &Policy,
+    errors: &mut Vec<PolicyBoundError>,
+) {
     let key = format!("policy.rule[{i}]");
     let directions: &[Direction] = match o.direction {
         Some(Direction::In) => &[Direction::In],
         Some(Direction::Out) => &[Direction::Out],
         None => &Direction::ALL,
     };
-    let cell = |d: Direction| format!("{} tier, {}, going {}", o.tier.as_str(), o.category.as_str(), d.as_str());
+    let cell = |d: Direction| {
+        format!(
+            "{} tier, {}, going {}",
+            o.tier.as_str(),
+            o.category.as_str(),
+            d.as_str()
+        )
+    };
     for &d in directions {
         if o.category == Category::Emergency {
             if o.verdict != Verdict::Pass {
@@ -380,8 +410,17 @@ mod tests {
         .unwrap();
         assert_eq!(p.fever_threshold.centi(), 3750);
         assert!(!p.courier_admission);
-        assert_eq!(p.registration_fields, vec![RegistrationField::Name, RegistrationField::IdNumber]);
-        assert_eq!(parse("fever_threshold = 37.0").unwrap().fever_threshold.centi(), 3700);
+        assert_eq!(
+            p.registration_fields,
+            vec![RegistrationField::Name, RegistrationField::IdNumber]
+        );
+        assert_eq!(
+            parse("fever_threshold = 37.0")
+                .unwrap()
+                .fever_threshold
+                .centi(),
+            3700
+        );
     }
 
     #[test]
@@ -402,13 +441,37 @@ mod tests {
     #[test]
     fn each_over_control_is_refused_with_its_own_message() {
         let cases: &[(&str, &str, &str)] = &[
-            ("fever_threshold = 36.8", "policy.fever_threshold", "below 37.0"),
-            ("fever_threshold = 38.0", "policy.fever_threshold", "above 37.5"),
-            ("emergency_lane = false", "policy.emergency_lane", "cannot be disabled"),
+            (
+                "fever_threshold = 36.8",
+                "policy.fever_threshold",
+                "below 37.0",
+            ),
+            (
+                "fever_threshold = 38.0",
+                "policy.fever_threshold",
+                "above 37.5",
+            ),
+            (
+                "emergency_lane = false",
+                "policy.emergency_lane",
+                "cannot be disabled",
+            ),
             ("require_mask = false", "policy.require_mask", "口罩必戴"),
-            ("temperature_range = [35.5, 42.5]", "policy.temperature_range", "fixed at [34.0, 42.5]"),
-            ("require_code_with_pass = true", "policy.require_code_with_pass", "stands in"),
-            ("registration_fields = [\"name\", \"employer\"]", "policy.registration_fields", "`employer` may not"),
+            (
+                "temperature_range = [35.5, 42.5]",
+                "policy.temperature_range",
+                "fixed at [34.0, 42.5]",
+            ),
+            (
+                "require_code_with_pass = true",
+                "policy.require_code_with_pass",
+                "stands in",
+            ),
+            (
+                "registration_fields = [\"name\", \"employer\"]",
+                "policy.registration_fields",
+                "`employer` may not",
+            ),
             (
                 "[[rule]]\ntier = \"low\"\ncategory = \"resident\"\nverdict = \"deny\"",
                 "policy.rule[0]",
@@ -451,7 +514,10 @@ mod tests {
             let e = &errors[0];
             assert_eq!(&e.key, key, "{text}");
             assert!(e.to_string().contains(needle), "{text}: {e}");
-            assert!(messages.insert(e.message.clone()), "message repeated for {text}");
+            assert!(
+                messages.insert(e.message.clone()),
+                "message repeated for {text}"
+            );
         }
     }
 }

@@ -19,8 +19,8 @@ use serde::Serialize;
 pub use self::bounds::{PolicyBoundError, RawPolicy, RegistrationField};
 pub use self::rules::{Action, Rule, Voice};
 use crate::domain::{
-    Category, Celsius, CodeStatus, Direction, IdentityKind, IdentityMust, MaskState, Musts, TemperatureMust, Tier,
-    Timestamp, Verdict,
+    Category, Celsius, CodeStatus, Direction, IdentityKind, IdentityMust, MaskState, Musts,
+    TemperatureMust, Tier, Timestamp, Verdict,
 };
 
 /// Lowest plausible body-surface reading (34.0 ℃), inclusive.
@@ -75,7 +75,10 @@ impl Default for Policy {
                 RegistrationField::Destination,
                 RegistrationField::Reason,
             ],
-            tiers: vec![TierChange { tier: Tier::Low, effective: Timestamp(0) }],
+            tiers: vec![TierChange {
+                tier: Tier::Low,
+                effective: Timestamp(0),
+            }],
         }
     }
 }
@@ -84,7 +87,10 @@ impl Policy {
     /// The tier in force at `now`: the latest change whose effective time has come. Before the first change takes
     /// effect, the first scheduled tier applies (the schedule is never empty).
     pub fn tier_at(&self, now: Timestamp) -> TierChange {
-        let mut current = self.tiers.first().copied().unwrap_or(TierChange { tier: Tier::Low, effective: Timestamp(0) });
+        let mut current = self.tiers.first().copied().unwrap_or(TierChange {
+            tier: Tier::Low,
+            effective: Timestamp(0),
+        });
         for change in &self.tiers {
             if change.effective <= now {
                 current = *change;
@@ -95,7 +101,13 @@ impl Policy {
 
     /// A copy of this policy with one tier fixed from the beginning of time (the dry run's `tier` field).
     pub fn with_fixed_tier(&self, tier: Tier) -> Policy {
-        Policy { tiers: vec![TierChange { tier, effective: Timestamp(i64::MIN) }], ..self.clone() }
+        Policy {
+            tiers: vec![TierChange {
+                tier,
+                effective: Timestamp(i64::MIN),
+            }],
+            ..self.clone()
+        }
     }
 }
 
@@ -240,7 +252,10 @@ impl Decision {
 pub fn decide(policy: &Policy, presentation: &Presentation, now: Timestamp) -> Decision {
     let tier = policy.tier_at(now).tier;
     let direction = presentation.direction;
-    let emergency_vehicle = presentation.vehicle.as_ref().is_some_and(|v| v.category == Category::Emergency);
+    let emergency_vehicle = presentation
+        .vehicle
+        .as_ref()
+        .is_some_and(|v| v.category == Category::Emergency);
     let people: Vec<PersonDecision> = presentation
         .people
         .iter()
@@ -292,7 +307,11 @@ pub fn decide(policy: &Policy, presentation: &Presentation, now: Timestamp) -> D
 /// The musts of one person at `now`.
 pub fn musts(policy: &Policy, p: &Person, now: Timestamp) -> Musts {
     Musts {
-        identity: if p.identity == IdentityKind::None { IdentityMust::Missing } else { IdentityMust::Asked },
+        identity: if p.identity == IdentityKind::None {
+            IdentityMust::Missing
+        } else {
+            IdentityMust::Asked
+        },
         temperature: temperature_state(policy, p.temperature, now),
         mask: p.mask,
     }
@@ -316,7 +335,9 @@ enum ReadingClass {
 }
 
 fn classify_reading(policy: &Policy, reading: Option<Reading>, now: Timestamp) -> ReadingClass {
-    let Some(r) = reading else { return ReadingClass::Missing };
+    let Some(r) = reading else {
+        return ReadingClass::Missing;
+    };
     if let Some(at) = r.taken_at {
         let age = now.since(at);
         if age > READING_MAX_AGE_MS || age < -READING_FUTURE_TOLERANCE_MS {
@@ -333,11 +354,23 @@ fn classify_reading(policy: &Policy, reading: Option<Reading>, now: Timestamp) -
 }
 
 fn emergency_lane(policy: &Policy, p: &Person, now: Timestamp) -> PersonDecision {
-    finish(Rule::Emergency, vec![Rule::Emergency], musts(policy, p, now), true, Vec::new())
+    finish(
+        Rule::Emergency,
+        vec![Rule::Emergency],
+        musts(policy, p, now),
+        true,
+        Vec::new(),
+    )
 }
 
 /// Decide one person (not in an emergency vehicle).
-pub fn decide_person(policy: &Policy, tier: Tier, direction: Direction, p: &Person, now: Timestamp) -> PersonDecision {
+pub fn decide_person(
+    policy: &Policy,
+    tier: Tier,
+    direction: Direction,
+    p: &Person,
+    now: Timestamp,
+) -> PersonDecision {
     // 1. Emergency lane: no configuration reaches past this line.
     if p.category == Category::Emergency {
         return emergency_lane(policy, p, now);
@@ -389,10 +422,14 @@ pub fn decide_person(policy: &Policy, tier: Tier, direction: Direction, p: &Pers
     check(Some(tier_rule(policy, tier, direction, p)));
 
     // The first rule that is not a pass decides; a pass is only reached when every check before it was clear.
-    let decisive = reasons.iter().copied().find(|r| r.verdict() != Verdict::Pass).unwrap_or_else(|| {
-        // Only the tier rule (or an approved refer turned pass) is left.
-        *reasons.last().unwrap_or(&Rule::IdentityUnknown)
-    });
+    let decisive = reasons
+        .iter()
+        .copied()
+        .find(|r| r.verdict() != Verdict::Pass)
+        .unwrap_or_else(|| {
+            // Only the tier rule (or an approved refer turned pass) is left.
+            *reasons.last().unwrap_or(&Rule::IdentityUnknown)
+        });
     if decisive.verdict() != Verdict::Pass {
         reasons.retain(|r| r.verdict() != Verdict::Pass);
         // The deciding rule first, then the others in table order.
@@ -404,7 +441,13 @@ pub fn decide_person(policy: &Policy, tier: Tier, direction: Direction, p: &Pers
     finish(decisive, reasons, musts, false, approved)
 }
 
-fn finish(rule: Rule, reasons: Vec<Rule>, musts: Musts, flagged: bool, approved: Vec<Rule>) -> PersonDecision {
+fn finish(
+    rule: Rule,
+    reasons: Vec<Rule>,
+    musts: Musts,
+    flagged: bool,
+    approved: Vec<Rule>,
+) -> PersonDecision {
     let mut actions: Vec<Action> = rule.actions().to_vec();
     if rule.verdict() == Verdict::Refer {
         // Everything the operator can fix now, not one thing at a time.
@@ -498,7 +541,11 @@ pub fn tier_rule(policy: &Policy, tier: Tier, direction: Direction, p: &Person) 
 }
 
 fn low_visitor(registered: bool) -> Rule {
-    if registered { Rule::TierLowVisitorRegistered } else { Rule::TierLowVisitorUnregistered }
+    if registered {
+        Rule::TierLowVisitorRegistered
+    } else {
+        Rule::TierLowVisitorUnregistered
+    }
 }
 
 /// Whether a vehicle of this category may pass in this tier and direction (DESIGN.md §4, vehicles).
@@ -509,7 +556,9 @@ pub fn vehicle_category_allowed(tier: Tier, direction: Direction, category: Cate
     }
     match (tier, direction) {
         (Tier::Low, _) | (Tier::Medium, Direction::Out) => true,
-        (Tier::Medium, Direction::In) => matches!(category, C::Resident | C::WorkResumption | C::Service),
+        (Tier::Medium, Direction::In) => {
+            matches!(category, C::Resident | C::WorkResumption | C::Service)
+        }
         (Tier::High, _) => category == C::Service,
     }
 }

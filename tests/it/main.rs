@@ -1,0 +1,8 @@
+//! One integration-test binary (as ripgrep does): the command-line contracts, the config checks, the daemon's real
+//! run path with simulated devices, its shutdown, and a crash test.
+
+mod check_config;
+mod crash;
+mod decide_cli;
+mod run_path;
+mod util;

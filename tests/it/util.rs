@@ -1,0 +1,91 @@
+//! Helpers: a temporary gate directory with a config and a scenario, and the built binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `sibi` binary cargo built for these tests.
+pub fn sibi() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sibi"))
+}
+
+/// Run `sibi` with `args` and return its output.
+pub fn run(args: &[&str]) -> Output {
+    sibi().args(args).output().expect("sibi runs")
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A temporary gate: `dir/gate.toml`, `dir/scenario.toml`, state in `dir/state`.
+pub struct Gate {
+    pub dir: tempfile::TempDir,
+}
+
+impl Gate {
+    /// A gate whose config has `extra` appended to the common sections, playing `scenario`.
+    pub fn new(scenario: &str, script: &str, checkpoint: &str) -> Gate {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("scenario.toml"), scenario).unwrap();
+        let config = format!(
+            r#"
+[gate]
+id = "test-gate"
+community = "test-community"
+state_dir = "state"
+shutdown_grace_ms = 5000
+
+[policy]
+version = "test-1"
+
+[checkpoint]
+{checkpoint}
+
+[devices.credentials]
+backend = "script"
+[devices.thermometer]
+backend = "script"
+[devices.operator]
+backend = "script"
+[devices.gate]
+backend = "sim"
+pulse_ms = 200
+log = "gate.log"
+
+[script]
+file = "scenario.toml"
+{script}
+"#
+        );
+        std::fs::write(dir.path().join("gate.toml"), config).unwrap();
+        Gate { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("gate.toml")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("state/sibi.db")
+    }
+
+    pub fn gate_log(&self) -> PathBuf {
+        self.dir.path().join("state/gate.log")
+    }
+}
+
+/// The gate log as (command name, seq) pairs.
+pub fn gate_commands(path: &Path) -> Vec<(String, Option<i64>)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            let cmd = &v["command"];
+            (
+                cmd["cmd"].as_str().unwrap_or("?").to_string(),
+                cmd["seq"].as_i64(),
+            )
+        })
+        .collect()
+}
