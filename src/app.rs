@@ -294,10 +294,10 @@ impl Pipeline {
             self.gate.show(verdict).await;
             GateAction::KeptClosed
         };
-        if gate != GateAction::KeptClosed {
-            if let Err(e) = self.store.set_gate_action(seq, gate).await {
-                error!(seq, error = %e, "could not record what the gate did");
-            }
+        if gate != GateAction::KeptClosed
+            && let Err(e) = self.store.set_gate_action(seq, gate).await
+        {
+            error!(seq, error = %e, "could not record what the gate did");
         }
         info!(
             seq,
@@ -348,13 +348,7 @@ impl Summary {
                 .unwrap_or_else(|| "-".into()),
             message: o.decision.message_zh,
             is_final: o.is_final,
-            note: match o.note {
-                None => "-",
-                Some(CloseNote::WalkedAway) => "walked_away",
-                Some(CloseNote::Superseded) => "superseded",
-                Some(CloseNote::Cancelled) => "cancelled",
-                Some(CloseNote::Shutdown) => "shutdown",
-            },
+            note: o.note.map_or("-", CloseNote::as_str),
         }
     }
 }

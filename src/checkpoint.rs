@@ -158,6 +158,31 @@ pub enum CloseNote {
     Shutdown,
 }
 
+impl CloseNote {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseNote::WalkedAway => "walked_away",
+            CloseNote::Superseded => "superseded",
+            CloseNote::Cancelled => "cancelled",
+            CloseNote::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl EmergencyKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmergencyKind::FeverPatient => "fever_patient",
+            EmergencyKind::Acute => "acute",
+            EmergencyKind::Pregnant => "pregnant",
+            EmergencyKind::Ambulance => "ambulance",
+            EmergencyKind::Unspecified => "unspecified",
+        }
+    }
+}
+
 /// A decision to record, and then act on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
@@ -340,11 +365,11 @@ impl Checkpoint {
     }
 
     fn on_credential(&mut self, c: CredentialRead, now: Timestamp, out: &mut Vec<Effect>) {
-        if let Some(s) = &mut self.current {
-            if s.credential.as_ref().is_some_and(|cur| cur.key == c.key) {
-                s.last_activity = now; // the same code in the next frame
-                return;
-            }
+        if let Some(s) = &mut self.current
+            && s.credential.as_ref().is_some_and(|cur| cur.key == c.key)
+        {
+            s.last_activity = now; // the same code in the next frame
+            return;
         }
         if let Some(seen) = self.recent.iter_mut().find(|(k, _)| *k == c.key) {
             seen.1 = now; // still walking through after their presentation closed

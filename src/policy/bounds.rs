@@ -228,16 +228,16 @@ impl RawPolicy {
                 format!("口罩必戴 is one of the four musts and cannot be switched off ({GUIDANCE}, 四必)"),
             ));
         }
-        if let Some(range) = &self.temperature_range {
-            if range.len() != 2 || range[0] != 34.0 || range[1] != 42.5 {
-                errors.push(err(
-                    "policy.temperature_range",
-                    format!(
-                        "{range:?}: the plausible range is fixed at [34.0, 42.5] ℃; readings outside it are measuring \
-                         errors to re-measure, not grounds to turn someone away ({GUIDANCE}, 体温必测)"
-                    ),
-                ));
-            }
+        if let Some(range) = &self.temperature_range
+            && (range.len() != 2 || range[0] != 34.0 || range[1] != 42.5)
+        {
+            errors.push(err(
+                "policy.temperature_range",
+                format!(
+                    "{range:?}: the plausible range is fixed at [34.0, 42.5] ℃; readings outside it are measuring \
+                     errors to re-measure, not grounds to turn someone away ({GUIDANCE}, 体温必测)"
+                ),
+            ));
         }
         if self.require_code_with_pass == Some(true) {
             errors.push(err(

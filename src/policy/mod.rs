@@ -340,7 +340,7 @@ fn classify_reading(policy: &Policy, reading: Option<Reading>, now: Timestamp) -
     };
     if let Some(at) = r.taken_at {
         let age = now.since(at);
-        if age > READING_MAX_AGE_MS || age < -READING_FUTURE_TOLERANCE_MS {
+        if !(-READING_FUTURE_TOLERANCE_MS..=READING_MAX_AGE_MS).contains(&age) {
             return ReadingClass::Stale;
         }
     }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::checkpoint::Outcome;
+use crate::checkpoint::{CloseNote, EmergencyKind, Outcome};
 use crate::domain::{Timestamp, Verdict};
 
 /// What went wrong in the store, with the database path.
@@ -244,9 +244,9 @@ impl Store {
                 actions,
                 musts.to_string(),
                 d.message_zh,
-                o.note.map(|n| serde_json::to_value(n).ok().and_then(|v| v.as_str().map(str::to_string))).flatten(),
+                o.note.map(CloseNote::as_str),
                 o.approval_reason,
-                o.emergency.and_then(|k| serde_json::to_value(k).ok()).and_then(|v| v.as_str().map(str::to_string)),
+                o.emergency.map(EmergencyKind::as_str),
                 d.flagged,
                 gate_action.as_str(),
             ],
