@@ -57,8 +57,16 @@ fn the_shipped_configs_are_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("demo-east-gate"));
-    let out = run(&["check-config", repo().join("config/gate.example.toml").to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "check-config",
+        repo().join("config/gate.example.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(check(BASE).0, Some(0));
 }
 
