@@ -18,6 +18,7 @@
 pub mod app;
 pub mod checkpoint;
 pub mod config;
+pub mod credential;
 pub mod domain;
 pub mod dryrun;
 pub mod hw;

@@ -43,6 +43,24 @@ enum Command {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Read QR codes.
+    Code {
+        #[command(subcommand)]
+        command: CodeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CodeCommand {
+    /// Decode the QR codes in each image; prints one JSON line per image: {"file", "codes", "ms"}.
+    Scan {
+        /// Image files (PNG, JPEG, WebP).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Decoder backend: zxing (default) or rqrr.
+        #[arg(long, default_value = "zxing")]
+        decoder: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,6 +81,9 @@ fn main() -> ExitCode {
             pretty,
             at,
         } => decide(config, input, pretty, at),
+        Command::Code {
+            command: CodeCommand::Scan { images, decoder },
+        } => code_scan(images, &decoder),
     }
 }
 
@@ -124,6 +145,64 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
             }
         }
     }
+}
+
+/// `sibi code scan`: `ms` is the decode time alone (the image is loaded first). An image that cannot be read gets a
+/// line with an `error` and makes the exit status 2; images with no code are not an error.
+fn code_scan(images: Vec<PathBuf>, decoder: &str) -> ExitCode {
+    use sibi::credential::qr::{DecoderKind, load_luma};
+    let Some(kind) = DecoderKind::parse(decoder) else {
+        eprintln!("error: --decoder `{decoder}`: use zxing or rqrr");
+        return ExitCode::from(2);
+    };
+    #[derive(serde::Serialize)]
+    struct Line {
+        file: String,
+        codes: Vec<String>,
+        ms: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    }
+    let decoder = kind.decoder();
+    let mut status = ExitCode::SUCCESS;
+    for path in images {
+        let file = path.display().to_string();
+        let line = match load_luma(&path) {
+            Err(e) => {
+                status = ExitCode::from(2);
+                Line {
+                    file,
+                    codes: vec![],
+                    ms: 0.0,
+                    error: Some(e),
+                }
+            }
+            Ok(frame) => {
+                let t = std::time::Instant::now();
+                let result = decoder.decode(&frame);
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                match result {
+                    Ok(codes) => Line {
+                        file,
+                        codes,
+                        ms,
+                        error: None,
+                    },
+                    Err(e) => Line {
+                        file,
+                        codes: vec![],
+                        ms,
+                        error: Some(e.to_string()),
+                    },
+                }
+            }
+        };
+        match serde_json::to_string(&line) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("error: cannot print the result for {}: {e}", line.file),
+        }
+    }
+    status
 }
 
 fn check_config(path: PathBuf) -> ExitCode {

@@ -4,5 +4,6 @@
 mod check_config;
 mod crash;
 mod decide_cli;
+mod decode;
 mod run_path;
 mod util;

@@ -1,0 +1,237 @@
+//! QR decoding behind one small trait, with a measured choice of backend (see README "Performance"):
+//! - `zxing` (default): the zxing-cpp library through its Rust crate, built from its bundled sources;
+//! - `rqrr`: pure Rust, with a little preprocessing (inverted and downscaled retries).
+//!
+//! A decoder that panics on a strange image must not take the daemon down: every backend runs inside
+//! [`Contained`], which turns a panic into [`DecodeError::Panicked`] and counts it.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use image::GrayImage;
+
+/// Which decoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecoderKind {
+    /// zxing-cpp.
+    Zxing,
+    /// rqrr.
+    Rqrr,
+}
+
+impl DecoderKind {
+    /// Every backend.
+    pub const ALL: [DecoderKind; 2] = [DecoderKind::Zxing, DecoderKind::Rqrr];
+
+    /// The name used in config and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecoderKind::Zxing => "zxing",
+            DecoderKind::Rqrr => "rqrr",
+        }
+    }
+
+    /// Parse a name.
+    pub fn parse(s: &str) -> Option<DecoderKind> {
+        DecoderKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// A contained decoder of this kind.
+    pub fn decoder(self) -> Contained {
+        let inner: Box<dyn QrDecoder> = match self {
+            DecoderKind::Zxing => Box::new(Zxing),
+            DecoderKind::Rqrr => Box::new(Rqrr),
+        };
+        Contained::new(inner)
+    }
+}
+
+/// Why a frame gave no text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The backend reported an error.
+    #[error("{0}")]
+    Backend(String),
+    /// The backend panicked; the panic was contained.
+    #[error("the decoder panicked on this image (contained): {0}")]
+    Panicked(String),
+}
+
+/// A QR decoder: all QR texts found in a grayscale frame.
+pub trait QrDecoder: Send + Sync {
+    /// Decode.
+    fn decode(&self, frame: &GrayImage) -> Result<Vec<String>, DecodeError>;
+}
+
+/// zxing-cpp, QR only, in two passes: a plain pass first (most phone screens and printed passes read at once), then,
+/// only if it found nothing, a pass that tries harder, inverted and rotated. The second pass is the anchor's own
+/// configuration, so the decode rate is never below it; the first makes the common case cheaper.
+pub struct Zxing;
+
+impl Zxing {
+    fn pass(view: &zxingcpp::ImageView<'_>, harder: bool) -> Result<Vec<String>, DecodeError> {
+        let reader = zxingcpp::read()
+            .formats([zxingcpp::BarcodeFormat::QRCode])
+            .try_harder(harder)
+            .try_invert(harder)
+            .try_rotate(harder);
+        let found = reader
+            .from(view)
+            .map_err(|e| DecodeError::Backend(e.to_string()))?;
+        Ok(found
+            .into_iter()
+            .filter(|b| b.is_valid())
+            .map(|b| b.text())
+            .collect())
+    }
+}
+
+impl QrDecoder for Zxing {
+    fn decode(&self, frame: &GrayImage) -> Result<Vec<String>, DecodeError> {
+        let view = zxingcpp::ImageView::from_slice(
+            frame.as_raw(),
+            frame.width(),
+            frame.height(),
+            zxingcpp::ImageFormat::Lum,
+        )
+        .map_err(|e| DecodeError::Backend(e.to_string()))?;
+        let fast = Zxing::pass(&view, false)?;
+        if !fast.is_empty() {
+            return Ok(fast);
+        }
+        Zxing::pass(&view, true)
+    }
+}
+
+/// rqrr with retries: as is, inverted, and halved when large.
+pub struct Rqrr;
+
+impl Rqrr {
+    fn once(frame: &GrayImage) -> Vec<String> {
+        let mut prepared = rqrr::PreparedImage::prepare(frame.clone());
+        prepared
+            .detect_grids()
+            .into_iter()
+            .filter_map(|g| g.decode().ok().map(|(_, text)| text))
+            .collect()
+    }
+}
+
+impl QrDecoder for Rqrr {
+    fn decode(&self, frame: &GrayImage) -> Result<Vec<String>, DecodeError> {
+        let found = Rqrr::once(frame);
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        let mut inverted = frame.clone();
+        image::imageops::invert(&mut inverted);
+        let found = Rqrr::once(&inverted);
+        if !found.is_empty() || frame.width().max(frame.height()) < 1000 {
+            return Ok(found);
+        }
+        let half = image::imageops::resize(
+            frame,
+            frame.width() / 2,
+            frame.height() / 2,
+            image::imageops::FilterType::Triangle,
+        );
+        Ok(Rqrr::once(&half))
+    }
+}
+
+/// A decoder whose panics are caught and counted.
+pub struct Contained {
+    inner: Box<dyn QrDecoder>,
+    panics: AtomicU64,
+}
+
+impl Contained {
+    /// Wrap a decoder.
+    pub fn new(inner: Box<dyn QrDecoder>) -> Contained {
+        Contained {
+            inner,
+            panics: AtomicU64::new(0),
+        }
+    }
+
+    /// How many panics were contained so far.
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
+    }
+
+    /// Decode, containing a panic.
+    pub fn decode(&self, frame: &GrayImage) -> Result<Vec<String>, DecodeError> {
+        // Silence the default hook's message for this call only would race with other threads; the panic message
+        // still reaches stderr once, which is what an operator's log should show anyway.
+        match catch_unwind(AssertUnwindSafe(|| self.inner.decode(frame))) {
+            Ok(r) => r,
+            Err(payload) => {
+                self.panics.fetch_add(1, Ordering::Relaxed);
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::warn!(panic = %msg, "QR decoder panicked; frame skipped");
+                Err(DecodeError::Panicked(msg))
+            }
+        }
+    }
+}
+
+/// Load an image file as 8-bit luma.
+pub fn load_luma(path: &std::path::Path) -> Result<GrayImage, String> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| format!("cannot open: {e}"))?
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read: {e}"))?
+        .decode()
+        .map_err(|e| format!("not an image this build can read: {e}"))?;
+    Ok(img.into_luma8())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Panicky;
+    impl QrDecoder for Panicky {
+        fn decode(&self, _: &GrayImage) -> Result<Vec<String>, DecodeError> {
+            panic!("index out of bounds in a strange image")
+        }
+    }
+
+    fn qr_frame(text: &str) -> GrayImage {
+        let bc = zxingcpp::create(zxingcpp::BarcodeFormat::QRCode)
+            .from_str(text)
+            .unwrap();
+        let img = bc.to_image_with(&zxingcpp::write().scale(4)).unwrap();
+        let data = img.data();
+        GrayImage::from_raw(img.width() as u32, img.height() as u32, data).unwrap()
+    }
+
+    #[test]
+    fn both_backends_read_a_clean_code() {
+        let frame = qr_frame("SIBI-TEST-1234");
+        for kind in DecoderKind::ALL {
+            assert_eq!(
+                kind.decoder().decode(&frame).unwrap(),
+                vec!["SIBI-TEST-1234".to_string()],
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_frame_has_no_code_and_a_panic_is_contained_and_counted() {
+        let blank = GrayImage::from_pixel(64, 48, image::Luma([200]));
+        for kind in DecoderKind::ALL {
+            assert!(kind.decoder().decode(&blank).unwrap().is_empty());
+        }
+        let c = Contained::new(Box::new(Panicky));
+        assert!(matches!(c.decode(&blank), Err(DecodeError::Panicked(m)) if m.contains("strange")));
+        assert!(c.decode(&blank).is_err());
+        assert_eq!(c.panics(), 2);
+    }
+}
