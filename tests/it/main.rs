@@ -3,6 +3,7 @@
 
 mod check_config;
 mod crash;
+mod dcc_vectors;
 mod decide_cli;
 mod decode;
 mod run_path;
