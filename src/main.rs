@@ -61,6 +61,21 @@ enum CodeCommand {
         #[arg(long, default_value = "zxing")]
         decoder: String,
     },
+    /// Verify one credential; prints {"format", "valid", "stage", ...}. Exit 0 valid, 1 invalid, 2 usage or I/O.
+    Verify {
+        /// The QR text.
+        #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+        text: Option<String>,
+        /// An image holding the QR code.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// A DCC signer certificate (DER or PEM); repeatable.
+        #[arg(long)]
+        trust: Vec<PathBuf>,
+        /// The validation clock, RFC 3339 (default: now).
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -84,6 +99,79 @@ fn main() -> ExitCode {
         Command::Code {
             command: CodeCommand::Scan { images, decoder },
         } => code_scan(images, &decoder),
+        Command::Code {
+            command:
+                CodeCommand::Verify {
+                    text,
+                    image,
+                    trust,
+                    at,
+                },
+        } => code_verify(text, image, trust, at),
+    }
+}
+
+/// `sibi code verify`.
+fn code_verify(
+    text: Option<String>,
+    image: Option<PathBuf>,
+    trust: Vec<PathBuf>,
+    at: Option<String>,
+) -> ExitCode {
+    use sibi::credential::{Format, VerifyReport, dcc::Signer, qr};
+    let usage = |msg: String| {
+        eprintln!("error: {msg}");
+        ExitCode::from(2)
+    };
+    let now = match at.as_deref().map(Timestamp::parse_rfc3339) {
+        None => sibi::hw::now(),
+        Some(Some(t)) => t,
+        Some(None) => {
+            return usage(format!(
+                "--at `{}` is not an RFC 3339 date-time",
+                at.unwrap_or_default()
+            ));
+        }
+    };
+    let mut signers = Vec::new();
+    for path in &trust {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => return usage(format!("cannot read --trust `{}`: {e}", path.display())),
+        };
+        match Signer::from_pem_or_der(&bytes) {
+            Ok(s) => signers.push(s),
+            Err(e) => return usage(format!("--trust `{}`: {e}", path.display())),
+        }
+    }
+    let text = match (text, image) {
+        (Some(t), _) => t,
+        (None, Some(path)) => {
+            let frame = match qr::load_luma(&path) {
+                Ok(f) => f,
+                Err(e) => return usage(format!("--image `{}`: {e}", path.display())),
+            };
+            match qr::DecoderKind::Zxing.decoder().decode(&frame) {
+                Ok(codes) if !codes.is_empty() => codes[0].clone(),
+                _ => {
+                    let report = VerifyReport::failed(
+                        Format::Unknown,
+                        "picture_decode",
+                        "no QR code found in the image",
+                    );
+                    println!("{}", report.to_json());
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        (None, None) => return usage("give --text or --image".into()),
+    };
+    let report = sibi::credential::verify_text(&text, &signers, now);
+    println!("{}", report.to_json());
+    if report.valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

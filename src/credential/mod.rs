@@ -5,3 +5,103 @@
 
 pub mod dcc;
 pub mod qr;
+
+use crate::domain::{Timestamp, mask_name};
+
+/// What kind of credential a QR text is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// EU DCC (`HC1:`).
+    Dcc,
+    /// Community pass.
+    Pass,
+    /// Provincial health code.
+    HealthCode,
+    /// Not recognised.
+    Unknown,
+}
+
+/// Recognise a QR text by its form (no verification).
+pub fn classify(text: &str) -> Format {
+    if text.starts_with(dcc::PREFIX) {
+        Format::Dcc
+    } else {
+        Format::Unknown
+    }
+}
+
+/// The result of `sibi code verify`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VerifyReport {
+    /// Format.
+    pub format: Format,
+    /// Valid?
+    pub valid: bool,
+    /// `ok`, or the stage that failed.
+    pub stage: &'static str,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Details of a valid credential (masked holder, issuer, kind, times).
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl VerifyReport {
+    /// A failure at `stage`.
+    pub fn failed(format: Format, stage: &'static str, error: impl Into<String>) -> VerifyReport {
+        VerifyReport {
+            format,
+            valid: false,
+            stage,
+            error: Some(error.into()),
+            details: None,
+        }
+    }
+
+    /// As one JSON line.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+/// Verify a QR text of any known format.
+pub fn verify_text(text: &str, trust: &[dcc::Signer], at: Timestamp) -> VerifyReport {
+    match classify(text) {
+        Format::Dcc => match dcc::verify(text, trust, at) {
+            Ok(v) => {
+                let mut d = serde_json::Map::new();
+                d.insert(
+                    "kid".into(),
+                    v.kid
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                        .into(),
+                );
+                d.insert("issuer".into(), v.cwt.iss.clone().into());
+                d.insert(
+                    "kinds".into(),
+                    serde_json::to_value(v.cwt.kinds()).unwrap_or_default(),
+                );
+                d.insert("holder".into(), mask_name(&v.cwt.holder()).into());
+                d.insert("iat".into(), v.cwt.iat.into());
+                d.insert("exp".into(), v.cwt.exp.into());
+                VerifyReport {
+                    format: Format::Dcc,
+                    valid: true,
+                    stage: "ok",
+                    error: None,
+                    details: Some(d),
+                }
+            }
+            Err(e) => VerifyReport::failed(Format::Dcc, e.stage.as_str(), e.detail),
+        },
+        other => VerifyReport::failed(
+            other,
+            "format",
+            "not a credential this gate knows (DCC HC1:)",
+        ),
+    }
+}

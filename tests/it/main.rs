@@ -2,6 +2,7 @@
 //! run path with simulated devices, its shutdown, and a crash test.
 
 mod check_config;
+mod code_cli;
 mod crash;
 mod dcc_vectors;
 mod decide_cli;
