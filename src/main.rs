@@ -43,10 +43,58 @@ enum Command {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Make a key pair: NAME.key (private, 0600) and NAME.pub in DIR. Never overwrites a key.
+    Keygen {
+        /// Directory for the key files.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Base name of the files (community for pass signing).
+        #[arg(long, default_value = "community")]
+        name: String,
+    },
+    /// Community passes (居民通行证).
+    Pass {
+        #[command(subcommand)]
+        command: PassCommand,
+    },
     /// Read QR codes.
     Code {
         #[command(subcommand)]
         command: CodeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PassCommand {
+    /// Sign a pass and render a printable card (SVG) and the bare QR code (PNG).
+    Issue {
+        /// The community's private key (from `sibi keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Community id (must match the gate's `gate.community`).
+        #[arg(long)]
+        community: String,
+        /// Community name printed on the card (default: the id).
+        #[arg(long)]
+        community_name: Option<String>,
+        /// Pass id, unique in the community (revocation names it).
+        #[arg(long)]
+        id: String,
+        /// Category: resident, work_resumption, service...
+        #[arg(long, default_value = "resident")]
+        category: String,
+        /// The holder's name; only its masked form (李*国) goes on the card and in the code.
+        #[arg(long)]
+        holder: String,
+        /// First valid day (YYYY-MM-DD, China time) or RFC 3339; default now.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last valid day (YYYY-MM-DD, through its end, China time) or RFC 3339.
+        #[arg(long)]
+        until: String,
+        /// Output card (SVG); the QR code alone is written beside it as .png.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -108,6 +156,165 @@ fn main() -> ExitCode {
                     at,
                 },
         } => code_verify(text, image, trust, at),
+        Command::Keygen { out, name } => keygen(&out, &name),
+        Command::Pass {
+            command:
+                PassCommand::Issue {
+                    key,
+                    community,
+                    community_name,
+                    id,
+                    category,
+                    holder,
+                    from,
+                    until,
+                    out,
+                },
+        } => pass_issue(PassArgs {
+            key,
+            community,
+            community_name,
+            id,
+            category,
+            holder,
+            from,
+            until,
+            out,
+        }),
+    }
+}
+
+fn keygen(dir: &std::path::Path, name: &str) -> ExitCode {
+    let key = match sibi::credential::pass::generate_key() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match sibi::credential::pass::write_key_pair(dir, name, &key) {
+        Ok((private, public)) => {
+            println!(
+                "private key: {} (keep it offline; it signs passes)",
+                private.display()
+            );
+            println!(
+                "public key:  {} (give it to every gate of the community)",
+                public.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+struct PassArgs {
+    key: PathBuf,
+    community: String,
+    community_name: Option<String>,
+    id: String,
+    category: String,
+    holder: String,
+    from: Option<String>,
+    until: String,
+    out: PathBuf,
+}
+
+/// A day (China time) or an RFC 3339 time, in Unix seconds; `end` takes the end of the day.
+fn parse_day(s: &str, end: bool) -> Option<i64> {
+    if let Some(t) = Timestamp::parse_rfc3339(s) {
+        return Some(t.0 / 1000);
+    }
+    let clock = if end { "23:59:59" } else { "00:00:00" };
+    Timestamp::parse_rfc3339(&format!("{s}T{clock}+08:00")).map(|t| t.0 / 1000)
+}
+
+fn pass_issue(a: PassArgs) -> ExitCode {
+    use sibi::credential::pass::{Pass, card_svg, read_signing_key};
+    let usage = |msg: String| {
+        eprintln!("error: {msg}");
+        ExitCode::from(2)
+    };
+    let key = match read_signing_key(&a.key) {
+        Ok(k) => k,
+        Err(e) => return usage(e),
+    };
+    let Some(category) = sibi::domain::Category::ALL
+        .into_iter()
+        .find(|c| c.as_str() == a.category)
+    else {
+        return usage(format!(
+            "--category `{}`: use resident, visitor, courier, work_resumption or service",
+            a.category
+        ));
+    };
+    if a.id.trim().is_empty() || a.community.trim().is_empty() || a.holder.trim().is_empty() {
+        return usage("--id, --community and --holder must not be empty".into());
+    }
+    let from = match a.from.as_deref().map(|f| parse_day(f, false)) {
+        None => sibi::hw::now().0 / 1000,
+        Some(Some(t)) => t,
+        Some(None) => {
+            return usage(format!(
+                "--from `{}` is not YYYY-MM-DD or RFC 3339",
+                a.from.unwrap_or_default()
+            ));
+        }
+    };
+    let Some(until) = parse_day(&a.until, true) else {
+        return usage(format!(
+            "--until `{}` is not YYYY-MM-DD or RFC 3339",
+            a.until
+        ));
+    };
+    if until <= from {
+        return usage("--until is not after --from".into());
+    }
+    let pass = Pass {
+        community: a.community.clone(),
+        id: a.id.clone(),
+        category,
+        holder: sibi::domain::mask_name(&a.holder),
+        valid_from: from,
+        valid_until: until,
+    };
+    let text = pass.encode(&key);
+    let qr = match zxingcpp::create(zxingcpp::BarcodeFormat::QRCode)
+        .options("ecLevel=M")
+        .from_str(&text)
+    {
+        Ok(q) => q,
+        Err(e) => return usage(format!("cannot make the QR code: {e}")),
+    };
+    let (svg, png) = match (qr.to_svg(), qr.to_image_with(&zxingcpp::write().scale(8))) {
+        (Ok(s), Ok(p)) => (s, p),
+        _ => return usage("cannot render the QR code".into()),
+    };
+    let card = card_svg(
+        &pass,
+        a.community_name.as_deref().unwrap_or(&a.community),
+        &svg,
+    );
+    let png_path = a.out.with_extension("png");
+    let gray = image::GrayImage::from_raw(png.width() as u32, png.height() as u32, png.data());
+    let written = std::fs::write(&a.out, card)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            gray.ok_or("bad QR image".to_string())?
+                .save(&png_path)
+                .map_err(|e| e.to_string())
+        });
+    match written {
+        Ok(()) => {
+            println!("card: {}", a.out.display());
+            println!("qr:   {}", png_path.display());
+            println!("text: {text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage(format!("cannot write {}: {e}", a.out.display())),
     }
 }
 
@@ -118,7 +325,7 @@ fn code_verify(
     trust: Vec<PathBuf>,
     at: Option<String>,
 ) -> ExitCode {
-    use sibi::credential::{Format, VerifyReport, dcc::Signer, qr};
+    use sibi::credential::{Format, Trust, VerifyReport, dcc::Signer, pass, qr};
     let usage = |msg: String| {
         eprintln!("error: {msg}");
         ExitCode::from(2)
@@ -133,15 +340,27 @@ fn code_verify(
             ));
         }
     };
-    let mut signers = Vec::new();
+    let mut trusted = Trust::default();
     for path in &trust {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => return usage(format!("cannot read --trust `{}`: {e}", path.display())),
         };
+        if let Some(k) = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(pass::parse_verifying_key)
+        {
+            trusted.pass.keys.push(k);
+            continue;
+        }
         match Signer::from_pem_or_der(&bytes) {
-            Ok(s) => signers.push(s),
-            Err(e) => return usage(format!("--trust `{}`: {e}", path.display())),
+            Ok(s) => trusted.dcc.push(s),
+            Err(e) => {
+                return usage(format!(
+                    "--trust `{}`: not a pass key, and {e}",
+                    path.display()
+                ));
+            }
         }
     }
     let text = match (text, image) {
@@ -166,7 +385,7 @@ fn code_verify(
         }
         (None, None) => return usage("give --text or --image".into()),
     };
-    let report = sibi::credential::verify_text(&text, &signers, now);
+    let report = sibi::credential::verify_text(&text, &trusted, now);
     println!("{}", report.to_json());
     if report.valid {
         ExitCode::SUCCESS

@@ -4,6 +4,7 @@
 //! holds the QR decoding with its measured choice of backend.
 
 pub mod dcc;
+pub mod pass;
 pub mod qr;
 
 use crate::domain::{Timestamp, mask_name};
@@ -26,9 +27,20 @@ pub enum Format {
 pub fn classify(text: &str) -> Format {
     if text.starts_with(dcc::PREFIX) {
         Format::Dcc
+    } else if text.starts_with(pass::PREFIX) {
+        Format::Pass
     } else {
         Format::Unknown
     }
+}
+
+/// What a gate trusts: DCC signer certificates and the community's pass keys (with its revocation list).
+#[derive(Default)]
+pub struct Trust {
+    /// DCC document signers.
+    pub dcc: Vec<dcc::Signer>,
+    /// Pass verification.
+    pub pass: pass::PassVerifier,
 }
 
 /// The result of `sibi code verify`.
@@ -67,9 +79,28 @@ impl VerifyReport {
 }
 
 /// Verify a QR text of any known format.
-pub fn verify_text(text: &str, trust: &[dcc::Signer], at: Timestamp) -> VerifyReport {
+pub fn verify_text(text: &str, trust: &Trust, at: Timestamp) -> VerifyReport {
     match classify(text) {
-        Format::Dcc => match dcc::verify(text, trust, at) {
+        Format::Pass => match trust.pass.verify(text, at) {
+            Ok(p) => {
+                let mut d = serde_json::Map::new();
+                d.insert("community".into(), p.community.into());
+                d.insert("id".into(), p.id.into());
+                d.insert("category".into(), p.category.as_str().into());
+                d.insert("holder".into(), mask_name(&p.holder).into());
+                d.insert("valid_from".into(), p.valid_from.into());
+                d.insert("valid_until".into(), p.valid_until.into());
+                VerifyReport {
+                    format: Format::Pass,
+                    valid: true,
+                    stage: "ok",
+                    error: None,
+                    details: Some(d),
+                }
+            }
+            Err(e) => VerifyReport::failed(Format::Pass, e.stage.as_str(), e.detail),
+        },
+        Format::Dcc => match dcc::verify(text, &trust.dcc, at) {
             Ok(v) => {
                 let mut d = serde_json::Map::new();
                 d.insert(
@@ -101,7 +132,7 @@ pub fn verify_text(text: &str, trust: &[dcc::Signer], at: Timestamp) -> VerifyRe
         other => VerifyReport::failed(
             other,
             "format",
-            "not a credential this gate knows (DCC HC1:)",
+            "not a credential this gate knows (community pass SB1:, DCC HC1:)",
         ),
     }
 }

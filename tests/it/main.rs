@@ -7,5 +7,6 @@ mod crash;
 mod dcc_vectors;
 mod decide_cli;
 mod decode;
+mod pass_cli;
 mod run_path;
 mod util;
