@@ -244,6 +244,11 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Label of a private key file (so a public key can never be taken for one).
+const PRIVATE_LABEL: &str = "sibi-ed25519-private:";
+/// Label of a public key file.
+const PUBLIC_LABEL: &str = "sibi-ed25519-public:";
+
 fn unhex32(s: &str) -> Option<[u8; 32]> {
     let s = s.trim();
     if s.len() != 64 {
@@ -278,12 +283,12 @@ pub fn write_key_pair(
                 private.display()
             )
         })?;
-    f.write_all(format!("{}\n", hex(&key.to_bytes())).as_bytes())
+    f.write_all(format!("{PRIVATE_LABEL}{}\n", hex(&key.to_bytes())).as_bytes())
         .map_err(|e| e.to_string())?;
     f.sync_all().map_err(|e| e.to_string())?;
     std::fs::write(
         &public,
-        format!("{}\n", hex(key.verifying_key().as_bytes())),
+        format!("{PUBLIC_LABEL}{}\n", hex(key.verifying_key().as_bytes())),
     )
     .map_err(|e| format!("cannot write {}: {e}", public.display()))?;
     Ok((private, public))
@@ -293,14 +298,24 @@ pub fn write_key_pair(
 pub fn read_signing_key(path: &Path) -> Result<SigningKey, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    unhex32(&text)
+    text.trim()
+        .strip_prefix(PRIVATE_LABEL)
+        .and_then(unhex32)
         .map(|b| SigningKey::from_bytes(&b))
-        .ok_or_else(|| format!("{} is not a sibi private key", path.display()))
+        .ok_or_else(|| {
+            format!(
+                "{} is not a sibi private key (made by `sibi keygen`)",
+                path.display()
+            )
+        })
 }
 
-/// Parse public key file contents (64 hex digits).
+/// Parse public key file contents (`sibi-ed25519-public:` and 64 hex digits).
 pub fn parse_verifying_key(text: &str) -> Option<VerifyingKey> {
-    unhex32(text).and_then(|b| VerifyingKey::from_bytes(&b).ok())
+    text.trim()
+        .strip_prefix(PUBLIC_LABEL)
+        .and_then(unhex32)
+        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
 }
 
 /// Read a public key file.
@@ -309,7 +324,7 @@ pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey, String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse_verifying_key(&text).ok_or_else(|| {
         format!(
-            "{} is not a sibi public key (64 hex digits)",
+            "{} is not a sibi public key (made by `sibi keygen`)",
             path.display()
         )
     })
@@ -504,6 +519,9 @@ mod tests {
         );
         assert_eq!(read_verifying_key(&public).unwrap(), key.verifying_key());
         assert!(write_key_pair(dir.path(), "community", &generate_key().unwrap()).is_err());
+        // Neither file can be taken for the other.
+        assert!(read_signing_key(&public).is_err());
+        assert!(read_verifying_key(&private).is_err());
     }
 
     #[test]
