@@ -45,33 +45,20 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(2000);
+    let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(2000);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-pipeline");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("bench.db");
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let opens = Arc::new(Mutex::new(Vec::new()));
     let (latencies, elapsed) = rt.block_on(async {
         let store = Store::open(&db, "bench-gate").unwrap();
         let (store, store_thread) = StoreHandle::spawn(store).unwrap();
-        let (gate, gate_task) = GateHandle::spawn(
-            Box::new(TimingGate(opens.clone())),
-            std::time::Duration::from_secs(3),
-        );
-        let checkpoint = Checkpoint::new(
-            CheckpointConfig::default(),
-            Policy::default(),
-            Direction::In,
-            1,
-        );
+        let (gate, gate_task) =
+            GateHandle::spawn(Box::new(TimingGate(opens.clone())), std::time::Duration::from_secs(3));
+        let checkpoint = Checkpoint::new(CheckpointConfig::default(), Policy::default(), Direction::In, 1);
         let mut pipeline = Pipeline::new(checkpoint, store.clone(), gate.clone());
         let mut t = Timestamp(1_790_000_000_000);
         let mut latencies = Vec::with_capacity(n);
@@ -91,24 +78,11 @@ fn main() {
                 service_roster: false,
             };
             pipeline.handle(Event::Credential(cred), t).await;
-            pipeline
-                .handle(
-                    Event::Temperature(Celsius::from_centi(3650)),
-                    t.plus_ms(300),
-                )
-                .await;
+            pipeline.handle(Event::Temperature(Celsius::from_centi(3650)), t.plus_ms(300)).await;
             let last = Instant::now();
-            let done = pipeline
-                .handle(Event::Button(Button::MaskConfirmed), t.plus_ms(600))
-                .await;
+            let done = pipeline.handle(Event::Button(Button::MaskConfirmed), t.plus_ms(600)).await;
             let seq = done[0].seq.expect("recorded");
-            let opened_at = opens
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(s, _)| *s == seq)
-                .map(|(_, at)| *at)
-                .expect("opened");
+            let opened_at = opens.lock().unwrap().iter().find(|(s, _)| *s == seq).map(|(_, at)| *at).expect("opened");
             latencies.push(opened_at.duration_since(last).as_secs_f64() * 1000.0);
             t = t.plus_ms(20_000);
         }
@@ -122,29 +96,14 @@ fn main() {
     });
     let mut sorted = latencies.clone();
     sorted.sort_by(f64::total_cmp);
-    let rows = Store::open(&db, "bench-gate")
-        .unwrap()
-        .entries()
-        .unwrap()
-        .len();
+    let rows = Store::open(&db, "bench-gate").unwrap().entries().unwrap().len();
     assert_eq!(rows, n, "every presentation recorded");
-    println!(
-        "pipeline benchmark: {n} presentations (credential + reading + mask each), SQLite WAL synchronous=FULL"
-    );
+    println!("pipeline benchmark: {n} presentations (credential + reading + mask each), SQLite WAL synchronous=FULL");
     println!("database: {} on {}", db.display(), mount_of(&dir));
     println!("| figure | value | target |");
     println!("|---|---|---|");
-    println!(
-        "| presentations/s | {:.0} | >= 200 |",
-        n as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "| p50 last event -> relay command (ms) | {:.2} | |",
-        pct(&sorted, 0.50)
-    );
-    println!(
-        "| p99 last event -> relay command (ms) | {:.2} | <= 10 |",
-        pct(&sorted, 0.99)
-    );
+    println!("| presentations/s | {:.0} | >= 200 |", n as f64 / elapsed.as_secs_f64());
+    println!("| p50 last event -> relay command (ms) | {:.2} | |", pct(&sorted, 0.50));
+    println!("| p99 last event -> relay command (ms) | {:.2} | <= 10 |", pct(&sorted, 0.99));
     println!("| max (ms) | {:.2} | |", sorted[sorted.len() - 1]);
 }

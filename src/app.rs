@@ -21,12 +21,14 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::checkpoint::{Checkpoint, CloseNote, DeviceKind, Effect, Event, Outcome};
 use crate::config::{Config, CredentialBackend, GateBackend, OperatorBackend, ThermometerBackend};
+use crate::credential::reader::CameraCredentials;
 use crate::domain::{Timestamp, Verdict};
+use crate::hw::frames::FolderFrames;
 use crate::hw::script::{Playback, ScriptedCredentials, ScriptedOperator, ScriptedThermometer};
 use crate::hw::sim_gate::SimGate;
 use crate::hw::{
-    self, Buzz, CredentialSource, DeviceFault, GateCommand, GateOutput, Lights, OperatorInput,
-    OperatorSource, SourceMsg, StopFlag, Thermometer,
+    self, Buzz, CredentialSource, DeviceFault, GateCommand, GateOutput, Lights, OperatorInput, OperatorSource,
+    SourceMsg, StopFlag, Thermometer,
 };
 use crate::store::{GateAction, Store, StoreHandle};
 
@@ -46,25 +48,20 @@ pub struct OpenDevices {
 
 /// Open every device the config names.
 pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
-    let playback = config.script.as_ref().map(|s| {
-        (
-            s,
-            Playback {
-                start: std::time::Instant::now(),
-                speed: s.speed,
-                repeat: s.repeat,
-            },
-        )
-    });
-    let script = || {
-        playback
-            .clone()
-            .context("a scripted device needs the [script] section")
-    };
-    let credentials: Box<dyn CredentialSource> = match config.devices.credentials {
+    let playback = config
+        .script
+        .as_ref()
+        .map(|s| (s, Playback { start: std::time::Instant::now(), speed: s.speed, repeat: s.repeat }));
+    let script = || playback.clone().context("a scripted device needs the [script] section");
+    let credentials: Box<dyn CredentialSource> = match &config.devices.credentials {
         CredentialBackend::Script => {
             let (s, p) = script()?;
             Box::new(ScriptedCredentials::new(&s.script, p))
+        }
+        CredentialBackend::Frames { folder, fps, repeat, decoder } => {
+            let frames = FolderFrames::open(folder, *fps, *repeat).map_err(anyhow::Error::msg)?;
+            let trust = config.credentials.trust(&config.gate.community);
+            Box::new(CameraCredentials::new(Box::new(frames), decoder.decoder(), trust))
         }
     };
     let thermometer: Box<dyn Thermometer> = match config.devices.thermometer {
@@ -81,25 +78,16 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
     };
     let (gate, pulse): (Box<dyn GateOutput>, Duration) = match &config.devices.gate {
         GateBackend::Sim { pulse, log } => {
-            let g = SimGate::new(log.as_deref())
-                .with_context(|| format!("cannot open the simulated gate log {log:?}"))?;
+            let g =
+                SimGate::new(log.as_deref()).with_context(|| format!("cannot open the simulated gate log {log:?}"))?;
             (Box::new(g), *pulse)
         }
     };
-    Ok(OpenDevices {
-        credentials,
-        thermometer,
-        operator,
-        gate,
-        pulse,
-    })
+    Ok(OpenDevices { credentials, thermometer, operator, gate, pulse })
 }
 
 enum GateRequest {
-    Open {
-        seq: i64,
-        reply: oneshot::Sender<Result<(), DeviceFault>>,
-    },
+    Open { seq: i64, reply: oneshot::Sender<Result<(), DeviceFault>> },
     Show(Verdict),
 }
 
@@ -112,10 +100,7 @@ pub struct GateHandle {
 impl GateHandle {
     /// Start the controller. It holds the relay open only while a pulse is live, and leaves everything safe when the
     /// last handle is dropped.
-    pub fn spawn(
-        mut dev: Box<dyn GateOutput>,
-        pulse: Duration,
-    ) -> (GateHandle, tokio::task::JoinHandle<()>) {
+    pub fn spawn(mut dev: Box<dyn GateOutput>, pulse: Duration) -> (GateHandle, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<GateRequest>(64);
         let task = tokio::spawn(async move {
             let mut close_at: Option<Instant> = None;
@@ -178,8 +163,7 @@ impl GateHandle {
             .send(GateRequest::Open { seq, reply })
             .await
             .map_err(|_| DeviceFault("gate controller stopped".into()))?;
-        rx.await
-            .map_err(|_| DeviceFault("gate controller stopped".into()))?
+        rx.await.map_err(|_| DeviceFault("gate controller stopped".into()))?
     }
 
     /// Show a verdict that keeps the gate closed.
@@ -209,11 +193,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline over an opened store and a running gate controller.
     pub fn new(checkpoint: Checkpoint, store: StoreHandle, gate: GateHandle) -> Pipeline {
-        Pipeline {
-            checkpoint,
-            store,
-            gate,
-        }
+        Pipeline { checkpoint, store, gate }
     }
 
     /// True when no presentation is open.
@@ -225,15 +205,9 @@ impl Pipeline {
     pub async fn handle(&mut self, event: Event, at: Timestamp) -> Vec<Executed> {
         match &event {
             Event::Fault { device, detail } => {
-                self.store
-                    .journal(at, "device_fault", format!("{device:?}: {detail}"))
-                    .await
+                self.store.journal(at, "device_fault", format!("{device:?}: {detail}")).await
             }
-            Event::Restored(device) => {
-                self.store
-                    .journal(at, "device_restored", format!("{device:?}"))
-                    .await
-            }
+            Event::Restored(device) => self.store.journal(at, "device_restored", format!("{device:?}")).await,
             _ => {}
         }
         let effects = self.checkpoint.handle(event, at);
@@ -275,11 +249,7 @@ impl Pipeline {
                 error!(error = %e, "could not record the decision; the gate stays closed");
                 self.gate.show(Verdict::Refer).await;
                 warn!("提示: 系统记录故障，闸门保持关闭，请人工登记并联系技术人员");
-                return Executed {
-                    seq: None,
-                    verdict,
-                    gate: GateAction::KeptClosed,
-                };
+                return Executed { seq: None, verdict, gate: GateAction::KeptClosed };
             }
         };
         let gate = if verdict == Verdict::Pass {
@@ -313,11 +283,7 @@ impl Pipeline {
             verdict.zh(),
             summary.message
         );
-        Executed {
-            seq: Some(seq),
-            verdict,
-            gate,
-        }
+        Executed { seq: Some(seq), verdict, gate }
     }
 }
 
@@ -336,16 +302,8 @@ impl Summary {
         Summary {
             rule: o.decision.rule.id(),
             category: o.person.category.as_str(),
-            holder: o
-                .credential
-                .as_ref()
-                .map(|c| c.holder.clone())
-                .unwrap_or_default(),
-            temperature: o
-                .person
-                .temperature
-                .map(|t| t.celsius.to_string())
-                .unwrap_or_else(|| "-".into()),
+            holder: o.credential.as_ref().map(|c| c.holder.clone()).unwrap_or_default(),
+            temperature: o.person.temperature.map(|t| t.celsius.to_string()).unwrap_or_else(|| "-".into()),
             message: o.decision.message_zh,
             is_final: o.is_final,
             note: o.note.map_or("-", CloseNote::as_str),
@@ -368,16 +326,11 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// Run the gate daemon until `shutdown` resolves (or the scenario has played, with `exit_when_done`).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<RunSummary> {
-    std::fs::create_dir_all(&config.gate.state_dir).with_context(|| {
-        format!(
-            "cannot create the state directory {}",
-            config.gate.state_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&config.gate.state_dir)
+        .with_context(|| format!("cannot create the state directory {}", config.gate.state_dir.display()))?;
     let store = Store::open(&config.db_path, &config.gate.id)?;
     let first_id = store.next_presentation_id()?;
-    let (store, store_thread) =
-        StoreHandle::spawn(store).context("cannot start the store thread")?;
+    let (store, store_thread) = StoreHandle::spawn(store).context("cannot start the store thread")?;
     let devices = open_devices(&config)?;
     let (gate, gate_task) = GateHandle::spawn(devices.gate, devices.pulse);
     let tier = config.policy.tier_at(hw::now());
@@ -392,17 +345,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.gate.name,
         tier.tier.zh()
     );
-    store
-        .journal(
-            hw::now(),
-            "start",
-            format!(
-                "policy {} tier {}",
-                config.policy.version,
-                tier.tier.as_str()
-            ),
-        )
-        .await;
+    store.journal(hw::now(), "start", format!("policy {} tier {}", config.policy.version, tier.tier.as_str())).await;
 
     let (tx, mut rx) = mpsc::channel::<SourceMsg>(1024);
     let stop = StopFlag::default();
@@ -436,12 +379,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     )?);
     let sources = threads.len();
 
-    let checkpoint = Checkpoint::new(
-        config.checkpoint,
-        config.policy.clone(),
-        config.gate.direction,
-        first_id,
-    );
+    let checkpoint = Checkpoint::new(config.checkpoint, config.policy.clone(), config.gate.direction, first_id);
     let mut pipeline = Pipeline::new(checkpoint, store.clone(), gate.clone());
     let mut summary = RunSummary::default();
     let count = |done: Vec<Executed>, s: &mut RunSummary| {
@@ -498,16 +436,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     .await;
     summary.clean = drained.is_ok();
     if summary.clean {
-        info!(
-            recorded = summary.recorded,
-            opened = summary.opened,
-            "stopped cleanly"
-        );
+        info!(recorded = summary.recorded, opened = summary.opened, "stopped cleanly");
     } else {
-        error!(
-            grace_ms = grace.as_millis() as u64,
-            "shutdown did not finish within the grace period"
-        );
+        error!(grace_ms = grace.as_millis() as u64, "shutdown did not finish within the grace period");
     }
     Ok(summary)
 }

@@ -13,10 +13,7 @@
 //! mask) are recorded as non-final outcomes so nothing is lost if the power fails mid-presentation.
 
 use crate::config::CheckpointConfig;
-use crate::domain::{
-    Category, Celsius, CodeStatus, Direction, IdentityKind, MaskState, Timestamp, Verdict,
-    mask_name,
-};
+use crate::domain::{Category, Celsius, CodeStatus, Direction, IdentityKind, MaskState, Timestamp, Verdict, mask_name};
 use crate::policy::{Decision, Person, Policy, Presentation, Reading, Rule, Voice, decide};
 
 /// A credential as read and verified by a source (the QR text itself never travels further than the source).
@@ -259,12 +256,7 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// A checkpoint whose presentation ids start at `first_id`.
-    pub fn new(
-        cfg: CheckpointConfig,
-        policy: Policy,
-        direction: Direction,
-        first_id: u64,
-    ) -> Checkpoint {
+    pub fn new(cfg: CheckpointConfig, policy: Policy, direction: Direction, first_id: u64) -> Checkpoint {
         Checkpoint {
             cfg,
             policy,
@@ -298,10 +290,7 @@ impl Checkpoint {
         match event {
             Event::Credential(c) => self.on_credential(c, now, &mut out),
             Event::Temperature(celsius) => {
-                let reading = Reading {
-                    celsius,
-                    taken_at: Some(now),
-                };
+                let reading = Reading { celsius, taken_at: Some(now) };
                 match &mut self.current {
                     Some(s) => {
                         s.person.retest = s.fever_recorded;
@@ -316,30 +305,23 @@ impl Checkpoint {
             Event::Button(Button::MaskConfirmed) => {
                 self.on_operator(OperatorAction::Mask(MaskState::Worn), now, &mut out)
             }
-            Event::Button(Button::EmergencyOpen) => self.on_operator(
-                OperatorAction::Emergency(EmergencyKind::Unspecified),
-                now,
-                &mut out,
-            ),
+            Event::Button(Button::EmergencyOpen) => {
+                self.on_operator(OperatorAction::Emergency(EmergencyKind::Unspecified), now, &mut out)
+            }
             Event::Button(Button::CallHelp) => out.push(Effect::Prompt(Prompt {
                 presentation: self.current.as_ref().map(|s| s.id),
                 message_zh: "有人呼叫帮助：请工作人员到闸口".into(),
                 voice: Some(Voice::WaitForStaff),
             })),
             Event::Tick => {
-                let timed_out = self
-                    .current
-                    .as_ref()
-                    .is_some_and(|s| now.since(s.last_activity) >= self.cfg.session_timeout_ms);
+                let timed_out =
+                    self.current.as_ref().is_some_and(|s| now.since(s.last_activity) >= self.cfg.session_timeout_ms);
                 if timed_out {
                     self.close(now, CloseNote::WalkedAway, &mut out);
                 }
                 let keep = self.cfg.same_code_interval_ms;
                 self.recent.retain(|(_, seen)| now.since(*seen) < keep);
-                if self
-                    .early_mask
-                    .is_some_and(|(_, at)| now.since(at) > crate::policy::READING_MAX_AGE_MS)
-                {
+                if self.early_mask.is_some_and(|(_, at)| now.since(at) > crate::policy::READING_MAX_AGE_MS) {
                     self.early_mask = None;
                 }
             }
@@ -428,10 +410,7 @@ impl Checkpoint {
             OperatorAction::Mask(m) => s.person.mask = m,
             OperatorAction::CodeColour(colour) => {
                 if matches!(s.person.code, CodeStatus::Unverified | CodeStatus::Timeout)
-                    && matches!(
-                        colour,
-                        CodeStatus::Green | CodeStatus::Yellow | CodeStatus::Red
-                    )
+                    && matches!(colour, CodeStatus::Green | CodeStatus::Yellow | CodeStatus::Red)
                 {
                     s.person.code = colour;
                     s.colour_by_operator = true;
@@ -481,11 +460,7 @@ impl Checkpoint {
     }
 
     fn decide_current(&self, s: &Session, now: Timestamp) -> Decision {
-        let presentation = Presentation {
-            direction: self.direction,
-            vehicle: None,
-            people: vec![s.person.clone()],
-        };
+        let presentation = Presentation { direction: self.direction, vehicle: None, people: vec![s.person.clone()] };
         decide(&self.policy, &presentation, now)
     }
 
@@ -495,12 +470,10 @@ impl Checkpoint {
         let Some(s) = &self.current else { return };
         let decision = self.decide_current(s, now);
         let pd = &decision.people[0];
-        let waiting_for_input = pd.reasons.iter().any(|r| {
-            matches!(
-                r,
-                Rule::TemperatureMissing | Rule::TemperatureStale | Rule::MaskUnchecked
-            )
-        });
+        let waiting_for_input = pd
+            .reasons
+            .iter()
+            .any(|r| matches!(r, Rule::TemperatureMissing | Rule::TemperatureStale | Rule::MaskUnchecked));
         match decision.verdict {
             Verdict::Pass | Verdict::Deny => self.finish(decision, None, now, out),
             Verdict::Refer if waiting_for_input => {
@@ -532,31 +505,19 @@ impl Checkpoint {
         }
     }
 
-    fn finish(
-        &mut self,
-        decision: Decision,
-        note: Option<CloseNote>,
-        now: Timestamp,
-        out: &mut Vec<Effect>,
-    ) {
+    fn finish(&mut self, decision: Decision, note: Option<CloseNote>, now: Timestamp, out: &mut Vec<Effect>) {
         let Some(s) = self.current.take() else { return };
         if let Some(c) = &s.credential {
             self.recent.push((c.key.clone(), now));
         }
-        out.push(Effect::Decided(Box::new(outcome_of(
-            &s, decision, true, note, now,
-        ))));
+        out.push(Effect::Decided(Box::new(outcome_of(&s, decision, true, note, now))));
     }
 
     fn close(&mut self, now: Timestamp, note: CloseNote, out: &mut Vec<Effect>) {
         let Some(s) = &self.current else { return };
         let decision = self.decide_current(s, now);
         // A presentation that would pass or be denied is decided on the spot; one left open can only be a refer.
-        let decision = if decision.verdict == Verdict::Refer {
-            decision
-        } else {
-            refer_as_is(decision)
-        };
+        let decision = if decision.verdict == Verdict::Refer { decision } else { refer_as_is(decision) };
         self.finish(decision, Some(note), now, out);
     }
 }
@@ -567,13 +528,7 @@ fn refer_as_is(mut d: Decision) -> Decision {
     d
 }
 
-fn outcome_of(
-    s: &Session,
-    decision: Decision,
-    is_final: bool,
-    note: Option<CloseNote>,
-    now: Timestamp,
-) -> Outcome {
+fn outcome_of(s: &Session, decision: Decision, is_final: bool, note: Option<CloseNote>, now: Timestamp) -> Outcome {
     Outcome {
         presentation: s.id,
         at: now,
@@ -595,12 +550,7 @@ mod tests {
     const T0: Timestamp = Timestamp(1_790_000_000_000);
 
     fn cp() -> Checkpoint {
-        Checkpoint::new(
-            CheckpointConfig::default(),
-            Policy::default(),
-            Direction::In,
-            1,
-        )
+        Checkpoint::new(CheckpointConfig::default(), Policy::default(), Direction::In, 1)
     }
 
     fn pass_card(key: &str) -> CredentialRead {
@@ -657,13 +607,7 @@ mod tests {
     fn a_reading_and_mask_before_the_code_are_used() {
         let mut k = cp();
         assert!(k.handle(c(36.4), at(0)).is_empty());
-        assert!(
-            k.handle(
-                Event::Operator(OperatorAction::Mask(MaskState::Worn)),
-                at(100)
-            )
-            .is_empty()
-        );
+        assert!(k.handle(Event::Operator(OperatorAction::Mask(MaskState::Worn)), at(100)).is_empty());
         let e = k.handle(Event::Credential(pass_card("P1")), at(300));
         assert_eq!(outcomes(&e)[0].decision.verdict, Verdict::Pass);
     }
@@ -672,10 +616,7 @@ mod tests {
     fn an_early_reading_older_than_a_minute_is_not_used() {
         let mut k = cp();
         k.handle(c(36.4), at(0));
-        k.handle(
-            Event::Operator(OperatorAction::Mask(MaskState::Worn)),
-            at(61_000),
-        );
+        k.handle(Event::Operator(OperatorAction::Mask(MaskState::Worn)), at(61_000));
         let e = k.handle(Event::Credential(pass_card("P1")), at(61_500));
         assert!(outcomes(&e).is_empty(), "stale reading must not pass");
         assert!(matches!(&e[0], Effect::Prompt(p) if p.message_zh.contains("60秒")));
@@ -709,10 +650,7 @@ mod tests {
         let e = k.handle(Event::Tick, at(30_000));
         let o = outcomes(&e);
         assert_eq!(o.len(), 1);
-        assert_eq!(
-            (o[0].decision.verdict, o[0].note),
-            (Verdict::Refer, Some(CloseNote::WalkedAway))
-        );
+        assert_eq!((o[0].decision.verdict, o[0].note), (Verdict::Refer, Some(CloseNote::WalkedAway)));
         assert_eq!(o[0].decision.rule, Rule::TemperatureMissing);
         assert!(o[0].is_final && k.is_idle());
     }
@@ -724,10 +662,7 @@ mod tests {
         let e = k.handle(Event::Credential(pass_card("P2")), at(1_000));
         let o = outcomes(&e);
         assert_eq!(o.len(), 1);
-        assert_eq!(
-            (o[0].presentation, o[0].note),
-            (1, Some(CloseNote::Superseded))
-        );
+        assert_eq!((o[0].presentation, o[0].note), (1, Some(CloseNote::Superseded)));
         k.handle(c(36.5), at(1_500));
         let e = k.handle(Event::Button(Button::MaskConfirmed), at(1_600));
         assert_eq!(outcomes(&e)[0].presentation, 2);
@@ -741,18 +676,12 @@ mod tests {
         k.handle(Event::Button(Button::MaskConfirmed), at(100));
         let e = k.handle(c(37.8), at(200));
         let o = outcomes(&e);
-        assert_eq!(
-            (o[0].decision.rule, o[0].is_final),
-            (Rule::FeverFirst, false)
-        );
+        assert_eq!((o[0].decision.rule, o[0].is_final), (Rule::FeverFirst, false));
         // Other input meanwhile does not record the same refer again.
         assert!(outcomes(&k.handle(Event::Button(Button::MaskConfirmed), at(5_000))).is_empty());
         let e = k.handle(c(37.9), at(20_000));
         let o = outcomes(&e);
-        assert_eq!(
-            (o[0].decision.rule, o[0].is_final),
-            (Rule::FeverConfirmed, true)
-        );
+        assert_eq!((o[0].decision.rule, o[0].is_final), (Rule::FeverConfirmed, true));
         assert!(o[0].person.retest);
     }
 
@@ -771,15 +700,9 @@ mod tests {
         let mut k = cp();
         k.handle(Event::Credential(pass_card("P1")), at(0));
         k.handle(c(36.5), at(100));
-        let e = k.handle(
-            Event::Operator(OperatorAction::Mask(MaskState::NotWorn)),
-            at(200),
-        );
+        let e = k.handle(Event::Operator(OperatorAction::Mask(MaskState::NotWorn)), at(200));
         assert_eq!(outcomes(&e)[0].decision.rule, Rule::MaskNotWorn);
-        let e = k.handle(
-            Event::Operator(OperatorAction::Mask(MaskState::Worn)),
-            at(9_000),
-        );
+        let e = k.handle(Event::Operator(OperatorAction::Mask(MaskState::Worn)), at(9_000));
         assert_eq!(outcomes(&e)[0].decision.verdict, Verdict::Pass);
     }
 
@@ -805,10 +728,7 @@ mod tests {
         k.handle(c(36.5), at(200));
         let e = k.handle(Event::Button(Button::MaskConfirmed), at(300));
         assert_eq!(outcomes(&e)[0].decision.rule, Rule::CodeUnverified);
-        let e = k.handle(
-            Event::Operator(OperatorAction::CodeColour(CodeStatus::Green)),
-            at(400),
-        );
+        let e = k.handle(Event::Operator(OperatorAction::CodeColour(CodeStatus::Green)), at(400));
         let o = outcomes(&e);
         assert_eq!(o[0].decision.verdict, Verdict::Pass);
         assert!(o[0].colour_by_operator);
@@ -819,10 +739,7 @@ mod tests {
         let mut k = cp();
         let e = k.handle(Event::Button(Button::EmergencyOpen), at(0));
         let o = outcomes(&e);
-        assert_eq!(
-            (o[0].decision.verdict, o[0].decision.rule),
-            (Verdict::Pass, Rule::Emergency)
-        );
+        assert_eq!((o[0].decision.verdict, o[0].decision.rule), (Verdict::Pass, Rule::Emergency));
         assert!(o[0].decision.flagged);
     }
 

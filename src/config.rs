@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub store: Option<RawStore>,
     /// `[devices.*]`: one backend per device role.
     pub devices: Option<RawDevices>,
+    /// `[credentials]`: what the gate trusts.
+    pub credentials: Option<RawCredentials>,
     /// `[script]`: the scenario the scripted (simulated) devices play.
     pub script: Option<RawScript>,
 }
@@ -93,6 +95,37 @@ pub struct RawScripted {}
 pub enum RawCredentialDevice {
     /// Already-read credentials from the script.
     Script(RawScripted),
+    /// Frames from a folder of images, decoded and verified like a camera's.
+    Frames(RawFrames),
+}
+
+/// `[devices.credentials]` with `backend = "frames"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFrames {
+    /// The folder of images (PNG, JPEG, WebP), replayed in name order.
+    pub folder: PathBuf,
+    /// Frames per second.
+    pub fps: Option<f64>,
+    /// Replay in a loop.
+    pub repeat: Option<bool>,
+    /// QR decoder: `zxing` (default) or `rqrr`.
+    pub decoder: Option<String>,
+}
+
+/// `[credentials]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredentials {
+    /// Public keys (from `sibi keygen`) that may sign this community's passes.
+    #[serde(default)]
+    pub pass_keys: Vec<PathBuf>,
+    /// Revoked pass ids.
+    #[serde(default)]
+    pub revoked_passes: Vec<String>,
+    /// Trusted DCC document signer certificates (DER or PEM).
+    #[serde(default)]
+    pub dcc_signers: Vec<PathBuf>,
 }
 
 /// `[devices.thermometer]`.
@@ -160,6 +193,33 @@ pub struct Config {
     pub devices: Devices,
     /// `[script]`, when a device plays it.
     pub script: Option<ScriptConfig>,
+    /// `[credentials]`, loaded.
+    pub credentials: CredentialsConfig,
+}
+
+/// `[credentials]`, loaded and checked.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialsConfig {
+    /// Pass signing keys.
+    pub pass_keys: Vec<ed25519_dalek::VerifyingKey>,
+    /// Revoked pass ids.
+    pub revoked_passes: Vec<String>,
+    /// DCC signer certificates (DER, each parsed once at load).
+    pub dcc_signers: Vec<Vec<u8>>,
+}
+
+impl CredentialsConfig {
+    /// The trust a gate of `community` applies.
+    pub fn trust(&self, community: &str) -> crate::credential::Trust {
+        crate::credential::Trust {
+            dcc: self.dcc_signers.iter().filter_map(|der| crate::credential::dcc::Signer::from_der(der).ok()).collect(),
+            pass: crate::credential::pass::PassVerifier {
+                keys: self.pass_keys.clone(),
+                community: Some(community.to_string()),
+                revoked: self.revoked_passes.iter().cloned().collect(),
+            },
+        }
+    }
 }
 
 /// `[gate]`, validated.
@@ -190,10 +250,7 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig {
-            session_timeout_ms: 30_000,
-            same_code_interval_ms: 10_000,
-        }
+        CheckpointConfig { session_timeout_ms: 30_000, same_code_interval_ms: 10_000 }
     }
 }
 
@@ -215,6 +272,17 @@ pub struct Devices {
 pub enum CredentialBackend {
     /// Scripted.
     Script,
+    /// A folder of frames, decoded and verified.
+    Frames {
+        /// Absolute folder.
+        folder: PathBuf,
+        /// Frames per second.
+        fps: f64,
+        /// Loop.
+        repeat: bool,
+        /// Decoder.
+        decoder: crate::credential::qr::DecoderKind,
+    },
 }
 
 /// Thermometer backends.
@@ -287,12 +355,8 @@ impl std::error::Error for ConfigError {}
 
 /// Read and parse a file without validating the sections (used by `decide`, which needs only `[policy]`).
 pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
-    let fail = |problem: String| ConfigError {
-        file: path.to_path_buf(),
-        problems: vec![problem],
-    };
-    let text =
-        std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
+    let fail = |problem: String| ConfigError { file: path.to_path_buf(), problems: vec![problem] };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
     parse_raw(&text).map_err(fail)
 }
 
@@ -302,49 +366,35 @@ fn parse_raw(text: &str) -> Result<RawConfig, String> {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         let inner = inner.trim_end();
-        if path.is_empty() || path == "." {
-            inner.to_string()
-        } else {
-            format!("in `{path}`: {inner}")
-        }
+        if path.is_empty() || path == "." { inner.to_string() } else { format!("in `{path}`: {inner}") }
     })
 }
 
 /// Only the policy of a config file (the dry run needs nothing else). A missing `[policy]` is the default policy.
 pub fn load_policy(path: &Path) -> Result<Policy, ConfigError> {
     let raw = read_raw(path)?;
-    raw.policy
-        .unwrap_or_default()
-        .validate()
-        .map_err(|errors| ConfigError {
-            file: path.to_path_buf(),
-            problems: errors.iter().map(ToString::to_string).collect(),
-        })
+    raw.policy.unwrap_or_default().validate().map_err(|errors| ConfigError {
+        file: path.to_path_buf(),
+        problems: errors.iter().map(ToString::to_string).collect(),
+    })
 }
 
 /// Load and validate a whole config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let raw = read_raw(path)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    validate(raw, path, &base).map_err(|problems| ConfigError {
-        file: path.to_path_buf(),
-        problems,
-    })
+    validate(raw, path, &base).map_err(|problems| ConfigError { file: path.to_path_buf(), problems })
 }
 
 fn positive_ms(key: &str, secs: Option<f64>, default_ms: i64, problems: &mut Vec<String>) -> i64 {
     match secs {
         None => default_ms,
         Some(s) if !s.is_finite() || s <= 0.0 => {
-            problems.push(format!(
-                "`{key}` = {s}: a duration must be a positive number of seconds"
-            ));
+            problems.push(format!("`{key}` = {s}: a duration must be a positive number of seconds"));
             default_ms
         }
         Some(s) if s > 86_400.0 => {
-            problems.push(format!(
-                "`{key}` = {s}: longer than a day; give the duration in seconds"
-            ));
+            problems.push(format!("`{key}` = {s}: longer than a day; give the duration in seconds"));
             default_ms
         }
         Some(s) => (s * 1000.0).round() as i64,
@@ -352,11 +402,7 @@ fn positive_ms(key: &str, secs: Option<f64>, default_ms: i64, problems: &mut Vec
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
+    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
 }
 
 fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<String>> {
@@ -365,19 +411,13 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
 
     let gate = match raw.gate {
         None => {
-            problems.push(missing(
-                "gate",
-                "give at least `id`, `community` and `state_dir`",
-            ));
+            problems.push(missing("gate", "give at least `id`, `community` and `state_dir`"));
             None
         }
         Some(g) => {
             if g.id.is_empty()
                 || g.id.len() > 64
-                || !g
-                    .id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                || !g.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
                 problems.push(format!(
                     "`gate.id` = {:?}: use 1–64 ASCII letters, digits, `-` or `_` (it names this gate in every record)",
@@ -385,23 +425,14 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
                 ));
             }
             if g.community.trim().is_empty() {
-                problems.push(
-                    "`gate.community` is empty: name the community this gate belongs to".into(),
-                );
+                problems.push("`gate.community` is empty: name the community this gate belongs to".into());
             }
             let state_dir = resolve(base, &g.state_dir);
             if state_dir.exists() && !state_dir.is_dir() {
-                problems.push(format!(
-                    "`gate.state_dir` = `{}` exists and is not a directory",
-                    state_dir.display()
-                ));
+                problems.push(format!("`gate.state_dir` = `{}` exists and is not a directory", state_dir.display()));
             } else if !state_dir.exists() {
                 // It will be created at start; its parent must be able to hold it.
-                let parent_ok = state_dir
-                    .ancestors()
-                    .skip(1)
-                    .find(|a| a.exists())
-                    .is_some_and(|a| a.is_dir());
+                let parent_ok = state_dir.ancestors().skip(1).find(|a| a.exists()).is_some_and(|a| a.is_dir());
                 if !parent_ok {
                     problems.push(format!(
                         "`gate.state_dir` = `{}` cannot be created: a parent path is not a directory",
@@ -412,9 +443,7 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
             let grace = match g.shutdown_grace_ms {
                 None => 5_000,
                 Some(ms) if ms <= 0 => {
-                    problems.push(format!(
-                        "`gate.shutdown_grace_ms` = {ms}: a duration must be positive"
-                    ));
+                    problems.push(format!("`gate.shutdown_grace_ms` = {ms}: a duration must be positive"));
                     5_000
                 }
                 Some(ms) if ms > 60_000 => {
@@ -465,14 +494,8 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
         }
     };
 
-    let db_rel = raw
-        .store
-        .and_then(|s| s.path)
-        .unwrap_or_else(|| PathBuf::from("sibi.db"));
-    let state_dir = gate
-        .as_ref()
-        .map(|g| g.state_dir.clone())
-        .unwrap_or_default();
+    let db_rel = raw.store.and_then(|s| s.path).unwrap_or_else(|| PathBuf::from("sibi.db"));
+    let state_dir = gate.as_ref().map(|g| g.state_dir.clone()).unwrap_or_default();
     let db_path = resolve(&state_dir, &db_rel);
 
     let devices = match raw.devices {
@@ -483,7 +506,7 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
             ));
             None
         }
-        Some(d) => validate_devices(d, &state_dir, &mut problems),
+        Some(d) => validate_devices(d, base, &state_dir, &mut problems),
     };
     let uses_script = devices.as_ref().is_some_and(|d| {
         d.credentials == CredentialBackend::Script
@@ -493,10 +516,7 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
 
     let script = match raw.script {
         None if uses_script => {
-            problems.push(missing(
-                "script",
-                "a device uses `backend = \"script\"`, so give `[script] file = ...`",
-            ));
+            problems.push(missing("script", "a device uses `backend = \"script\"`, so give `[script] file = ...`"));
             None
         }
         None => None,
@@ -504,9 +524,7 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
             let file = resolve(base, &s.file);
             let speed = s.speed.unwrap_or(1.0);
             if !speed.is_finite() || speed <= 0.0 || speed > 10_000.0 {
-                problems.push(format!(
-                    "`script.speed` = {speed}: must be above 0 and at most 10000"
-                ));
+                problems.push(format!("`script.speed` = {speed}: must be above 0 and at most 10000"));
             }
             match Script::load(&file) {
                 Ok(script) => Some(ScriptConfig {
@@ -524,32 +542,68 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
         }
     };
 
+    let credentials = load_credentials(raw.credentials.unwrap_or_default(), base, &mut problems);
+
     match (gate, policy, devices) {
-        (Some(gate), Some(policy), Some(devices)) if problems.is_empty() => Ok(Config {
-            source: source.to_path_buf(),
-            gate,
-            policy,
-            checkpoint,
-            db_path,
-            devices,
-            script,
-        }),
+        (Some(gate), Some(policy), Some(devices)) if problems.is_empty() => {
+            Ok(Config { source: source.to_path_buf(), gate, policy, checkpoint, db_path, devices, script, credentials })
+        }
         _ => Err(problems),
     }
 }
 
-fn validate_devices(
-    d: RawDevices,
-    state_dir: &Path,
-    problems: &mut Vec<String>,
-) -> Option<Devices> {
+fn load_credentials(raw: RawCredentials, base: &Path, problems: &mut Vec<String>) -> CredentialsConfig {
+    let mut out = CredentialsConfig { revoked_passes: raw.revoked_passes, ..CredentialsConfig::default() };
+    for (i, p) in raw.pass_keys.iter().enumerate() {
+        match crate::credential::pass::read_verifying_key(&resolve(base, p)) {
+            Ok(k) => out.pass_keys.push(k),
+            Err(e) => problems.push(format!("`credentials.pass_keys[{i}]`: {e}")),
+        }
+    }
+    for (i, p) in raw.dcc_signers.iter().enumerate() {
+        let path = resolve(base, p);
+        let loaded = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display())).and_then(|b| {
+            let der = match x509_parser::pem::parse_x509_pem(&b) {
+                Ok((_, pem)) => pem.contents,
+                Err(_) => b,
+            };
+            crate::credential::dcc::Signer::from_der(&der).map(|_| der)
+        });
+        match loaded {
+            Ok(der) => out.dcc_signers.push(der),
+            Err(e) => problems.push(format!("`credentials.dcc_signers[{i}]`: {e}")),
+        }
+    }
+    out
+}
+
+fn validate_devices(d: RawDevices, base: &Path, state_dir: &Path, problems: &mut Vec<String>) -> Option<Devices> {
     let need = |role: &str, problems: &mut Vec<String>| {
-        problems.push(format!(
-            "missing section `[devices.{role}]`: choose its `backend`"
-        ));
+        problems.push(format!("missing section `[devices.{role}]`: choose its `backend`"));
     };
     let credentials = match d.credentials {
         Some(RawCredentialDevice::Script(_)) => Some(CredentialBackend::Script),
+        Some(RawCredentialDevice::Frames(f)) => {
+            let folder = resolve(base, &f.folder);
+            if !folder.is_dir() {
+                problems.push(format!("`devices.credentials.folder`: `{}` is not a directory", folder.display()));
+            }
+            let fps = f.fps.unwrap_or(10.0);
+            if !(0.1..=120.0).contains(&fps) {
+                problems.push(format!("`devices.credentials.fps` = {fps}: use 0.1–120 frames per second"));
+            }
+            let name = f.decoder.unwrap_or_else(|| "zxing".into());
+            let decoder = crate::credential::qr::DecoderKind::parse(&name);
+            if decoder.is_none() {
+                problems.push(format!("`devices.credentials.decoder` = {name:?}: use \"zxing\" or \"rqrr\""));
+            }
+            Some(CredentialBackend::Frames {
+                folder,
+                fps,
+                repeat: f.repeat.unwrap_or(false),
+                decoder: decoder.unwrap_or(crate::credential::qr::DecoderKind::Zxing),
+            })
+        }
         None => {
             need("credentials", problems);
             None
@@ -592,10 +646,5 @@ fn validate_devices(
             None
         }
     };
-    Some(Devices {
-        credentials: credentials?,
-        thermometer: thermometer?,
-        operator: operator?,
-        gate: gate?,
-    })
+    Some(Devices { credentials: credentials?, thermometer: thermometer?, operator: operator?, gate: gate? })
 }

@@ -138,13 +138,8 @@ pub enum IdentityKind {
 
 impl IdentityKind {
     /// Every identity kind.
-    pub const ALL: [IdentityKind; 5] = [
-        IdentityKind::Pass,
-        IdentityKind::HealthCode,
-        IdentityKind::Dcc,
-        IdentityKind::Manual,
-        IdentityKind::None,
-    ];
+    pub const ALL: [IdentityKind; 5] =
+        [IdentityKind::Pass, IdentityKind::HealthCode, IdentityKind::Dcc, IdentityKind::Manual, IdentityKind::None];
 
     /// The stable snake_case name.
     pub fn as_str(self) -> &'static str {
@@ -300,8 +295,7 @@ impl Timestamp {
 
     /// Parse an RFC 3339 date-time (`2026-11-25T08:00:00+08:00`).
     pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
-        let t =
-            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+        let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
         Some(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
     }
 
@@ -310,8 +304,7 @@ impl Timestamp {
         let utc = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         let cst = utc.to_offset(time::macros::offset!(+8));
-        cst.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_else(|_| self.0.to_string())
+        cst.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| self.0.to_string())
     }
 }
 

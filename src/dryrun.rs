@@ -5,9 +5,7 @@
 
 use serde::Deserialize;
 
-use crate::domain::{
-    Category, Celsius, CodeStatus, Direction, IdentityKind, MaskState, Tier, Timestamp,
-};
+use crate::domain::{Category, Celsius, CodeStatus, Direction, IdentityKind, MaskState, Tier, Timestamp};
 use crate::policy::{Decision, Person, Policy, Presentation, Reading, Vehicle, decide};
 
 /// One case, as the contract spells it.
@@ -85,26 +83,14 @@ pub fn run(policy: &Policy, input: &str, now: Timestamp) -> Result<Decision, Inp
     let mut de = serde_json::Deserializer::from_str(input);
     let case: CaseInput = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path.is_empty() || path == "." || path == "?" {
-            "input".to_string()
-        } else {
-            path
-        };
-        InputError {
-            field,
-            message: e.into_inner().to_string(),
-        }
+        let field = if path.is_empty() || path == "." || path == "?" { "input".to_string() } else { path };
+        InputError { field, message: e.into_inner().to_string() }
     })?;
-    de.end().map_err(|e| InputError {
-        field: "input".into(),
-        message: e.to_string(),
-    })?;
+    de.end().map_err(|e| InputError { field: "input".into(), message: e.to_string() })?;
     if case.people.is_empty() {
         return Err(InputError {
             field: "people".into(),
-            message:
-                "is empty: a presentation has at least one person (a vehicle lists its occupants)"
-                    .into(),
+            message: "is empty: a presentation has at least one person (a vehicle lists its occupants)".into(),
         });
     }
     let mut people = Vec::with_capacity(case.people.len());
@@ -114,17 +100,13 @@ pub fn run(policy: &Policy, input: &str, now: Timestamp) -> Result<Decision, Inp
             Some(t) if t < 0.0 => {
                 return Err(InputError {
                     field: format!("people[{i}].temperature"),
-                    message: format!(
-                        "{t} is negative: give the reading in degrees Celsius, or null if none"
-                    ),
+                    message: format!("{t} is negative: give the reading in degrees Celsius, or null if none"),
                 });
             }
             Some(t) if t >= 100.0 => {
                 return Err(InputError {
                     field: format!("people[{i}].temperature"),
-                    message: format!(
-                        "{t} is not a body temperature in degrees Celsius (36.6, not 366 or 97.9 ℉)"
-                    ),
+                    message: format!("{t} is not a body temperature in degrees Celsius (36.6, not 366 or 97.9 ℉)"),
                 });
             }
             Some(t) => Some(Reading {
@@ -151,15 +133,8 @@ pub fn run(policy: &Policy, input: &str, now: Timestamp) -> Result<Decision, Inp
             operator_approved: p.operator_approved,
         });
     }
-    let vehicle = case.vehicle.map(|v| Vehicle {
-        plate: v.plate,
-        category: v.category,
-    });
-    let presentation = Presentation {
-        direction: case.direction,
-        vehicle,
-        people,
-    };
+    let vehicle = case.vehicle.map(|v| Vehicle { plate: v.plate, category: v.category });
+    let presentation = Presentation { direction: case.direction, vehicle, people };
     let policy = match case.tier {
         Some(t) => policy.with_fixed_tier(t),
         None => policy.clone(),
@@ -190,40 +165,16 @@ mod tests {
     fn bad_inputs_name_the_field() {
         let cases = [
             ("{", "input"),
-            (
-                r#"{"direction":"in","people":[{"category":"resident","code":"purple"}]}"#,
-                "people[0].code",
-            ),
-            (
-                r#"{"direction":"in","people":[{"category":"alien"}]}"#,
-                "people[0].category",
-            ),
+            (r#"{"direction":"in","people":[{"category":"resident","code":"purple"}]}"#, "people[0].code"),
+            (r#"{"direction":"in","people":[{"category":"alien"}]}"#, "people[0].category"),
             (r#"{"direction":"up","people":[]}"#, "direction"),
             (r#"{"direction":"in","people":[]}"#, "people"),
-            (
-                r#"{"direction":"in","people":[{"category":"resident","temperature":-1}]}"#,
-                "people[0].temperature",
-            ),
-            (
-                r#"{"direction":"in","people":[{"category":"resident","temperature":366}]}"#,
-                "people[0].temperature",
-            ),
-            (
-                r#"{"direction":"in","people":[{"category":"resident","temperature":"hot"}]}"#,
-                "people[0].temperature",
-            ),
-            (
-                r#"{"direction":"in","people":[{"category":"resident","colour":"green"}]}"#,
-                "people[0].colour",
-            ),
-            (
-                r#"{"direction":"in","vehicle":{"plate":"x"},"people":[{"category":"resident"}]}"#,
-                "vehicle",
-            ),
-            (
-                r#"{"direction":"in","people":[{"category":"resident"}]} trailing"#,
-                "input",
-            ),
+            (r#"{"direction":"in","people":[{"category":"resident","temperature":-1}]}"#, "people[0].temperature"),
+            (r#"{"direction":"in","people":[{"category":"resident","temperature":366}]}"#, "people[0].temperature"),
+            (r#"{"direction":"in","people":[{"category":"resident","temperature":"hot"}]}"#, "people[0].temperature"),
+            (r#"{"direction":"in","people":[{"category":"resident","colour":"green"}]}"#, "people[0].colour"),
+            (r#"{"direction":"in","vehicle":{"plate":"x"},"people":[{"category":"resident"}]}"#, "vehicle"),
+            (r#"{"direction":"in","people":[{"category":"resident"}]} trailing"#, "input"),
         ];
         for (input, field) in cases {
             let e = go(input).expect_err(input);

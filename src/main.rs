@@ -138,49 +138,15 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(config),
         Command::CheckConfig { file } => check_config(file),
-        Command::Decide {
-            config,
-            input,
-            pretty,
-            at,
-        } => decide(config, input, pretty, at),
-        Command::Code {
-            command: CodeCommand::Scan { images, decoder },
-        } => code_scan(images, &decoder),
-        Command::Code {
-            command:
-                CodeCommand::Verify {
-                    text,
-                    image,
-                    trust,
-                    at,
-                },
-        } => code_verify(text, image, trust, at),
+        Command::Decide { config, input, pretty, at } => decide(config, input, pretty, at),
+        Command::Code { command: CodeCommand::Scan { images, decoder } } => code_scan(images, &decoder),
+        Command::Code { command: CodeCommand::Verify { text, image, trust, at } } => {
+            code_verify(text, image, trust, at)
+        }
         Command::Keygen { out, name } => keygen(&out, &name),
         Command::Pass {
-            command:
-                PassCommand::Issue {
-                    key,
-                    community,
-                    community_name,
-                    id,
-                    category,
-                    holder,
-                    from,
-                    until,
-                    out,
-                },
-        } => pass_issue(PassArgs {
-            key,
-            community,
-            community_name,
-            id,
-            category,
-            holder,
-            from,
-            until,
-            out,
-        }),
+            command: PassCommand::Issue { key, community, community_name, id, category, holder, from, until, out },
+        } => pass_issue(PassArgs { key, community, community_name, id, category, holder, from, until, out }),
     }
 }
 
@@ -194,14 +160,8 @@ fn keygen(dir: &std::path::Path, name: &str) -> ExitCode {
     };
     match sibi::credential::pass::write_key_pair(dir, name, &key) {
         Ok((private, public)) => {
-            println!(
-                "private key: {} (keep it offline; it signs passes)",
-                private.display()
-            );
-            println!(
-                "public key:  {} (give it to every gate of the community)",
-                public.display()
-            );
+            println!("private key: {} (keep it offline; it signs passes)", private.display());
+            println!("public key:  {} (give it to every gate of the community)", public.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -242,10 +202,7 @@ fn pass_issue(a: PassArgs) -> ExitCode {
         Ok(k) => k,
         Err(e) => return usage(e),
     };
-    let Some(category) = sibi::domain::Category::ALL
-        .into_iter()
-        .find(|c| c.as_str() == a.category)
-    else {
+    let Some(category) = sibi::domain::Category::ALL.into_iter().find(|c| c.as_str() == a.category) else {
         return usage(format!(
             "--category `{}`: use resident, visitor, courier, work_resumption or service",
             a.category
@@ -258,17 +215,11 @@ fn pass_issue(a: PassArgs) -> ExitCode {
         None => sibi::hw::now().0 / 1000,
         Some(Some(t)) => t,
         Some(None) => {
-            return usage(format!(
-                "--from `{}` is not YYYY-MM-DD or RFC 3339",
-                a.from.unwrap_or_default()
-            ));
+            return usage(format!("--from `{}` is not YYYY-MM-DD or RFC 3339", a.from.unwrap_or_default()));
         }
     };
     let Some(until) = parse_day(&a.until, true) else {
-        return usage(format!(
-            "--until `{}` is not YYYY-MM-DD or RFC 3339",
-            a.until
-        ));
+        return usage(format!("--until `{}` is not YYYY-MM-DD or RFC 3339", a.until));
     };
     if until <= from {
         return usage("--until is not after --from".into());
@@ -282,10 +233,7 @@ fn pass_issue(a: PassArgs) -> ExitCode {
         valid_until: until,
     };
     let text = pass.encode(&key);
-    let qr = match zxingcpp::create(zxingcpp::BarcodeFormat::QRCode)
-        .options("ecLevel=M")
-        .from_str(&text)
-    {
+    let qr = match zxingcpp::create(zxingcpp::BarcodeFormat::QRCode).options("ecLevel=M").from_str(&text) {
         Ok(q) => q,
         Err(e) => return usage(format!("cannot make the QR code: {e}")),
     };
@@ -293,20 +241,12 @@ fn pass_issue(a: PassArgs) -> ExitCode {
         (Ok(s), Ok(p)) => (s, p),
         _ => return usage("cannot render the QR code".into()),
     };
-    let card = card_svg(
-        &pass,
-        a.community_name.as_deref().unwrap_or(&a.community),
-        &svg,
-    );
+    let card = card_svg(&pass, a.community_name.as_deref().unwrap_or(&a.community), &svg);
     let png_path = a.out.with_extension("png");
     let gray = image::GrayImage::from_raw(png.width() as u32, png.height() as u32, png.data());
     let written = std::fs::write(&a.out, card)
         .map_err(|e| e.to_string())
-        .and_then(|()| {
-            gray.ok_or("bad QR image".to_string())?
-                .save(&png_path)
-                .map_err(|e| e.to_string())
-        });
+        .and_then(|()| gray.ok_or("bad QR image".to_string())?.save(&png_path).map_err(|e| e.to_string()));
     match written {
         Ok(()) => {
             println!("card: {}", a.out.display());
@@ -319,12 +259,7 @@ fn pass_issue(a: PassArgs) -> ExitCode {
 }
 
 /// `sibi code verify`.
-fn code_verify(
-    text: Option<String>,
-    image: Option<PathBuf>,
-    trust: Vec<PathBuf>,
-    at: Option<String>,
-) -> ExitCode {
+fn code_verify(text: Option<String>, image: Option<PathBuf>, trust: Vec<PathBuf>, at: Option<String>) -> ExitCode {
     use sibi::credential::{Format, Trust, VerifyReport, dcc::Signer, pass, qr};
     let usage = |msg: String| {
         eprintln!("error: {msg}");
@@ -334,10 +269,7 @@ fn code_verify(
         None => sibi::hw::now(),
         Some(Some(t)) => t,
         Some(None) => {
-            return usage(format!(
-                "--at `{}` is not an RFC 3339 date-time",
-                at.unwrap_or_default()
-            ));
+            return usage(format!("--at `{}` is not an RFC 3339 date-time", at.unwrap_or_default()));
         }
     };
     let mut trusted = Trust::default();
@@ -346,20 +278,14 @@ fn code_verify(
             Ok(b) => b,
             Err(e) => return usage(format!("cannot read --trust `{}`: {e}", path.display())),
         };
-        if let Some(k) = std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(pass::parse_verifying_key)
-        {
+        if let Some(k) = std::str::from_utf8(&bytes).ok().and_then(pass::parse_verifying_key) {
             trusted.pass.keys.push(k);
             continue;
         }
         match Signer::from_pem_or_der(&bytes) {
             Ok(s) => trusted.dcc.push(s),
             Err(e) => {
-                return usage(format!(
-                    "--trust `{}`: not a pass key, and {e}",
-                    path.display()
-                ));
+                return usage(format!("--trust `{}`: not a pass key, and {e}", path.display()));
             }
         }
     }
@@ -373,11 +299,8 @@ fn code_verify(
             match qr::DecoderKind::Zxing.decoder().decode(&frame) {
                 Ok(codes) if !codes.is_empty() => codes[0].clone(),
                 _ => {
-                    let report = VerifyReport::failed(
-                        Format::Unknown,
-                        "picture_decode",
-                        "no QR code found in the image",
-                    );
+                    let report =
+                        VerifyReport::failed(Format::Unknown, "picture_decode", "no QR code found in the image");
                     println!("{}", report.to_json());
                     return ExitCode::from(1);
                 }
@@ -387,20 +310,13 @@ fn code_verify(
     };
     let report = sibi::credential::verify_text(&text, &trusted, now);
     println!("{}", report.to_json());
-    if report.valid {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    if report.valid { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SIBI_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn run(path: PathBuf) -> ExitCode {
@@ -412,10 +328,7 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -477,30 +390,15 @@ fn code_scan(images: Vec<PathBuf>, decoder: &str) -> ExitCode {
         let line = match load_luma(&path) {
             Err(e) => {
                 status = ExitCode::from(2);
-                Line {
-                    file,
-                    codes: vec![],
-                    ms: 0.0,
-                    error: Some(e),
-                }
+                Line { file, codes: vec![], ms: 0.0, error: Some(e) }
             }
             Ok(frame) => {
                 let t = std::time::Instant::now();
                 let result = decoder.decode(&frame);
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 match result {
-                    Ok(codes) => Line {
-                        file,
-                        codes,
-                        ms,
-                        error: None,
-                    },
-                    Err(e) => Line {
-                        file,
-                        codes: vec![],
-                        ms,
-                        error: Some(e.to_string()),
-                    },
+                    Ok(codes) => Line { file, codes, ms, error: None },
+                    Err(e) => Line { file, codes: vec![], ms, error: Some(e.to_string()) },
                 }
             }
         };
@@ -517,10 +415,7 @@ fn check_config(path: PathBuf) -> ExitCode {
         Ok(c) => {
             let tier = c.policy.tier_at(sibi::hw::now());
             println!("ok: {}", path.display());
-            println!(
-                "  gate        {} ({}), community {}",
-                c.gate.id, c.gate.name, c.gate.community
-            );
+            println!("  gate        {} ({}), community {}", c.gate.id, c.gate.name, c.gate.community);
             println!("  state       {}", c.gate.state_dir.display());
             println!("  database    {}", c.db_path.display());
             println!(
@@ -535,12 +430,7 @@ fn check_config(path: PathBuf) -> ExitCode {
                 c.devices.credentials, c.devices.thermometer, c.devices.operator, c.devices.gate
             );
             if let Some(s) = &c.script {
-                println!(
-                    "  script      {} ({} events, speed {})",
-                    s.file.display(),
-                    s.script.events.len(),
-                    s.speed
-                );
+                println!("  script      {} ({} events, speed {})", s.file.display(), s.script.events.len(), s.speed);
             }
             ExitCode::SUCCESS
         }
@@ -564,9 +454,7 @@ fn decide(config: PathBuf, input: PathBuf, pretty: bool, at: Option<String>) -> 
         Some(s) => match Timestamp::parse_rfc3339(&s) {
             Some(t) => t,
             None => {
-                eprintln!(
-                    "error: --at `{s}` is not an RFC 3339 date-time (like 2026-11-25T08:00:00+08:00)"
-                );
+                eprintln!("error: --at `{s}` is not an RFC 3339 date-time (like 2026-11-25T08:00:00+08:00)");
                 return ExitCode::from(2);
             }
         },
@@ -591,11 +479,7 @@ fn decide(config: PathBuf, input: PathBuf, pretty: bool, at: Option<String>) -> 
     };
     match sibi::dryrun::run(&policy, &text, now) {
         Ok(decision) => {
-            let out = if pretty {
-                serde_json::to_string_pretty(&decision)
-            } else {
-                serde_json::to_string(&decision)
-            };
+            let out = if pretty { serde_json::to_string_pretty(&decision) } else { serde_json::to_string(&decision) };
             match out {
                 Ok(s) => {
                     println!("{s}");

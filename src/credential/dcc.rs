@@ -77,19 +77,13 @@ pub struct DccError {
 }
 
 fn fail<T>(stage: Stage, detail: impl Into<String>) -> Result<T, DccError> {
-    Err(DccError {
-        stage,
-        detail: detail.into(),
-    })
+    Err(DccError { stage, detail: detail.into() })
 }
 
 /// Strip `HC1:`.
 pub fn unprefix(text: &str) -> Result<&str, DccError> {
     if text.len() > MAX_TEXT {
-        return fail(
-            Stage::Prefix,
-            format!("text of {} bytes is longer than any QR code", text.len()),
-        );
+        return fail(Stage::Prefix, format!("text of {} bytes is longer than any QR code", text.len()));
     }
     match text.strip_prefix(PREFIX) {
         Some(rest) => Ok(rest),
@@ -99,25 +93,16 @@ pub fn unprefix(text: &str) -> Result<&str, DccError> {
 
 /// Base45 (RFC 9285).
 pub fn base45_decode(s: &str) -> Result<Vec<u8>, DccError> {
-    base45::decode(s).map_err(|e| DccError {
-        stage: Stage::Base45,
-        detail: format!("{e:?}"),
-    })
+    base45::decode(s).map_err(|e| DccError { stage: Stage::Base45, detail: format!("{e:?}") })
 }
 
 /// Inflate a zlib stream, refusing output beyond [`MAX_COSE_BYTES`].
 pub fn decompress(data: &[u8]) -> Result<Vec<u8>, DccError> {
     let mut out = Vec::new();
     let mut z = flate2::read::ZlibDecoder::new(data).take(MAX_COSE_BYTES as u64 + 1);
-    z.read_to_end(&mut out).map_err(|e| DccError {
-        stage: Stage::Decompress,
-        detail: e.to_string(),
-    })?;
+    z.read_to_end(&mut out).map_err(|e| DccError { stage: Stage::Decompress, detail: e.to_string() })?;
     if out.len() > MAX_COSE_BYTES {
-        return fail(
-            Stage::Decompress,
-            format!("inflates beyond {MAX_COSE_BYTES} bytes"),
-        );
+        return fail(Stage::Decompress, format!("inflates beyond {MAX_COSE_BYTES} bytes"));
     }
     if out.is_empty() {
         return fail(Stage::Decompress, "empty");
@@ -150,17 +135,12 @@ fn int_key(v: &Value) -> Option<i128> {
 }
 
 fn lookup(map: &[(Value, Value)], key: i128) -> Option<&Value> {
-    map.iter()
-        .find(|(k, _)| int_key(k) == Some(key))
-        .map(|(_, v)| v)
+    map.iter().find(|(k, _)| int_key(k) == Some(key)).map(|(_, v)| v)
 }
 
 /// Parse COSE_Sign1 (tag 18, possibly inside the CWT tag 61, or untagged).
 pub fn parse_cose(bytes: &[u8]) -> Result<CoseSign1, DccError> {
-    let bad = |d: &str| DccError {
-        stage: Stage::Cose,
-        detail: d.to_string(),
-    };
+    let bad = |d: &str| DccError { stage: Stage::Cose, detail: d.to_string() };
     let mut v: Value = ciborium::from_reader(bytes).map_err(|e| bad(&format!("not CBOR: {e}")))?;
     for _ in 0..3 {
         match v {
@@ -171,12 +151,9 @@ pub fn parse_cose(bytes: &[u8]) -> Result<CoseSign1, DccError> {
     let Value::Array(items) = v else {
         return Err(bad("not a COSE_Sign1 array"));
     };
-    let [protected, unprotected, payload, signature]: [Value; 4] = items
-        .try_into()
-        .map_err(|_| bad("a COSE_Sign1 array has four elements"))?;
-    let protected_bytes = protected
-        .into_bytes()
-        .map_err(|_| bad("protected header is not a byte string"))?;
+    let [protected, unprotected, payload, signature]: [Value; 4] =
+        items.try_into().map_err(|_| bad("a COSE_Sign1 array has four elements"))?;
+    let protected_bytes = protected.into_bytes().map_err(|_| bad("protected header is not a byte string"))?;
     let protected = if protected_bytes.is_empty() {
         Vec::new()
     } else {
@@ -189,19 +166,9 @@ pub fn parse_cose(bytes: &[u8]) -> Result<CoseSign1, DccError> {
         Value::Map(m) => m,
         _ => return Err(bad("unprotected header is not a map")),
     };
-    let payload = payload
-        .into_bytes()
-        .map_err(|_| bad("payload is not a byte string"))?;
-    let signature = signature
-        .into_bytes()
-        .map_err(|_| bad("signature is not a byte string"))?;
-    Ok(CoseSign1 {
-        protected_bytes,
-        protected,
-        unprotected,
-        payload,
-        signature,
-    })
+    let payload = payload.into_bytes().map_err(|_| bad("payload is not a byte string"))?;
+    let signature = signature.into_bytes().map_err(|_| bad("signature is not a byte string"))?;
+    Ok(CoseSign1 { protected_bytes, protected, unprotected, payload, signature })
 }
 
 impl CoseSign1 {
@@ -214,9 +181,7 @@ impl CoseSign1 {
 
     /// The algorithm (protected header first).
     pub fn alg(&self) -> Option<i128> {
-        lookup(&self.protected, HDR_ALG)
-            .or_else(|| lookup(&self.unprotected, HDR_ALG))
-            .and_then(int_key)
+        lookup(&self.protected, HDR_ALG).or_else(|| lookup(&self.unprotected, HDR_ALG)).and_then(int_key)
     }
 
     /// The bytes that were signed (Sig_structure, RFC 8152 §4.4).
@@ -261,21 +226,15 @@ pub struct Cwt {
 
 /// Parse the CWT payload.
 pub fn parse_cwt(payload: &[u8]) -> Result<Cwt, DccError> {
-    let bad = |d: &str| DccError {
-        stage: Stage::Cwt,
-        detail: d.to_string(),
-    };
-    let v: Value =
-        ciborium::from_reader(payload).map_err(|e| bad(&format!("payload is not CBOR: {e}")))?;
+    let bad = |d: &str| DccError { stage: Stage::Cwt, detail: d.to_string() };
+    let v: Value = ciborium::from_reader(payload).map_err(|e| bad(&format!("payload is not CBOR: {e}")))?;
     let Value::Map(claims) = v else {
         return Err(bad("payload is not a CWT claims map"));
     };
     let seconds = |key: i128| -> Result<Option<i64>, DccError> {
         match lookup(&claims, key) {
             None => Ok(None),
-            Some(Value::Integer(i)) => i64::try_from(i128::from(*i))
-                .map(Some)
-                .map_err(|_| bad("time out of range")),
+            Some(Value::Integer(i)) => i64::try_from(i128::from(*i)).map(Some).map_err(|_| bad("time out of range")),
             Some(Value::Float(f)) if f.is_finite() => Ok(Some(*f as i64)),
             Some(_) => Err(bad("iat/exp is not a number")),
         }
@@ -284,9 +243,7 @@ pub fn parse_cwt(payload: &[u8]) -> Result<Cwt, DccError> {
     let Value::Map(hcert) = hcert else {
         return Err(bad("claim -260 is not a map"));
     };
-    let dgc = lookup(hcert, 1)
-        .ok_or_else(|| bad("claim -260 has no DGC (key 1)"))?
-        .clone();
+    let dgc = lookup(hcert, 1).ok_or_else(|| bad("claim -260 has no DGC (key 1)"))?.clone();
     if !dgc.is_map() {
         return Err(bad("the DGC is not a map"));
     }
@@ -322,18 +279,11 @@ impl Cwt {
         let Value::Map(m) = &self.dgc else {
             return String::new();
         };
-        let nam = m
-            .iter()
-            .find(|(k, _)| k.as_text() == Some("nam"))
-            .map(|(_, v)| v);
+        let nam = m.iter().find(|(k, _)| k.as_text() == Some("nam")).map(|(_, v)| v);
         let Some(Value::Map(nam)) = nam else {
             return String::new();
         };
-        let get = |key: &str| {
-            nam.iter()
-                .find(|(k, _)| k.as_text() == Some(key))
-                .and_then(|(_, v)| v.as_text())
-        };
+        let get = |key: &str| nam.iter().find(|(k, _)| k.as_text() == Some(key)).and_then(|(_, v)| v.as_text());
         match (get("fnt"), get("gnt")) {
             (Some(f), Some(g)) => format!("{f}<<{g}"),
             (Some(f), None) => f.to_string(),
@@ -348,18 +298,12 @@ pub fn check_time(cwt: &Cwt, at: Timestamp) -> Result<(), DccError> {
     if let Some(iat) = cwt.iat
         && now < iat
     {
-        return fail(
-            Stage::NotYetValid,
-            format!("issued at {iat}, validation time {now}"),
-        );
+        return fail(Stage::NotYetValid, format!("issued at {iat}, validation time {now}"));
     }
     if let Some(exp) = cwt.exp
         && now > exp
     {
-        return fail(
-            Stage::Expired,
-            format!("expired at {exp}, validation time {now}"),
-        );
+        return fail(Stage::Expired, format!("expired at {exp}, validation time {now}"));
     }
     Ok(())
 }
@@ -389,16 +333,14 @@ impl Signer {
     /// From a DER certificate.
     pub fn from_der(der: &[u8]) -> Result<Signer, String> {
         use p256::pkcs8::DecodePublicKey;
-        let (_, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
         let spki = cert.public_key().raw;
         let key = if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(spki) {
             SignerKey::Ec(k)
         } else if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(spki) {
             SignerKey::Ec384(k)
-        } else if let Ok(k) =
-            <rsa::PublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(spki)
-        {
+        } else if let Ok(k) = <rsa::PublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(spki) {
             SignerKey::Rsa(k)
         } else {
             return Err("the certificate's key is not P-256, P-384 or RSA".into());
@@ -410,11 +352,7 @@ impl Signer {
         let digest = Sha256::digest(der);
         let mut kid = [0u8; 8];
         kid.copy_from_slice(&digest[..8]);
-        Ok(Signer {
-            kid,
-            key,
-            key_usages,
-        })
+        Ok(Signer { kid, key, key_usages })
     }
 
     /// From PEM or DER bytes.
@@ -434,51 +372,32 @@ pub fn verify_signature(cose: &CoseSign1, signer: &Signer) -> Result<(), DccErro
             use p256::ecdsa::signature::Verifier;
             let sig = p256::ecdsa::Signature::from_slice(&cose.signature)
                 .or_else(|_| p256::ecdsa::Signature::from_der(&cose.signature))
-                .map_err(|e| DccError {
-                    stage: Stage::Signature,
-                    detail: format!("malformed ECDSA signature: {e}"),
-                })?;
-            k.verify(&tbs, &sig).map_err(|_| DccError {
-                stage: Stage::Signature,
-                detail: "ES256 signature invalid".into(),
-            })
+                .map_err(|e| DccError { stage: Stage::Signature, detail: format!("malformed ECDSA signature: {e}") })?;
+            k.verify(&tbs, &sig)
+                .map_err(|_| DccError { stage: Stage::Signature, detail: "ES256 signature invalid".into() })
         }
         (SignerKey::Ec384(k), Some(ALG_ES256)) => {
             use p384::ecdsa::signature::hazmat::PrehashVerifier;
             let sig = p384::ecdsa::Signature::from_slice(&cose.signature)
                 .or_else(|_| p384::ecdsa::Signature::from_der(&cose.signature))
-                .map_err(|e| DccError {
-                    stage: Stage::Signature,
-                    detail: format!("malformed ECDSA signature: {e}"),
-                })?;
+                .map_err(|e| DccError { stage: Stage::Signature, detail: format!("malformed ECDSA signature: {e}") })?;
             let digest = Sha256::digest(&tbs);
-            k.verify_prehash(&digest, &sig).map_err(|_| DccError {
-                stage: Stage::Signature,
-                detail: "ES256 (P-384) signature invalid".into(),
-            })
+            k.verify_prehash(&digest, &sig)
+                .map_err(|_| DccError { stage: Stage::Signature, detail: "ES256 (P-384) signature invalid".into() })
         }
         (SignerKey::Rsa(k), Some(ALG_PS256)) => {
             use rsa::signature::Verifier;
             let vk = rsa::pss::VerifyingKey::<Sha256>::new(k.clone());
-            let sig =
-                rsa::pss::Signature::try_from(cose.signature.as_slice()).map_err(|e| DccError {
-                    stage: Stage::Signature,
-                    detail: format!("malformed PSS signature: {e}"),
-                })?;
-            vk.verify(&tbs, &sig).map_err(|_| DccError {
-                stage: Stage::Signature,
-                detail: "PS256 signature invalid".into(),
-            })
+            let sig = rsa::pss::Signature::try_from(cose.signature.as_slice())
+                .map_err(|e| DccError { stage: Stage::Signature, detail: format!("malformed PSS signature: {e}") })?;
+            vk.verify(&tbs, &sig)
+                .map_err(|_| DccError { stage: Stage::Signature, detail: "PS256 signature invalid".into() })
         }
-        (_, Some(alg)) if alg != ALG_ES256 && alg != ALG_PS256 => fail(
-            Stage::Algorithm,
-            format!("algorithm {alg} is not ES256 or PS256"),
-        ),
+        (_, Some(alg)) if alg != ALG_ES256 && alg != ALG_PS256 => {
+            fail(Stage::Algorithm, format!("algorithm {alg} is not ES256 or PS256"))
+        }
         (_, None) => fail(Stage::Algorithm, "no algorithm in the header"),
-        (_, Some(alg)) => fail(
-            Stage::Algorithm,
-            format!("algorithm {alg} does not match the signer's key type"),
-        ),
+        (_, Some(alg)) => fail(Stage::Algorithm, format!("algorithm {alg} does not match the signer's key type")),
     }
 }
 
@@ -495,10 +414,7 @@ pub fn check_key_usage(signer: &Signer, cwt: &Cwt) -> Result<(), DccError> {
             DgcKind::Recovery => has(&EKU_RECOVERY),
         };
         if !allowed {
-            return fail(
-                Stage::KeyUsage,
-                format!("the signer may not sign {kind:?} certificates"),
-            );
+            return fail(Stage::KeyUsage, format!("the signer may not sign {kind:?} certificates"));
         }
     }
     Ok(())
@@ -524,33 +440,21 @@ pub fn verify(text: &str, trust: &[Signer], at: Timestamp) -> Result<Verified, D
     let Some(kid) = cose.kid() else {
         return fail(Stage::Kid, "the message has no key id");
     };
-    let candidates: Vec<&Signer> = trust
-        .iter()
-        .filter(|s| s.kid.as_slice() == kid.as_slice())
-        .collect();
+    let candidates: Vec<&Signer> = trust.iter().filter(|s| s.kid.as_slice() == kid.as_slice()).collect();
     if candidates.is_empty() {
-        return fail(
-            Stage::Kid,
-            format!("no trusted signer has key id {}", hex_of(&kid)),
-        );
+        return fail(Stage::Kid, format!("no trusted signer has key id {}", hex_of(&kid)));
     }
     let mut last = None;
     for signer in candidates {
         match verify_signature(&cose, signer).and_then(|()| check_key_usage(signer, &cwt)) {
             Ok(()) => {
                 check_time(&cwt, at)?;
-                return Ok(Verified {
-                    cwt,
-                    kid: signer.kid,
-                });
+                return Ok(Verified { cwt, kid: signer.kid });
             }
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or(DccError {
-        stage: Stage::Signature,
-        detail: "no signer verified".into(),
-    }))
+    Err(last.unwrap_or(DccError { stage: Stage::Signature, detail: "no signer verified".into() }))
 }
 
 fn hex_of(b: &[u8]) -> String {
@@ -563,9 +467,7 @@ pub fn to_json(v: &Value) -> serde_json::Value {
     match v {
         Value::Integer(i) => {
             let i = i128::from(*i);
-            i64::try_from(i)
-                .map(J::from)
-                .unwrap_or_else(|_| J::from(i as f64))
+            i64::try_from(i).map(J::from).unwrap_or_else(|_| J::from(i as f64))
         }
         Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
         Value::Text(s) => J::String(s.clone()),
@@ -576,14 +478,7 @@ pub fn to_json(v: &Value) -> serde_json::Value {
         Value::Array(a) => J::Array(a.iter().map(to_json).collect()),
         Value::Map(m) => J::Object(
             m.iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_text()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| format!("{:?}", k)),
-                        to_json(v),
-                    )
-                })
+                .map(|(k, v)| (k.as_text().map(str::to_string).unwrap_or_else(|| format!("{:?}", k)), to_json(v)))
                 .collect(),
         ),
         _ => J::Null,
@@ -608,23 +503,12 @@ mod tests {
             }
             let e = verify(&s, &[], Timestamp(0)).unwrap_err();
             assert!(
-                matches!(
-                    e.stage,
-                    Stage::Base45 | Stage::Decompress | Stage::Cose | Stage::Cwt | Stage::Kid
-                ),
+                matches!(e.stage, Stage::Base45 | Stage::Decompress | Stage::Cose | Stage::Cwt | Stage::Kid),
                 "{e}"
             );
         }
-        assert_eq!(
-            verify("hello", &[], Timestamp(0)).unwrap_err().stage,
-            Stage::Prefix
-        );
-        assert_eq!(
-            verify(&"HC1:".repeat(3000), &[], Timestamp(0))
-                .unwrap_err()
-                .stage,
-            Stage::Prefix
-        );
+        assert_eq!(verify("hello", &[], Timestamp(0)).unwrap_err().stage, Stage::Prefix);
+        assert_eq!(verify(&"HC1:".repeat(3000), &[], Timestamp(0)).unwrap_err().stage, Stage::Prefix);
     }
 
     #[test]

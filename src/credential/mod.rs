@@ -6,6 +6,7 @@
 pub mod dcc;
 pub mod pass;
 pub mod qr;
+pub mod reader;
 
 use crate::domain::{Timestamp, mask_name};
 
@@ -63,13 +64,7 @@ pub struct VerifyReport {
 impl VerifyReport {
     /// A failure at `stage`.
     pub fn failed(format: Format, stage: &'static str, error: impl Into<String>) -> VerifyReport {
-        VerifyReport {
-            format,
-            valid: false,
-            stage,
-            error: Some(error.into()),
-            details: None,
-        }
+        VerifyReport { format, valid: false, stage, error: Some(error.into()), details: None }
     }
 
     /// As one JSON line.
@@ -90,49 +85,25 @@ pub fn verify_text(text: &str, trust: &Trust, at: Timestamp) -> VerifyReport {
                 d.insert("holder".into(), mask_name(&p.holder).into());
                 d.insert("valid_from".into(), p.valid_from.into());
                 d.insert("valid_until".into(), p.valid_until.into());
-                VerifyReport {
-                    format: Format::Pass,
-                    valid: true,
-                    stage: "ok",
-                    error: None,
-                    details: Some(d),
-                }
+                VerifyReport { format: Format::Pass, valid: true, stage: "ok", error: None, details: Some(d) }
             }
             Err(e) => VerifyReport::failed(Format::Pass, e.stage.as_str(), e.detail),
         },
         Format::Dcc => match dcc::verify(text, &trust.dcc, at) {
             Ok(v) => {
                 let mut d = serde_json::Map::new();
-                d.insert(
-                    "kid".into(),
-                    v.kid
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                        .into(),
-                );
+                d.insert("kid".into(), v.kid.iter().map(|b| format!("{b:02x}")).collect::<String>().into());
                 d.insert("issuer".into(), v.cwt.iss.clone().into());
-                d.insert(
-                    "kinds".into(),
-                    serde_json::to_value(v.cwt.kinds()).unwrap_or_default(),
-                );
+                d.insert("kinds".into(), serde_json::to_value(v.cwt.kinds()).unwrap_or_default());
                 d.insert("holder".into(), mask_name(&v.cwt.holder()).into());
                 d.insert("iat".into(), v.cwt.iat.into());
                 d.insert("exp".into(), v.cwt.exp.into());
-                VerifyReport {
-                    format: Format::Dcc,
-                    valid: true,
-                    stage: "ok",
-                    error: None,
-                    details: Some(d),
-                }
+                VerifyReport { format: Format::Dcc, valid: true, stage: "ok", error: None, details: Some(d) }
             }
             Err(e) => VerifyReport::failed(Format::Dcc, e.stage.as_str(), e.detail),
         },
-        other => VerifyReport::failed(
-            other,
-            "format",
-            "not a credential this gate knows (community pass SB1:, DCC HC1:)",
-        ),
+        other => {
+            VerifyReport::failed(other, "format", "not a credential this gate knows (community pass SB1:, DCC HC1:)")
+        }
     }
 }

@@ -96,10 +96,7 @@ pub struct PassError {
 }
 
 fn err<T>(stage: PassStage, detail: impl Into<String>) -> Result<T, PassError> {
-    Err(PassError {
-        stage,
-        detail: detail.into(),
-    })
+    Err(PassError { stage, detail: detail.into() })
 }
 
 fn cbor(v: &Value) -> Vec<u8> {
@@ -122,10 +119,7 @@ impl Pass {
             Value::Integer(self.valid_until.into()),
         ]));
         let sig = key.sign(&payload).to_bytes().to_vec();
-        let signed = cbor(&Value::Array(vec![
-            Value::Bytes(payload),
-            Value::Bytes(sig),
-        ]));
+        let signed = cbor(&Value::Array(vec![Value::Bytes(payload), Value::Bytes(sig)]));
         format!("{PREFIX}{}", base45::encode(&signed))
     }
 }
@@ -150,51 +144,26 @@ impl PassVerifier {
         let Some(b45) = text.trim_end().strip_prefix(PREFIX) else {
             return err(PassStage::Prefix, "not SB1:");
         };
-        let signed = base45::decode(b45).map_err(|e| PassError {
-            stage: PassStage::Base45,
-            detail: format!("{e:?}"),
-        })?;
-        let bad = |d: &str| PassError {
-            stage: PassStage::Format,
-            detail: d.into(),
-        };
+        let signed =
+            base45::decode(b45).map_err(|e| PassError { stage: PassStage::Base45, detail: format!("{e:?}") })?;
+        let bad = |d: &str| PassError { stage: PassStage::Format, detail: d.into() };
         let outer: Value = ciborium::from_reader(signed.as_slice()).map_err(|_| bad("not CBOR"))?;
-        let [payload, sig]: [Value; 2] = outer
-            .into_array()
-            .map_err(|_| bad("not an array"))?
-            .try_into()
-            .map_err(|_| bad("not [payload, sig]"))?;
-        let payload = payload
-            .into_bytes()
-            .map_err(|_| bad("payload is not bytes"))?;
-        let sig = sig
-            .into_bytes()
-            .map_err(|_| bad("signature is not bytes"))?;
-        let sig: [u8; 64] = sig
-            .try_into()
-            .map_err(|_| bad("signature is not 64 bytes"))?;
+        let [payload, sig]: [Value; 2] =
+            outer.into_array().map_err(|_| bad("not an array"))?.try_into().map_err(|_| bad("not [payload, sig]"))?;
+        let payload = payload.into_bytes().map_err(|_| bad("payload is not bytes"))?;
+        let sig = sig.into_bytes().map_err(|_| bad("signature is not bytes"))?;
+        let sig: [u8; 64] = sig.try_into().map_err(|_| bad("signature is not 64 bytes"))?;
         let sig = ed25519_dalek::Signature::from_bytes(&sig);
-        if !self
-            .keys
-            .iter()
-            .any(|k| k.verify_strict(&payload, &sig).is_ok())
-        {
-            return err(
-                PassStage::Signature,
-                "no configured community key verifies this pass",
-            );
+        if !self.keys.iter().any(|k| k.verify_strict(&payload, &sig).is_ok()) {
+            return err(PassStage::Signature, "no configured community key verifies this pass");
         }
         let fields = ciborium::from_reader::<Value, _>(payload.as_slice())
             .ok()
             .and_then(|v| v.into_array().ok())
             .ok_or_else(|| bad("payload is not an array"))?;
-        let [ver, community, id, category, holder, from, until]: [Value; 7] = fields
-            .try_into()
-            .map_err(|_| bad("payload has the wrong length"))?;
-        let int = |v: &Value| {
-            v.as_integer()
-                .and_then(|i| i64::try_from(i128::from(i)).ok())
-        };
+        let [ver, community, id, category, holder, from, until]: [Value; 7] =
+            fields.try_into().map_err(|_| bad("payload has the wrong length"))?;
+        let int = |v: &Value| v.as_integer().and_then(|i| i64::try_from(i128::from(i)).ok());
         let text = |v: Value| v.into_text().map_err(|_| bad("a text field is not text"));
         if int(&ver) != Some(VERSION) {
             return err(PassStage::Format, "unknown pass version");
@@ -214,10 +183,7 @@ impl PassVerifier {
         if let Some(c) = &self.community
             && *c != pass.community
         {
-            return err(
-                PassStage::Community,
-                format!("issued by `{}`, this gate is `{c}`", pass.community),
-            );
+            return err(PassStage::Community, format!("issued by `{}`, this gate is `{c}`", pass.community));
         }
         if self.revoked.contains(&pass.id) {
             return err(PassStage::Revoked, format!("pass {} is revoked", pass.id));
@@ -277,57 +243,34 @@ pub fn write_key_pair(
         .create_new(true)
         .mode(0o600)
         .open(&private)
-        .map_err(|e| {
-            format!(
-                "cannot create {} (an existing key is never overwritten): {e}",
-                private.display()
-            )
-        })?;
-    f.write_all(format!("{PRIVATE_LABEL}{}\n", hex(&key.to_bytes())).as_bytes())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("cannot create {} (an existing key is never overwritten): {e}", private.display()))?;
+    f.write_all(format!("{PRIVATE_LABEL}{}\n", hex(&key.to_bytes())).as_bytes()).map_err(|e| e.to_string())?;
     f.sync_all().map_err(|e| e.to_string())?;
-    std::fs::write(
-        &public,
-        format!("{PUBLIC_LABEL}{}\n", hex(key.verifying_key().as_bytes())),
-    )
-    .map_err(|e| format!("cannot write {}: {e}", public.display()))?;
+    std::fs::write(&public, format!("{PUBLIC_LABEL}{}\n", hex(key.verifying_key().as_bytes())))
+        .map_err(|e| format!("cannot write {}: {e}", public.display()))?;
     Ok((private, public))
 }
 
 /// Read a private key file.
 pub fn read_signing_key(path: &Path) -> Result<SigningKey, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     text.trim()
         .strip_prefix(PRIVATE_LABEL)
         .and_then(unhex32)
         .map(|b| SigningKey::from_bytes(&b))
-        .ok_or_else(|| {
-            format!(
-                "{} is not a sibi private key (made by `sibi keygen`)",
-                path.display()
-            )
-        })
+        .ok_or_else(|| format!("{} is not a sibi private key (made by `sibi keygen`)", path.display()))
 }
 
 /// Parse public key file contents (`sibi-ed25519-public:` and 64 hex digits).
 pub fn parse_verifying_key(text: &str) -> Option<VerifyingKey> {
-    text.trim()
-        .strip_prefix(PUBLIC_LABEL)
-        .and_then(unhex32)
-        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+    text.trim().strip_prefix(PUBLIC_LABEL).and_then(unhex32).and_then(|b| VerifyingKey::from_bytes(&b).ok())
 }
 
 /// Read a public key file.
 pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse_verifying_key(&text).ok_or_else(|| {
-        format!(
-            "{} is not a sibi public key (made by `sibi keygen`)",
-            path.display()
-        )
-    })
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_verifying_key(&text)
+        .ok_or_else(|| format!("{} is not a sibi public key (made by `sibi keygen`)", path.display()))
 }
 
 /// Re-root a QR SVG document at (50, 50), 240 × 240 on the card, scaled through a viewBox built from its own size.
@@ -345,11 +288,7 @@ fn nest_qr(qr_svg: &str) -> String {
         })
     };
     let view_box = attr("viewBox").unwrap_or_else(|| {
-        format!(
-            "0 0 {} {}",
-            attr("width").unwrap_or_else(|| "1".into()),
-            attr("height").unwrap_or_else(|| "1".into())
-        )
+        format!("0 0 {} {}", attr("width").unwrap_or_else(|| "1".into()), attr("height").unwrap_or_else(|| "1".into()))
     });
     format!(
         "<svg x=\"50\" y=\"50\" width=\"240\" height=\"240\" viewBox=\"{}\" shape-rendering=\"crispEdges\">{}",
@@ -359,23 +298,14 @@ fn nest_qr(qr_svg: &str) -> String {
 }
 
 fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// A printable card (SVG, 85.6 × 54 mm like an ID card) with the QR code and the Chinese text a resident and a
 /// volunteer need. `qr_svg` is the QR code as an SVG document.
 pub fn card_svg(pass: &Pass, community_name: &str, qr_svg: &str) -> String {
     let inner = nest_qr(qr_svg);
-    let day = |t: i64| {
-        Timestamp(t * 1000)
-            .to_rfc3339()
-            .get(..10)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let day = |t: i64| Timestamp(t * 1000).to_rfc3339().get(..10).unwrap_or_default().to_string();
     format!(
         r##"<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" width="85.6mm" height="54mm" viewBox="0 0 856 540">
@@ -419,11 +349,7 @@ mod tests {
     }
 
     fn verifier(key: &SigningKey) -> PassVerifier {
-        PassVerifier {
-            keys: vec![key.verifying_key()],
-            community: Some("xingfuli".into()),
-            revoked: HashSet::new(),
-        }
+        PassVerifier { keys: vec![key.verifying_key()], community: Some("xingfuli".into()), revoked: HashSet::new() }
     }
 
     const AT: Timestamp = Timestamp(1_795_000_000_000);
@@ -432,11 +358,7 @@ mod tests {
     fn a_signed_pass_round_trips_in_qr_alphanumeric_characters() {
         let key = generate_key().unwrap();
         let text = sample().encode(&key);
-        assert!(
-            text.chars()
-                .all(|c| "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:".contains(c)),
-            "{text}"
-        );
+        assert!(text.chars().all(|c| "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:".contains(c)), "{text}");
         assert!(text.len() < 300, "{}", text.len());
         assert_eq!(verifier(&key).verify(&text, AT).unwrap(), sample());
     }
@@ -448,29 +370,13 @@ mod tests {
         let v = verifier(&key);
         let stage = |text: &str, at: Timestamp| v.verify(text, at).unwrap_err().stage;
         assert_eq!(stage(&sample().encode(&other), AT), PassStage::Signature);
-        assert_eq!(
-            stage(&sample().encode(&key), Timestamp(1_800_000_001_000)),
-            PassStage::Expired
-        );
-        assert_eq!(
-            stage(&sample().encode(&key), Timestamp(1_780_000_000_000)),
-            PassStage::NotYetValid
-        );
-        let foreign = Pass {
-            community: "elsewhere".into(),
-            ..sample()
-        }
-        .encode(&key);
+        assert_eq!(stage(&sample().encode(&key), Timestamp(1_800_000_001_000)), PassStage::Expired);
+        assert_eq!(stage(&sample().encode(&key), Timestamp(1_780_000_000_000)), PassStage::NotYetValid);
+        let foreign = Pass { community: "elsewhere".into(), ..sample() }.encode(&key);
         assert_eq!(stage(&foreign, AT), PassStage::Community);
         let mut revoked = v.clone();
         revoked.revoked.insert("XFL-0007".into());
-        assert_eq!(
-            revoked
-                .verify(&sample().encode(&key), AT)
-                .unwrap_err()
-                .stage,
-            PassStage::Revoked
-        );
+        assert_eq!(revoked.verify(&sample().encode(&key), AT).unwrap_err().stage, PassStage::Revoked);
         let text = sample().encode(&key);
         for cut in 0..text.len() {
             assert!(v.verify(&text[..cut], AT).is_err(), "truncated at {cut}");
@@ -479,10 +385,7 @@ mod tests {
         let mut tampered: Vec<char> = text.chars().collect();
         let i = tampered.len() / 2;
         tampered[i] = if tampered[i] == 'A' { 'B' } else { 'A' };
-        assert!(
-            v.verify(&tampered.into_iter().collect::<String>(), AT)
-                .is_err()
-        );
+        assert!(v.verify(&tampered.into_iter().collect::<String>(), AT).is_err());
     }
 
     #[test]
@@ -494,10 +397,7 @@ mod tests {
             let mut s = String::from(PREFIX);
             for _ in 0..len {
                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-                s.push(
-                    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"[(seed >> 59) as usize % 45]
-                        as char,
-                );
+                s.push(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"[(seed >> 59) as usize % 45] as char);
             }
             assert!(v.verify(&s, AT).is_err());
         }
@@ -509,14 +409,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = generate_key().unwrap();
         let (private, public) = write_key_pair(dir.path(), "community", &key).unwrap();
-        assert_eq!(
-            std::fs::metadata(&private).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(
-            read_signing_key(&private).unwrap().to_bytes(),
-            key.to_bytes()
-        );
+        assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(read_signing_key(&private).unwrap().to_bytes(), key.to_bytes());
         assert_eq!(read_verifying_key(&public).unwrap(), key.verifying_key());
         assert!(write_key_pair(dir.path(), "community", &generate_key().unwrap()).is_err());
         // Neither file can be taken for the other.
@@ -526,15 +420,8 @@ mod tests {
 
     #[test]
     fn the_card_carries_the_masked_name_only() {
-        let pass = Pass {
-            holder: "李建国".into(),
-            ..sample()
-        };
-        let svg = card_svg(
-            &pass,
-            "幸福里小区",
-            "<?xml?><svg viewBox=\"0 0 10 10\"><path d=\"M0 0\"/></svg>",
-        );
+        let pass = Pass { holder: "李建国".into(), ..sample() };
+        let svg = card_svg(&pass, "幸福里小区", "<?xml?><svg viewBox=\"0 0 10 10\"><path d=\"M0 0\"/></svg>");
         assert!(svg.contains("李*国") && !svg.contains("李建国"));
         assert!(svg.contains("居民通行证") && svg.contains("幸福里小区"));
     }

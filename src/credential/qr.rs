@@ -76,26 +76,16 @@ impl Zxing {
             .try_harder(harder)
             .try_invert(harder)
             .try_rotate(harder);
-        let found = reader
-            .from(view)
-            .map_err(|e| DecodeError::Backend(e.to_string()))?;
-        Ok(found
-            .into_iter()
-            .filter(|b| b.is_valid())
-            .map(|b| b.text())
-            .collect())
+        let found = reader.from(view).map_err(|e| DecodeError::Backend(e.to_string()))?;
+        Ok(found.into_iter().filter(|b| b.is_valid()).map(|b| b.text()).collect())
     }
 }
 
 impl QrDecoder for Zxing {
     fn decode(&self, frame: &GrayImage) -> Result<Vec<String>, DecodeError> {
-        let view = zxingcpp::ImageView::from_slice(
-            frame.as_raw(),
-            frame.width(),
-            frame.height(),
-            zxingcpp::ImageFormat::Lum,
-        )
-        .map_err(|e| DecodeError::Backend(e.to_string()))?;
+        let view =
+            zxingcpp::ImageView::from_slice(frame.as_raw(), frame.width(), frame.height(), zxingcpp::ImageFormat::Lum)
+                .map_err(|e| DecodeError::Backend(e.to_string()))?;
         let fast = Zxing::pass(&view, false)?;
         if !fast.is_empty() {
             return Ok(fast);
@@ -110,11 +100,7 @@ pub struct Rqrr;
 impl Rqrr {
     fn once(frame: &GrayImage) -> Vec<String> {
         let mut prepared = rqrr::PreparedImage::prepare(frame.clone());
-        prepared
-            .detect_grids()
-            .into_iter()
-            .filter_map(|g| g.decode().ok().map(|(_, text)| text))
-            .collect()
+        prepared.detect_grids().into_iter().filter_map(|g| g.decode().ok().map(|(_, text)| text)).collect()
     }
 }
 
@@ -149,10 +135,7 @@ pub struct Contained {
 impl Contained {
     /// Wrap a decoder.
     pub fn new(inner: Box<dyn QrDecoder>) -> Contained {
-        Contained {
-            inner,
-            panics: AtomicU64::new(0),
-        }
+        Contained { inner, panics: AtomicU64::new(0) }
     }
 
     /// How many panics were contained so far.
@@ -203,9 +186,7 @@ mod tests {
     }
 
     fn qr_frame(text: &str) -> GrayImage {
-        let bc = zxingcpp::create(zxingcpp::BarcodeFormat::QRCode)
-            .from_str(text)
-            .unwrap();
+        let bc = zxingcpp::create(zxingcpp::BarcodeFormat::QRCode).from_str(text).unwrap();
         let img = bc.to_image_with(&zxingcpp::write().scale(4)).unwrap();
         let data = img.data();
         GrayImage::from_raw(img.width() as u32, img.height() as u32, data).unwrap()
@@ -215,11 +196,7 @@ mod tests {
     fn both_backends_read_a_clean_code() {
         let frame = qr_frame("SIBI-TEST-1234");
         for kind in DecoderKind::ALL {
-            assert_eq!(
-                kind.decoder().decode(&frame).unwrap(),
-                vec!["SIBI-TEST-1234".to_string()],
-                "{kind:?}"
-            );
+            assert_eq!(kind.decoder().decode(&frame).unwrap(), vec!["SIBI-TEST-1234".to_string()], "{kind:?}");
         }
     }
 

@@ -5,6 +5,7 @@
 //! gate output is driven by the gate controller task in [`crate::app`]. Every role has a simulated backend (the
 //! scripted devices in [`script`], the simulated gate in [`sim_gate`]), chosen in the `[devices]` config section.
 
+pub mod frames;
 pub mod script;
 pub mod sim_gate;
 
@@ -145,9 +146,7 @@ pub enum SourceMsg {
 
 /// The wall clock, as the pure core's time input. Only drivers call this.
 pub fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     Timestamp(d.as_millis() as i64)
 }
 
@@ -167,53 +166,40 @@ where
     P: FnMut(Duration) -> Result<Polled<T>, DeviceFault> + Send + 'static,
     M: Fn(T) -> Event + Send + 'static,
 {
-    std::thread::Builder::new()
-        .name(format!("source-{kind:?}").to_lowercase())
-        .spawn(move || {
-            let mut faulted = false;
-            let send = |msg: SourceMsg| tx.blocking_send(msg).is_ok();
-            while !stop.is_stopped() {
-                match poll(POLL_WAIT) {
-                    Ok(Polled::Item(item)) => {
-                        if faulted {
-                            faulted = false;
-                            tracing::info!(device = ?kind, "device restored");
-                            if !send(SourceMsg::Event(Stamped {
-                                event: Event::Restored(kind),
-                                at: now(),
-                            })) {
-                                return;
-                            }
-                        }
-                        if !send(SourceMsg::Event(Stamped {
-                            event: map(item),
-                            at: now(),
-                        })) {
+    std::thread::Builder::new().name(format!("source-{kind:?}").to_lowercase()).spawn(move || {
+        let mut faulted = false;
+        let send = |msg: SourceMsg| tx.blocking_send(msg).is_ok();
+        while !stop.is_stopped() {
+            match poll(POLL_WAIT) {
+                Ok(Polled::Item(item)) => {
+                    if faulted {
+                        faulted = false;
+                        tracing::info!(device = ?kind, "device restored");
+                        if !send(SourceMsg::Event(Stamped { event: Event::Restored(kind), at: now() })) {
                             return;
                         }
                     }
-                    Ok(Polled::Idle) => {}
-                    Ok(Polled::Done) => {
-                        let _ = send(SourceMsg::Done(kind));
+                    if !send(SourceMsg::Event(Stamped { event: map(item), at: now() })) {
                         return;
                     }
-                    Err(DeviceFault(detail)) => {
-                        if !faulted {
-                            faulted = true;
-                            tracing::warn!(device = ?kind, %detail, "device fault");
-                            if !send(SourceMsg::Event(Stamped {
-                                event: Event::Fault {
-                                    device: kind,
-                                    detail,
-                                },
-                                at: now(),
-                            })) {
-                                return;
-                            }
+                }
+                Ok(Polled::Idle) => {}
+                Ok(Polled::Done) => {
+                    let _ = send(SourceMsg::Done(kind));
+                    return;
+                }
+                Err(DeviceFault(detail)) => {
+                    if !faulted {
+                        faulted = true;
+                        tracing::warn!(device = ?kind, %detail, "device fault");
+                        if !send(SourceMsg::Event(Stamped { event: Event::Fault { device: kind, detail }, at: now() }))
+                        {
+                            return;
                         }
-                        std::thread::sleep(POLL_WAIT);
                     }
+                    std::thread::sleep(POLL_WAIT);
                 }
             }
-        })
+        }
+    })
 }

@@ -116,15 +116,14 @@ pub struct Script {
 impl Script {
     /// Parse a scenario file. Errors name the file and the event.
     pub fn load(path: &Path) -> Result<Script, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read scenario `{}`: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read scenario `{}`: {e}", path.display()))?;
         Script::parse(&text).map_err(|e| format!("scenario `{}`: {e}", path.display()))
     }
 
     /// Parse scenario text.
     pub fn parse(text: &str) -> Result<Script, String> {
-        let raw: RawScriptFile =
-            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        let raw: RawScriptFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
         let mut events = Vec::with_capacity(raw.event.len());
         for (i, e) in raw.event.into_iter().enumerate() {
             let bad = |m: &str| format!("event[{i}]: {m}");
@@ -181,25 +180,19 @@ impl Script {
                         "`operator` must hold exactly one of mask, colour, approve, emergency, registered, cancel",
                     ));
                 }
-                items.push(ScriptItem::Operator(OperatorInput::Action(
-                    actions.remove(0),
-                )));
+                items.push(ScriptItem::Operator(OperatorInput::Action(actions.remove(0))));
             }
             if let Some(b) = e.button {
                 items.push(ScriptItem::Operator(OperatorInput::Button(b)));
             }
             if let Some(secs) = e.thermometer_fault {
                 if !secs.is_finite() || secs <= 0.0 {
-                    return Err(bad(
-                        "`thermometer_fault` must be a positive number of seconds",
-                    ));
+                    return Err(bad("`thermometer_fault` must be a positive number of seconds"));
                 }
                 items.push(ScriptItem::ThermometerFault((secs * 1000.0) as u64));
             }
             if items.len() != 1 {
-                return Err(bad(
-                    "give exactly one of credential, temperature, operator, button, thermometer_fault",
-                ));
+                return Err(bad("give exactly one of credential, temperature, operator, button, thermometer_fault"));
             }
             events.push((at, items.remove(0)));
         }
@@ -235,18 +228,11 @@ struct Track<T> {
 
 impl<T: Clone> Track<T> {
     fn new(items: Vec<(u64, T)>, period: u64, playback: Playback) -> Track<T> {
-        Track {
-            items: Arc::new(items),
-            period,
-            playback,
-            index: 0,
-            cycle: 0,
-        }
+        Track { items: Arc::new(items), period, playback, index: 0, cycle: 0 }
     }
 
     fn due(&self, script_ms: u64) -> Instant {
-        self.playback.start
-            + Duration::from_secs_f64(script_ms as f64 / 1000.0 / self.playback.speed)
+        self.playback.start + Duration::from_secs_f64(script_ms as f64 / 1000.0 / self.playback.speed)
     }
 
     /// Wait at most `wait` for the next item; returns it with its cycle number.
@@ -296,10 +282,7 @@ impl ScriptedCredentials {
                 _ => None,
             })
             .collect();
-        ScriptedCredentials {
-            track: Track::new(items, script.period_ms(), playback),
-            repeating: None,
-        }
+        ScriptedCredentials { track: Track::new(items, script.period_ms(), playback), repeating: None }
     }
 }
 
@@ -348,18 +331,10 @@ impl ScriptedThermometer {
         let items = script
             .events
             .iter()
-            .filter(|(_, i)| {
-                matches!(
-                    i,
-                    ScriptItem::Temperature(_) | ScriptItem::ThermometerFault(_)
-                )
-            })
+            .filter(|(_, i)| matches!(i, ScriptItem::Temperature(_) | ScriptItem::ThermometerFault(_)))
             .cloned()
             .collect();
-        ScriptedThermometer {
-            track: Track::new(items, script.period_ms(), playback),
-            faulty_until: None,
-        }
+        ScriptedThermometer { track: Track::new(items, script.period_ms(), playback), faulty_until: None }
     }
 }
 
@@ -401,9 +376,7 @@ impl ScriptedOperator {
                 _ => None,
             })
             .collect();
-        ScriptedOperator {
-            track: Track::new(items, script.period_ms(), playback),
-        }
+        ScriptedOperator { track: Track::new(items, script.period_ms(), playback) }
     }
 }
 
@@ -434,11 +407,7 @@ operator = { mask = "worn" }
 "#;
 
     fn fast() -> Playback {
-        Playback {
-            start: Instant::now(),
-            speed: 10.0,
-            repeat: false,
-        }
+        Playback { start: Instant::now(), speed: 10.0, repeat: false }
     }
 
     #[test]
@@ -465,15 +434,11 @@ operator = { mask = "worn" }
 
     #[test]
     fn repeating_scripts_bring_new_keys_each_cycle() {
-        let s = Script::parse("[[event]]\nat = 0\ncredential = { key = \"P\", identity = \"pass\", category = \"resident\" }").unwrap();
-        let mut creds = ScriptedCredentials::new(
-            &s,
-            Playback {
-                start: Instant::now(),
-                speed: 1000.0,
-                repeat: true,
-            },
-        );
+        let s = Script::parse(
+            "[[event]]\nat = 0\ncredential = { key = \"P\", identity = \"pass\", category = \"resident\" }",
+        )
+        .unwrap();
+        let mut creds = ScriptedCredentials::new(&s, Playback { start: Instant::now(), speed: 1000.0, repeat: true });
         let mut keys = Vec::new();
         while keys.len() < 3 {
             if let Polled::Item(c) = creds.poll(Duration::from_millis(20)).unwrap() {
@@ -488,10 +453,7 @@ operator = { mask = "worn" }
         for (text, needle) in [
             ("[[event]]\nat = -1\ntemperature = 36", "event[0]"),
             ("[[event]]\nat = 1\n", "exactly one"),
-            (
-                "[[event]]\nat = 1\ntemperature = 36\nbutton = \"call_help\"",
-                "exactly one",
-            ),
+            ("[[event]]\nat = 1\ntemperature = 36\nbutton = \"call_help\"", "exactly one"),
             ("[[event]]\nat = 1\noperator = {}", "exactly one of mask"),
             ("[[event]]\nat = 1\nsmell = 1", "unknown field"),
         ] {

@@ -26,10 +26,7 @@ impl SimGate {
             }
             None => None,
         };
-        Ok(SimGate {
-            log,
-            seen: Arc::default(),
-        })
+        Ok(SimGate { log, seen: Arc::default() })
     }
 
     /// A handle on the commands seen so far (for tests and benchmarks).
@@ -43,13 +40,9 @@ impl GateOutput for SimGate {
         if let Some(f) = &mut self.log {
             let mut line = serde_json::json!({ "at_ms": now().0, "command": cmd }).to_string();
             line.push('\n');
-            f.write_all(line.as_bytes())
-                .map_err(|e| DeviceFault(format!("gate log: {e}")))?;
+            f.write_all(line.as_bytes()).map_err(|e| DeviceFault(format!("gate log: {e}")))?;
         }
-        self.seen
-            .lock()
-            .map_err(|_| DeviceFault("gate log poisoned".into()))?
-            .push(cmd.clone());
+        self.seen.lock().map_err(|_| DeviceFault("gate log poisoned".into()))?.push(cmd.clone());
         Ok(())
     }
 }

@@ -12,8 +12,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use super::{
-    DEFAULT_THRESHOLD, Person, Policy, THRESHOLD_MAX, THRESHOLD_MIN, TierChange, tier_rule,
-    vehicle_category_allowed,
+    DEFAULT_THRESHOLD, Person, Policy, THRESHOLD_MAX, THRESHOLD_MIN, TierChange, tier_rule, vehicle_category_allowed,
 };
 use crate::domain::{Category, Celsius, Direction, Tier, Timestamp, Verdict};
 
@@ -115,15 +114,11 @@ impl fmt::Display for PolicyBoundError {
 
 impl std::error::Error for PolicyBoundError {}
 
-const NO_EXTRA: &str =
-    "a local configuration may relax within the guidance but never add conditions (不得层层加码)";
+const NO_EXTRA: &str = "a local configuration may relax within the guidance but never add conditions (不得层层加码)";
 const GUIDANCE: &str = "民政部/国家卫健委 城乡社区疫情防控 guidance, DESIGN.md §4";
 
 fn err(key: impl Into<String>, message: impl Into<String>) -> PolicyBoundError {
-    PolicyBoundError {
-        key: key.into(),
-        message: message.into(),
-    }
+    PolicyBoundError { key: key.into(), message: message.into() }
 }
 
 impl RawPolicy {
@@ -133,10 +128,7 @@ impl RawPolicy {
         let mut policy = Policy::default();
         if let Some(v) = &self.version {
             if v.trim().is_empty() {
-                errors.push(err(
-                    "policy.version",
-                    "must not be empty (it is recorded with every decision)",
-                ));
+                errors.push(err("policy.version", "must not be empty (it is recorded with every decision)"));
             }
             policy.version = v.clone();
         }
@@ -188,10 +180,8 @@ impl RawPolicy {
 
         match &self.tier {
             None => {}
-            Some(list) if list.is_empty() => errors.push(err(
-                "policy.tier",
-                "lists no tier: give at least one [[policy.tier]] with an effective time",
-            )),
+            Some(list) if list.is_empty() => errors
+                .push(err("policy.tier", "lists no tier: give at least one [[policy.tier]] with an effective time")),
             Some(list) => {
                 let mut tiers = Vec::new();
                 for (i, t) in list.iter().enumerate() {
@@ -255,18 +245,11 @@ impl RawPolicy {
             check_rule_override(i, o, &policy, &mut errors);
         }
 
-        if errors.is_empty() {
-            Ok(policy)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(policy) } else { Err(errors) }
     }
 }
 
-fn check_vehicle_categories(
-    map: &BTreeMap<String, Vec<String>>,
-    errors: &mut Vec<PolicyBoundError>,
-) {
+fn check_vehicle_categories(map: &BTreeMap<String, Vec<String>>, errors: &mut Vec<PolicyBoundError>) {
     for (tier_name, cats) in map {
         let key = format!("policy.vehicle_categories.{tier_name}");
         let tier = match tier_name.as_str() {
@@ -316,26 +299,14 @@ fn check_vehicle_categories(
     }
 }
 
-fn check_rule_override(
-    i: usize,
-    o: &RawRuleOverride,
-    policy: &Policy,
-    errors: &mut Vec<PolicyBoundError>,
-) {
+fn check_rule_override(i: usize, o: &RawRuleOverride, policy: &Policy, errors: &mut Vec<PolicyBoundError>) {
     let key = format!("policy.rule[{i}]");
     let directions: &[Direction] = match o.direction {
         Some(Direction::In) => &[Direction::In],
         Some(Direction::Out) => &[Direction::Out],
         None => &Direction::ALL,
     };
-    let cell = |d: Direction| {
-        format!(
-            "{} tier, {}, going {}",
-            o.tier.as_str(),
-            o.category.as_str(),
-            d.as_str()
-        )
-    };
+    let cell = |d: Direction| format!("{} tier, {}, going {}", o.tier.as_str(), o.category.as_str(), d.as_str());
     for &d in directions {
         if o.category == Category::Emergency {
             if o.verdict != Verdict::Pass {
@@ -410,17 +381,8 @@ mod tests {
         .unwrap();
         assert_eq!(p.fever_threshold.centi(), 3750);
         assert!(!p.courier_admission);
-        assert_eq!(
-            p.registration_fields,
-            vec![RegistrationField::Name, RegistrationField::IdNumber]
-        );
-        assert_eq!(
-            parse("fever_threshold = 37.0")
-                .unwrap()
-                .fever_threshold
-                .centi(),
-            3700
-        );
+        assert_eq!(p.registration_fields, vec![RegistrationField::Name, RegistrationField::IdNumber]);
+        assert_eq!(parse("fever_threshold = 37.0").unwrap().fever_threshold.centi(), 3700);
     }
 
     #[test]
@@ -441,37 +403,13 @@ mod tests {
     #[test]
     fn each_over_control_is_refused_with_its_own_message() {
         let cases: &[(&str, &str, &str)] = &[
-            (
-                "fever_threshold = 36.8",
-                "policy.fever_threshold",
-                "below 37.0",
-            ),
-            (
-                "fever_threshold = 38.0",
-                "policy.fever_threshold",
-                "above 37.5",
-            ),
-            (
-                "emergency_lane = false",
-                "policy.emergency_lane",
-                "cannot be disabled",
-            ),
+            ("fever_threshold = 36.8", "policy.fever_threshold", "below 37.0"),
+            ("fever_threshold = 38.0", "policy.fever_threshold", "above 37.5"),
+            ("emergency_lane = false", "policy.emergency_lane", "cannot be disabled"),
             ("require_mask = false", "policy.require_mask", "口罩必戴"),
-            (
-                "temperature_range = [35.5, 42.5]",
-                "policy.temperature_range",
-                "fixed at [34.0, 42.5]",
-            ),
-            (
-                "require_code_with_pass = true",
-                "policy.require_code_with_pass",
-                "stands in",
-            ),
-            (
-                "registration_fields = [\"name\", \"employer\"]",
-                "policy.registration_fields",
-                "`employer` may not",
-            ),
+            ("temperature_range = [35.5, 42.5]", "policy.temperature_range", "fixed at [34.0, 42.5]"),
+            ("require_code_with_pass = true", "policy.require_code_with_pass", "stands in"),
+            ("registration_fields = [\"name\", \"employer\"]", "policy.registration_fields", "`employer` may not"),
             (
                 "[[rule]]\ntier = \"low\"\ncategory = \"resident\"\nverdict = \"deny\"",
                 "policy.rule[0]",
@@ -514,10 +452,7 @@ mod tests {
             let e = &errors[0];
             assert_eq!(&e.key, key, "{text}");
             assert!(e.to_string().contains(needle), "{text}: {e}");
-            assert!(
-                messages.insert(e.message.clone()),
-                "message repeated for {text}"
-            );
+            assert!(messages.insert(e.message.clone()), "message repeated for {text}");
         }
     }
 }

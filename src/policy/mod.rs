@@ -19,8 +19,8 @@ use serde::Serialize;
 pub use self::bounds::{PolicyBoundError, RawPolicy, RegistrationField};
 pub use self::rules::{Action, Rule, Voice};
 use crate::domain::{
-    Category, Celsius, CodeStatus, Direction, IdentityKind, IdentityMust, MaskState, Musts,
-    TemperatureMust, Tier, Timestamp, Verdict,
+    Category, Celsius, CodeStatus, Direction, IdentityKind, IdentityMust, MaskState, Musts, TemperatureMust, Tier,
+    Timestamp, Verdict,
 };
 
 /// Lowest plausible body-surface reading (34.0 ℃), inclusive.
@@ -75,10 +75,7 @@ impl Default for Policy {
                 RegistrationField::Destination,
                 RegistrationField::Reason,
             ],
-            tiers: vec![TierChange {
-                tier: Tier::Low,
-                effective: Timestamp(0),
-            }],
+            tiers: vec![TierChange { tier: Tier::Low, effective: Timestamp(0) }],
         }
     }
 }
@@ -87,10 +84,8 @@ impl Policy {
     /// The tier in force at `now`: the latest change whose effective time has come. Before the first change takes
     /// effect, the first scheduled tier applies (the schedule is never empty).
     pub fn tier_at(&self, now: Timestamp) -> TierChange {
-        let mut current = self.tiers.first().copied().unwrap_or(TierChange {
-            tier: Tier::Low,
-            effective: Timestamp(0),
-        });
+        let mut current =
+            self.tiers.first().copied().unwrap_or(TierChange { tier: Tier::Low, effective: Timestamp(0) });
         for change in &self.tiers {
             if change.effective <= now {
                 current = *change;
@@ -101,13 +96,7 @@ impl Policy {
 
     /// A copy of this policy with one tier fixed from the beginning of time (the dry run's `tier` field).
     pub fn with_fixed_tier(&self, tier: Tier) -> Policy {
-        Policy {
-            tiers: vec![TierChange {
-                tier,
-                effective: Timestamp(i64::MIN),
-            }],
-            ..self.clone()
-        }
+        Policy { tiers: vec![TierChange { tier, effective: Timestamp(i64::MIN) }], ..self.clone() }
     }
 }
 
@@ -252,10 +241,7 @@ impl Decision {
 pub fn decide(policy: &Policy, presentation: &Presentation, now: Timestamp) -> Decision {
     let tier = policy.tier_at(now).tier;
     let direction = presentation.direction;
-    let emergency_vehicle = presentation
-        .vehicle
-        .as_ref()
-        .is_some_and(|v| v.category == Category::Emergency);
+    let emergency_vehicle = presentation.vehicle.as_ref().is_some_and(|v| v.category == Category::Emergency);
     let people: Vec<PersonDecision> = presentation
         .people
         .iter()
@@ -307,11 +293,7 @@ pub fn decide(policy: &Policy, presentation: &Presentation, now: Timestamp) -> D
 /// The musts of one person at `now`.
 pub fn musts(policy: &Policy, p: &Person, now: Timestamp) -> Musts {
     Musts {
-        identity: if p.identity == IdentityKind::None {
-            IdentityMust::Missing
-        } else {
-            IdentityMust::Asked
-        },
+        identity: if p.identity == IdentityKind::None { IdentityMust::Missing } else { IdentityMust::Asked },
         temperature: temperature_state(policy, p.temperature, now),
         mask: p.mask,
     }
@@ -354,23 +336,11 @@ fn classify_reading(policy: &Policy, reading: Option<Reading>, now: Timestamp) -
 }
 
 fn emergency_lane(policy: &Policy, p: &Person, now: Timestamp) -> PersonDecision {
-    finish(
-        Rule::Emergency,
-        vec![Rule::Emergency],
-        musts(policy, p, now),
-        true,
-        Vec::new(),
-    )
+    finish(Rule::Emergency, vec![Rule::Emergency], musts(policy, p, now), true, Vec::new())
 }
 
 /// Decide one person (not in an emergency vehicle).
-pub fn decide_person(
-    policy: &Policy,
-    tier: Tier,
-    direction: Direction,
-    p: &Person,
-    now: Timestamp,
-) -> PersonDecision {
+pub fn decide_person(policy: &Policy, tier: Tier, direction: Direction, p: &Person, now: Timestamp) -> PersonDecision {
     // 1. Emergency lane: no configuration reaches past this line.
     if p.category == Category::Emergency {
         return emergency_lane(policy, p, now);
@@ -422,14 +392,10 @@ pub fn decide_person(
     check(Some(tier_rule(policy, tier, direction, p)));
 
     // The first rule that is not a pass decides; a pass is only reached when every check before it was clear.
-    let decisive = reasons
-        .iter()
-        .copied()
-        .find(|r| r.verdict() != Verdict::Pass)
-        .unwrap_or_else(|| {
-            // Only the tier rule (or an approved refer turned pass) is left.
-            *reasons.last().unwrap_or(&Rule::IdentityUnknown)
-        });
+    let decisive = reasons.iter().copied().find(|r| r.verdict() != Verdict::Pass).unwrap_or_else(|| {
+        // Only the tier rule (or an approved refer turned pass) is left.
+        *reasons.last().unwrap_or(&Rule::IdentityUnknown)
+    });
     if decisive.verdict() != Verdict::Pass {
         reasons.retain(|r| r.verdict() != Verdict::Pass);
         // The deciding rule first, then the others in table order.
@@ -441,13 +407,7 @@ pub fn decide_person(
     finish(decisive, reasons, musts, false, approved)
 }
 
-fn finish(
-    rule: Rule,
-    reasons: Vec<Rule>,
-    musts: Musts,
-    flagged: bool,
-    approved: Vec<Rule>,
-) -> PersonDecision {
+fn finish(rule: Rule, reasons: Vec<Rule>, musts: Musts, flagged: bool, approved: Vec<Rule>) -> PersonDecision {
     let mut actions: Vec<Action> = rule.actions().to_vec();
     if rule.verdict() == Verdict::Refer {
         // Everything the operator can fix now, not one thing at a time.
@@ -541,11 +501,7 @@ pub fn tier_rule(policy: &Policy, tier: Tier, direction: Direction, p: &Person) 
 }
 
 fn low_visitor(registered: bool) -> Rule {
-    if registered {
-        Rule::TierLowVisitorRegistered
-    } else {
-        Rule::TierLowVisitorUnregistered
-    }
+    if registered { Rule::TierLowVisitorRegistered } else { Rule::TierLowVisitorUnregistered }
 }
 
 /// Whether a vehicle of this category may pass in this tier and direction (DESIGN.md §4, vehicles).

@@ -342,11 +342,9 @@ mod tests {
         for &r in Rule::ALL {
             match r.verdict() {
                 Verdict::Deny => assert_eq!(r.voice(), Voice::Denied, "{}", r.id()),
-                Verdict::Refer => assert!(
-                    !matches!(r.voice(), Voice::Pass | Voice::PassNormal | Voice::Denied),
-                    "{}",
-                    r.id()
-                ),
+                Verdict::Refer => {
+                    assert!(!matches!(r.voice(), Voice::Pass | Voice::PassNormal | Voice::Denied), "{}", r.id())
+                }
                 Verdict::Pass => {}
             }
         }

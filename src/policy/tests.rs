@@ -4,17 +4,12 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::domain::{
-    Category as C, CodeStatus as S, Direction as D, IdentityKind as I, MaskState as M, Tier as T,
-};
+use crate::domain::{Category as C, CodeStatus as S, Direction as D, IdentityKind as I, MaskState as M, Tier as T};
 
 const NOW: Timestamp = Timestamp(1_790_000_000_000);
 
 fn reading(deg: f64) -> Option<Reading> {
-    Some(Reading {
-        celsius: Celsius::from_f64(deg).unwrap(),
-        taken_at: Some(NOW.plus_ms(-2_000)),
-    })
+    Some(Reading { celsius: Celsius::from_f64(deg).unwrap(), taken_at: Some(NOW.plus_ms(-2_000)) })
 }
 
 /// A person who clears every check before the tier table.
@@ -30,15 +25,7 @@ fn clear(category: Category) -> Person {
 
 fn one(tier: Tier, direction: Direction, p: Person) -> PersonDecision {
     let policy = Policy::default().with_fixed_tier(tier);
-    let d = decide(
-        &policy,
-        &Presentation {
-            direction,
-            vehicle: None,
-            people: vec![p],
-        },
-        NOW,
-    );
+    let d = decide(&policy, &Presentation { direction, vehicle: None, people: vec![p] }, NOW);
     assert_eq!(d.tier, tier);
     assert_eq!(d.people.len(), 1);
     assert_eq!(d.verdict, d.people[0].verdict);
@@ -47,11 +34,7 @@ fn one(tier: Tier, direction: Direction, p: Person) -> PersonDecision {
 
 fn check(tier: Tier, direction: Direction, p: Person, verdict: Verdict, rule: Rule) {
     let d = one(tier, direction, p.clone());
-    assert_eq!(
-        (d.verdict, d.rule),
-        (verdict, rule),
-        "{tier:?} {direction:?} {p:?}"
-    );
+    assert_eq!((d.verdict, d.rule), (verdict, rule), "{tier:?} {direction:?} {p:?}");
     assert_eq!(d.reasons[0], rule);
     assert_eq!(d.message_zh, rule.message_zh());
 }
@@ -60,99 +43,34 @@ fn check(tier: Tier, direction: Direction, p: Person, verdict: Verdict, rule: Ru
 fn tier_table_every_cell_entering() {
     use Rule as R;
     use Verdict::{Deny, Pass, Refer};
-    let visitor_reg = Person {
-        visitor_registered: true,
-        ..clear(C::Visitor)
-    };
-    let courier_reg = Person {
-        courier_registered: true,
-        ..clear(C::Courier)
-    };
-    let courier_as_visitor = Person {
-        visitor_registered: true,
-        ..clear(C::Courier)
-    };
-    let rostered = Person {
-        service_roster: true,
-        ..clear(C::WorkResumption)
-    };
-    let approved = |p: Person| Person {
-        operator_approved: true,
-        ..p
-    };
+    let visitor_reg = Person { visitor_registered: true, ..clear(C::Visitor) };
+    let courier_reg = Person { courier_registered: true, ..clear(C::Courier) };
+    let courier_as_visitor = Person { visitor_registered: true, ..clear(C::Courier) };
+    let rostered = Person { service_roster: true, ..clear(C::WorkResumption) };
+    let approved = |p: Person| Person { operator_approved: true, ..p };
     let rows: Vec<(Tier, Person, Verdict, Rule)> = vec![
         // resident
         (T::Low, clear(C::Resident), Pass, R::TierResident),
         (T::Medium, clear(C::Resident), Pass, R::TierResident),
         (T::High, clear(C::Resident), Refer, R::TierHighResidentIn),
-        (
-            T::High,
-            approved(clear(C::Resident)),
-            Pass,
-            R::TierHighResidentInApproved,
-        ),
+        (T::High, approved(clear(C::Resident)), Pass, R::TierHighResidentInApproved),
         // visitor
-        (
-            T::Low,
-            visitor_reg.clone(),
-            Pass,
-            R::TierLowVisitorRegistered,
-        ),
-        (
-            T::Low,
-            clear(C::Visitor),
-            Refer,
-            R::TierLowVisitorUnregistered,
-        ),
+        (T::Low, visitor_reg.clone(), Pass, R::TierLowVisitorRegistered),
+        (T::Low, clear(C::Visitor), Refer, R::TierLowVisitorUnregistered),
         (T::Medium, visitor_reg.clone(), Refer, R::TierMediumVisitor),
-        (
-            T::Medium,
-            approved(clear(C::Visitor)),
-            Pass,
-            R::TierMediumVisitorApproved,
-        ),
+        (T::Medium, approved(clear(C::Visitor)), Pass, R::TierMediumVisitorApproved),
         (T::High, visitor_reg.clone(), Deny, R::TierHighVisitor),
         (T::High, approved(visitor_reg), Deny, R::TierHighVisitor),
         // courier
-        (
-            T::Low,
-            courier_reg.clone(),
-            Pass,
-            R::TierLowCourierRegistered,
-        ),
-        (
-            T::Low,
-            courier_as_visitor,
-            Pass,
-            R::TierLowCourierVisitorRegistered,
-        ),
-        (
-            T::Low,
-            clear(C::Courier),
-            Refer,
-            R::TierLowCourierUnregistered,
-        ),
+        (T::Low, courier_reg.clone(), Pass, R::TierLowCourierRegistered),
+        (T::Low, courier_as_visitor, Pass, R::TierLowCourierVisitorRegistered),
+        (T::Low, clear(C::Courier), Refer, R::TierLowCourierUnregistered),
         (T::Medium, courier_reg.clone(), Deny, R::TierMediumCourier),
         (T::High, courier_reg, Deny, R::TierHighCourier),
         // work resumption
-        (
-            T::Low,
-            clear(C::WorkResumption),
-            Pass,
-            R::TierWorkResumption,
-        ),
-        (
-            T::Medium,
-            clear(C::WorkResumption),
-            Pass,
-            R::TierWorkResumption,
-        ),
-        (
-            T::High,
-            clear(C::WorkResumption),
-            Deny,
-            R::TierHighWorkResumption,
-        ),
+        (T::Low, clear(C::WorkResumption), Pass, R::TierWorkResumption),
+        (T::Medium, clear(C::WorkResumption), Pass, R::TierWorkResumption),
+        (T::High, clear(C::WorkResumption), Deny, R::TierHighWorkResumption),
         (T::High, rostered, Pass, R::TierHighWorkResumptionRostered),
         // service
         (T::Low, clear(C::Service), Pass, R::TierService),
@@ -164,120 +82,36 @@ fn tier_table_every_cell_entering() {
     }
     // Returned from a risk area / inbound: refer in every tier and category but service... and service too.
     for tier in Tier::ALL {
-        for cat in [
-            C::Resident,
-            C::Visitor,
-            C::Courier,
-            C::WorkResumption,
-            C::Service,
-        ] {
-            check(
-                tier,
-                D::In,
-                Person {
-                    from_risk_area: true,
-                    ..clear(cat)
-                },
-                Refer,
-                R::ArrivalRiskArea,
-            );
-            check(
-                tier,
-                D::In,
-                Person {
-                    inbound: true,
-                    ..clear(cat)
-                },
-                Refer,
-                R::ArrivalInbound,
-            );
+        for cat in [C::Resident, C::Visitor, C::Courier, C::WorkResumption, C::Service] {
+            check(tier, D::In, Person { from_risk_area: true, ..clear(cat) }, Refer, R::ArrivalRiskArea);
+            check(tier, D::In, Person { inbound: true, ..clear(cat) }, Refer, R::ArrivalInbound);
         }
     }
 }
 
 #[test]
 fn courier_admission_off_treats_registered_couriers_as_visitors() {
-    let policy = Policy {
-        courier_admission: false,
-        ..Policy::default()
-    };
-    let p = Person {
-        courier_registered: true,
-        ..clear(C::Courier)
-    };
-    assert_eq!(
-        tier_rule(&policy, T::Low, D::In, &p),
-        Rule::TierLowCourierUnregistered
-    );
-    let p = Person {
-        visitor_registered: true,
-        ..p
-    };
-    assert_eq!(
-        tier_rule(&policy, T::Low, D::In, &p),
-        Rule::TierLowCourierVisitorRegistered
-    );
+    let policy = Policy { courier_admission: false, ..Policy::default() };
+    let p = Person { courier_registered: true, ..clear(C::Courier) };
+    assert_eq!(tier_rule(&policy, T::Low, D::In, &p), Rule::TierLowCourierUnregistered);
+    let p = Person { visitor_registered: true, ..p };
+    assert_eq!(tier_rule(&policy, T::Low, D::In, &p), Rule::TierLowCourierVisitorRegistered);
 }
 
 #[test]
 fn going_out() {
     for tier in [T::Low, T::Medium] {
-        for cat in [
-            C::Resident,
-            C::Visitor,
-            C::Courier,
-            C::WorkResumption,
-            C::Service,
-        ] {
+        for cat in [C::Resident, C::Visitor, C::Courier, C::WorkResumption, C::Service] {
             check(tier, D::Out, clear(cat), Verdict::Pass, Rule::OutPass);
             // Arrivals matter only coming in.
-            check(
-                tier,
-                D::Out,
-                Person {
-                    from_risk_area: true,
-                    ..clear(cat)
-                },
-                Verdict::Pass,
-                Rule::OutPass,
-            );
+            check(tier, D::Out, Person { from_risk_area: true, ..clear(cat) }, Verdict::Pass, Rule::OutPass);
         }
     }
-    check(
-        T::High,
-        D::Out,
-        clear(C::Resident),
-        Verdict::Deny,
-        Rule::TierHighResidentOut,
-    );
-    check(
-        T::High,
-        D::Out,
-        clear(C::Visitor),
-        Verdict::Deny,
-        Rule::TierHighVisitor,
-    );
-    check(
-        T::High,
-        D::Out,
-        clear(C::Courier),
-        Verdict::Deny,
-        Rule::TierHighCourier,
-    );
-    check(
-        T::High,
-        D::Out,
-        clear(C::WorkResumption),
-        Verdict::Deny,
-        Rule::TierHighWorkResumption,
-    );
-    check(
-        T::High,
-        D::Out,
-        clear(C::Service),
-        Verdict::Pass,
-        Rule::TierService,
-    );
+    check(T::High, D::Out, clear(C::Resident), Verdict::Deny, Rule::TierHighResidentOut);
+    check(T::High, D::Out, clear(C::Visitor), Verdict::Deny, Rule::TierHighVisitor);
+    check(T::High, D::Out, clear(C::Courier), Verdict::Deny, Rule::TierHighCourier);
+    check(T::High, D::Out, clear(C::WorkResumption), Verdict::Deny, Rule::TierHighWorkResumption);
+    check(T::High, D::Out, clear(C::Service), Verdict::Pass, Rule::TierService);
 }
 
 #[test]
@@ -295,10 +129,7 @@ fn emergency_lane_in_every_tier_and_direction_whatever_else_is_wrong() {
             let d = one(tier, dir, worst);
             assert_eq!((d.verdict, d.rule), (Verdict::Pass, Rule::Emergency));
             assert!(d.flagged);
-            assert_eq!(
-                d.actions,
-                vec![Action::CoordinateEmergencyVehicle, Action::Disinfect]
-            );
+            assert_eq!(d.actions, vec![Action::CoordinateEmergencyVehicle, Action::Disinfect]);
         }
     }
 }
@@ -308,11 +139,7 @@ fn identity_then_every_code_status() {
     check(
         T::Low,
         D::In,
-        Person {
-            identity: I::None,
-            code: S::None,
-            ..clear(C::Resident)
-        },
+        Person { identity: I::None, code: S::None, ..clear(C::Resident) },
         Verdict::Refer,
         Rule::IdentityUnknown,
     );
@@ -328,59 +155,28 @@ fn identity_then_every_code_status() {
         (S::None, Verdict::Refer, Rule::CodeMissing),
     ];
     for (code, v, r) in cases {
-        check(
-            T::Low,
-            D::In,
-            Person {
-                code,
-                ..clear(C::Resident)
-            },
-            v,
-            r,
-        );
+        check(T::Low, D::In, Person { code, ..clear(C::Resident) }, v, r);
     }
     // Red and yellow are deny whatever else is missing, and notify the community.
-    let d = one(
-        T::Low,
-        D::In,
-        Person {
-            code: S::Red,
-            temperature: None,
-            mask: M::Unchecked,
-            ..clear(C::Visitor)
-        },
-    );
+    let d = one(T::Low, D::In, Person { code: S::Red, temperature: None, mask: M::Unchecked, ..clear(C::Visitor) });
     assert_eq!(d.rule, Rule::CodeRed);
     assert_eq!(
         d.reasons,
-        vec![
-            Rule::CodeRed,
-            Rule::TemperatureMissing,
-            Rule::MaskUnchecked,
-            Rule::TierLowVisitorUnregistered
-        ]
+        vec![Rule::CodeRed, Rule::TemperatureMissing, Rule::MaskUnchecked, Rule::TierLowVisitorUnregistered]
     );
     assert!(d.actions.contains(&Action::NotifyCommunity));
     // A community pass stands in for the code for residents, not for others.
     check(
         T::Low,
         D::In,
-        Person {
-            identity: I::Pass,
-            code: S::None,
-            ..clear(C::Resident)
-        },
+        Person { identity: I::Pass, code: S::None, ..clear(C::Resident) },
         Verdict::Pass,
         Rule::TierResident,
     );
     check(
         T::Low,
         D::In,
-        Person {
-            identity: I::Pass,
-            code: S::None,
-            ..clear(C::Service)
-        },
+        Person { identity: I::Pass, code: S::None, ..clear(C::Service) },
         Verdict::Refer,
         Rule::CodeMissing,
     );
@@ -388,11 +184,7 @@ fn identity_then_every_code_status() {
     check(
         T::Low,
         D::In,
-        Person {
-            identity: I::Manual,
-            code: S::None,
-            ..clear(C::Resident)
-        },
+        Person { identity: I::Manual, code: S::None, ..clear(C::Resident) },
         Verdict::Pass,
         Rule::TierResident,
     );
@@ -400,11 +192,7 @@ fn identity_then_every_code_status() {
     check(
         T::Low,
         D::In,
-        Person {
-            identity: I::Pass,
-            code: S::Red,
-            ..clear(C::Resident)
-        },
+        Person { identity: I::Pass, code: S::Red, ..clear(C::Resident) },
         Verdict::Deny,
         Rule::CodeRed,
     );
@@ -413,125 +201,27 @@ fn identity_then_every_code_status() {
 #[test]
 fn temperature_band_edges() {
     let cases: &[(Option<f64>, bool, Verdict, Rule, TemperatureMust)] = &[
-        (
-            Some(33.99),
-            false,
-            Verdict::Refer,
-            Rule::TemperatureImplausible,
-            TemperatureMust::Invalid,
-        ),
-        (
-            Some(34.0),
-            false,
-            Verdict::Pass,
-            Rule::TierResident,
-            TemperatureMust::Normal,
-        ),
-        (
-            Some(37.29),
-            false,
-            Verdict::Pass,
-            Rule::TierResident,
-            TemperatureMust::Normal,
-        ),
-        (
-            Some(37.3),
-            false,
-            Verdict::Refer,
-            Rule::FeverFirst,
-            TemperatureMust::Fever,
-        ),
-        (
-            Some(37.3),
-            true,
-            Verdict::Deny,
-            Rule::FeverConfirmed,
-            TemperatureMust::Fever,
-        ),
-        (
-            Some(42.5),
-            false,
-            Verdict::Refer,
-            Rule::FeverFirst,
-            TemperatureMust::Fever,
-        ),
-        (
-            Some(42.5),
-            true,
-            Verdict::Deny,
-            Rule::FeverConfirmed,
-            TemperatureMust::Fever,
-        ),
-        (
-            Some(42.51),
-            false,
-            Verdict::Refer,
-            Rule::TemperatureImplausible,
-            TemperatureMust::Invalid,
-        ),
-        (
-            Some(42.51),
-            true,
-            Verdict::Refer,
-            Rule::TemperatureImplausible,
-            TemperatureMust::Invalid,
-        ),
-        (
-            Some(36.6),
-            true,
-            Verdict::Pass,
-            Rule::TierResident,
-            TemperatureMust::Normal,
-        ),
-        (
-            None,
-            false,
-            Verdict::Refer,
-            Rule::TemperatureMissing,
-            TemperatureMust::Missing,
-        ),
-        (
-            None,
-            true,
-            Verdict::Refer,
-            Rule::TemperatureMissing,
-            TemperatureMust::Missing,
-        ),
+        (Some(33.99), false, Verdict::Refer, Rule::TemperatureImplausible, TemperatureMust::Invalid),
+        (Some(34.0), false, Verdict::Pass, Rule::TierResident, TemperatureMust::Normal),
+        (Some(37.29), false, Verdict::Pass, Rule::TierResident, TemperatureMust::Normal),
+        (Some(37.3), false, Verdict::Refer, Rule::FeverFirst, TemperatureMust::Fever),
+        (Some(37.3), true, Verdict::Deny, Rule::FeverConfirmed, TemperatureMust::Fever),
+        (Some(42.5), false, Verdict::Refer, Rule::FeverFirst, TemperatureMust::Fever),
+        (Some(42.5), true, Verdict::Deny, Rule::FeverConfirmed, TemperatureMust::Fever),
+        (Some(42.51), false, Verdict::Refer, Rule::TemperatureImplausible, TemperatureMust::Invalid),
+        (Some(42.51), true, Verdict::Refer, Rule::TemperatureImplausible, TemperatureMust::Invalid),
+        (Some(36.6), true, Verdict::Pass, Rule::TierResident, TemperatureMust::Normal),
+        (None, false, Verdict::Refer, Rule::TemperatureMissing, TemperatureMust::Missing),
+        (None, true, Verdict::Refer, Rule::TemperatureMissing, TemperatureMust::Missing),
     ];
     for &(t, retest, v, r, m) in cases {
-        let p = Person {
-            temperature: t.and_then(reading_opt),
-            retest,
-            ..clear(C::Resident)
-        };
+        let p = Person { temperature: t.and_then(reading_opt), retest, ..clear(C::Resident) };
         let d = one(T::Low, D::In, p);
-        assert_eq!(
-            (d.verdict, d.rule, d.musts.temperature),
-            (v, r, m),
-            "{t:?} retest={retest}"
-        );
+        assert_eq!((d.verdict, d.rule, d.musts.temperature), (v, r, m), "{t:?} retest={retest}");
     }
-    let confirmed = one(
-        T::Low,
-        D::In,
-        Person {
-            temperature: reading(38.0),
-            retest: true,
-            ..clear(C::Resident)
-        },
-    );
-    assert_eq!(
-        confirmed.actions,
-        vec![Action::FeverClinic, Action::NotifyCommunityDoctor]
-    );
-    let first = one(
-        T::Low,
-        D::In,
-        Person {
-            temperature: reading(38.0),
-            ..clear(C::Resident)
-        },
-    );
+    let confirmed = one(T::Low, D::In, Person { temperature: reading(38.0), retest: true, ..clear(C::Resident) });
+    assert_eq!(confirmed.actions, vec![Action::FeverClinic, Action::NotifyCommunityDoctor]);
+    let first = one(T::Low, D::In, Person { temperature: reading(38.0), ..clear(C::Resident) });
     assert_eq!(first.actions, vec![Action::RestAndRemeasure]);
 }
 
@@ -541,184 +231,69 @@ fn reading_opt(deg: f64) -> Option<Reading> {
 
 #[test]
 fn readings_expire_after_sixty_seconds_and_threshold_follows_the_policy() {
-    let at = |age_ms: i64| {
-        Some(Reading {
-            celsius: Celsius::from_centi(3650),
-            taken_at: Some(NOW.plus_ms(-age_ms)),
-        })
-    };
+    let at = |age_ms: i64| Some(Reading { celsius: Celsius::from_centi(3650), taken_at: Some(NOW.plus_ms(-age_ms)) });
+    check(T::Low, D::In, Person { temperature: at(60_000), ..clear(C::Resident) }, Verdict::Pass, Rule::TierResident);
     check(
         T::Low,
         D::In,
-        Person {
-            temperature: at(60_000),
-            ..clear(C::Resident)
-        },
-        Verdict::Pass,
-        Rule::TierResident,
-    );
-    check(
-        T::Low,
-        D::In,
-        Person {
-            temperature: at(60_001),
-            ..clear(C::Resident)
-        },
+        Person { temperature: at(60_001), ..clear(C::Resident) },
         Verdict::Refer,
         Rule::TemperatureStale,
     );
     check(
         T::Low,
         D::In,
-        Person {
-            temperature: at(-60_000),
-            ..clear(C::Resident)
-        },
+        Person { temperature: at(-60_000), ..clear(C::Resident) },
         Verdict::Refer,
         Rule::TemperatureStale,
     );
-    let strict = Policy {
-        fever_threshold: THRESHOLD_MIN,
-        ..Policy::default()
-    };
-    let p = Person {
-        temperature: reading(37.1),
-        ..clear(C::Resident)
-    };
-    let d = decide(
-        &strict,
-        &Presentation {
-            direction: D::In,
-            vehicle: None,
-            people: vec![p],
-        },
-        NOW,
-    );
+    let strict = Policy { fever_threshold: THRESHOLD_MIN, ..Policy::default() };
+    let p = Person { temperature: reading(37.1), ..clear(C::Resident) };
+    let d = decide(&strict, &Presentation { direction: D::In, vehicle: None, people: vec![p] }, NOW);
     assert_eq!(d.rule, Rule::FeverFirst);
 }
 
 #[test]
 fn every_mask_state() {
-    check(
-        T::Low,
-        D::In,
-        clear(C::Resident),
-        Verdict::Pass,
-        Rule::TierResident,
-    );
-    check(
-        T::Low,
-        D::In,
-        Person {
-            mask: M::NotWorn,
-            ..clear(C::Resident)
-        },
-        Verdict::Refer,
-        Rule::MaskNotWorn,
-    );
-    check(
-        T::Low,
-        D::In,
-        Person {
-            mask: M::Unchecked,
-            ..clear(C::Resident)
-        },
-        Verdict::Refer,
-        Rule::MaskUnchecked,
-    );
+    check(T::Low, D::In, clear(C::Resident), Verdict::Pass, Rule::TierResident);
+    check(T::Low, D::In, Person { mask: M::NotWorn, ..clear(C::Resident) }, Verdict::Refer, Rule::MaskNotWorn);
+    check(T::Low, D::In, Person { mask: M::Unchecked, ..clear(C::Resident) }, Verdict::Refer, Rule::MaskUnchecked);
 }
 
 #[test]
 fn quarantine_in_and_out() {
     for tier in Tier::ALL {
-        check(
-            tier,
-            D::Out,
-            Person {
-                quarantined: true,
-                ..clear(C::Resident)
-            },
-            Verdict::Deny,
-            Rule::QuarantineOut,
-        );
-        check(
-            tier,
-            D::In,
-            Person {
-                quarantined: true,
-                ..clear(C::Resident)
-            },
-            Verdict::Refer,
-            Rule::QuarantineIn,
-        );
+        check(tier, D::Out, Person { quarantined: true, ..clear(C::Resident) }, Verdict::Deny, Rule::QuarantineOut);
+        check(tier, D::In, Person { quarantined: true, ..clear(C::Resident) }, Verdict::Refer, Rule::QuarantineIn);
     }
     // An operator registers the return: then the tier table decides, and the approval is on the record.
-    let d = one(
-        T::Low,
-        D::In,
-        Person {
-            quarantined: true,
-            operator_approved: true,
-            ..clear(C::Resident)
-        },
-    );
+    let d = one(T::Low, D::In, Person { quarantined: true, operator_approved: true, ..clear(C::Resident) });
     assert_eq!((d.verdict, d.rule), (Verdict::Pass, Rule::TierResident));
     assert_eq!(d.approved, vec![Rule::QuarantineIn]);
     // Approval cannot let a quarantined person out.
-    let d = one(
-        T::Low,
-        D::Out,
-        Person {
-            quarantined: true,
-            operator_approved: true,
-            ..clear(C::Resident)
-        },
-    );
+    let d = one(T::Low, D::Out, Person { quarantined: true, operator_approved: true, ..clear(C::Resident) });
     assert_eq!(d.rule, Rule::QuarantineOut);
 }
 
 fn vehicle(tier: Tier, direction: Direction, category: Category, people: Vec<Person>) -> Decision {
     let policy = Policy::default().with_fixed_tier(tier);
-    let v = Vehicle {
-        plate: "鄂A12345".into(),
-        category,
-    };
-    decide(
-        &policy,
-        &Presentation {
-            direction,
-            vehicle: Some(v),
-            people,
-        },
-        NOW,
-    )
+    let v = Vehicle { plate: "鄂A12345".into(), category };
+    decide(&policy, &Presentation { direction, vehicle: Some(v), people }, NOW)
 }
 
 #[test]
 fn vehicles() {
     let ok = clear(C::Resident);
-    let red = Person {
-        code: S::Red,
-        ..clear(C::Resident)
-    };
-    let unmasked = Person {
-        mask: M::NotWorn,
-        ..clear(C::Resident)
-    };
+    let red = Person { code: S::Red, ..clear(C::Resident) };
+    let unmasked = Person { mask: M::NotWorn, ..clear(C::Resident) };
     let d = vehicle(T::Low, D::In, C::Resident, vec![ok.clone(), ok.clone()]);
     assert_eq!((d.verdict, d.rule), (Verdict::Pass, Rule::VehiclePass));
     let d = vehicle(T::Low, D::In, C::Resident, vec![ok.clone(), red.clone()]);
-    assert_eq!(
-        (d.verdict, d.rule),
-        (Verdict::Deny, Rule::VehicleOccupantDenied)
-    );
+    assert_eq!((d.verdict, d.rule), (Verdict::Deny, Rule::VehicleOccupantDenied));
     assert_eq!(d.people[0].verdict, Verdict::Pass);
     assert_eq!(d.people[1].rule, Rule::CodeRed);
     let d = vehicle(T::Low, D::In, C::Resident, vec![ok.clone(), unmasked]);
-    assert_eq!(
-        (d.verdict, d.rule),
-        (Verdict::Refer, Rule::VehicleOccupantReferred)
-    );
+    assert_eq!((d.verdict, d.rule), (Verdict::Refer, Rule::VehicleOccupantReferred));
     // Category by tier.
     let svc = clear(C::Service);
     for (tier, cat, allowed) in [
@@ -734,63 +309,24 @@ fn vehicles() {
         (T::High, C::WorkResumption, false),
     ] {
         let d = vehicle(tier, D::In, cat, vec![svc.clone()]);
-        let want = if allowed {
-            Rule::VehiclePass
-        } else {
-            Rule::VehicleCategoryNotAllowed
-        };
+        let want = if allowed { Rule::VehiclePass } else { Rule::VehicleCategoryNotAllowed };
         assert_eq!(d.rule, want, "{tier:?} {cat:?}");
     }
     // An emergency vehicle always passes, whoever is in it.
     for tier in Tier::ALL {
-        let d = vehicle(
-            tier,
-            D::In,
-            C::Emergency,
-            vec![red.clone(), Person::unknown(C::Visitor)],
-        );
+        let d = vehicle(tier, D::In, C::Emergency, vec![red.clone(), Person::unknown(C::Visitor)]);
         assert_eq!((d.verdict, d.rule), (Verdict::Pass, Rule::VehicleEmergency));
-        assert!(
-            d.people
-                .iter()
-                .all(|p| p.flagged && p.verdict == Verdict::Pass)
-        );
+        assert!(d.people.iter().all(|p| p.flagged && p.verdict == Verdict::Pass));
     }
     // Missing plate, no occupants.
     let policy = Policy::default();
-    let v = Vehicle {
-        plate: " ".into(),
-        category: C::Resident,
-    };
-    let d = decide(
-        &policy,
-        &Presentation {
-            direction: D::In,
-            vehicle: Some(v.clone()),
-            people: vec![ok.clone()],
-        },
-        NOW,
-    );
+    let v = Vehicle { plate: " ".into(), category: C::Resident };
+    let d =
+        decide(&policy, &Presentation { direction: D::In, vehicle: Some(v.clone()), people: vec![ok.clone()] }, NOW);
     assert_eq!(d.rule, Rule::VehiclePlateMissing);
-    let d = decide(
-        &policy,
-        &Presentation {
-            direction: D::In,
-            vehicle: Some(v),
-            people: vec![],
-        },
-        NOW,
-    );
+    let d = decide(&policy, &Presentation { direction: D::In, vehicle: Some(v), people: vec![] }, NOW);
     assert_eq!(d.rule, Rule::VehicleNoOccupants);
-    let d = decide(
-        &policy,
-        &Presentation {
-            direction: D::In,
-            vehicle: None,
-            people: vec![],
-        },
-        NOW,
-    );
+    let d = decide(&policy, &Presentation { direction: D::In, vehicle: None, people: vec![] }, NOW);
     assert_eq!((d.verdict, d.rule), (Verdict::Refer, Rule::NobodyPresented));
 }
 
@@ -799,47 +335,19 @@ fn a_group_on_foot_is_as_strict_as_its_strictest_member() {
     let policy = Policy::default();
     let people = vec![
         clear(C::Resident),
-        Person {
-            mask: M::NotWorn,
-            ..clear(C::Resident)
-        },
-        Person {
-            code: S::Yellow,
-            ..clear(C::Resident)
-        },
+        Person { mask: M::NotWorn, ..clear(C::Resident) },
+        Person { code: S::Yellow, ..clear(C::Resident) },
     ];
-    let d = decide(
-        &policy,
-        &Presentation {
-            direction: D::In,
-            vehicle: None,
-            people,
-        },
-        NOW,
-    );
+    let d = decide(&policy, &Presentation { direction: D::In, vehicle: None, people }, NOW);
     assert_eq!((d.verdict, d.rule), (Verdict::Deny, Rule::CodeYellow));
     assert!(d.actions.contains(&Action::PutOnMask));
 }
 
 #[test]
 fn a_refer_lists_everything_the_operator_can_fix_at_once() {
-    let d = one(
-        T::Low,
-        D::In,
-        Person {
-            temperature: None,
-            mask: M::Unchecked,
-            ..clear(C::Resident)
-        },
-    );
-    assert_eq!(
-        d.reasons,
-        vec![Rule::TemperatureMissing, Rule::MaskUnchecked]
-    );
-    assert_eq!(
-        d.actions,
-        vec![Action::MeasureTemperature, Action::ConfirmMask]
-    );
+    let d = one(T::Low, D::In, Person { temperature: None, mask: M::Unchecked, ..clear(C::Resident) });
+    assert_eq!(d.reasons, vec![Rule::TemperatureMissing, Rule::MaskUnchecked]);
+    assert_eq!(d.actions, vec![Action::MeasureTemperature, Action::ConfirmMask]);
 }
 
 #[test]
@@ -847,22 +355,12 @@ fn decisions_record_tier_and_policy_version_in_force() {
     let policy = Policy {
         version: "v7".into(),
         tiers: vec![
-            TierChange {
-                tier: T::Low,
-                effective: Timestamp(0),
-            },
-            TierChange {
-                tier: T::High,
-                effective: NOW.plus_ms(1),
-            },
+            TierChange { tier: T::Low, effective: Timestamp(0) },
+            TierChange { tier: T::High, effective: NOW.plus_ms(1) },
         ],
         ..Policy::default()
     };
-    let pres = Presentation {
-        direction: D::In,
-        vehicle: None,
-        people: vec![clear(C::Resident)],
-    };
+    let pres = Presentation { direction: D::In, vehicle: None, people: vec![clear(C::Resident)] };
     let before = decide(&policy, &pres, NOW);
     let after = decide(&policy, &pres, NOW.plus_ms(1));
     assert_eq!((before.tier, before.verdict), (T::Low, Verdict::Pass));
@@ -872,17 +370,8 @@ fn decisions_record_tier_and_policy_version_in_force() {
 
 // --- exhaustive sweep and properties -------------------------------------------------------------------------------
 
-const TEMPS: [Option<f64>; 9] = [
-    None,
-    Some(33.99),
-    Some(34.0),
-    Some(36.5),
-    Some(37.29),
-    Some(37.3),
-    Some(38.5),
-    Some(42.5),
-    Some(42.51),
-];
+const TEMPS: [Option<f64>; 9] =
+    [None, Some(33.99), Some(34.0), Some(36.5), Some(37.29), Some(37.3), Some(38.5), Some(42.5), Some(42.51)];
 
 fn valid_credential(p: &Person) -> bool {
     match p.identity {

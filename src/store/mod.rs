@@ -148,62 +148,40 @@ pub struct Store {
 impl Store {
     /// Open (creating if needed), set WAL and `synchronous=FULL`, and migrate.
     pub fn open(path: &Path, gate_id: &str) -> Result<Store, StoreError> {
-        let e = |source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
+        let e = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent() {
             // A missing directory surfaces as SQLite's "unable to open" below, with the path.
             let _ = std::fs::create_dir_all(dir);
         }
         let mut conn = Connection::open(path).map_err(e)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(e)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(e)?;
         // Migrate under a write lock, reading the version inside it: another process (a report command, a second
         // start) may be opening the same file at the same moment.
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(e)?;
-        let version: i64 = tx
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(e)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(e)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(e)?;
         for sql in MIGRATIONS.iter().skip(version as usize) {
             tx.execute_batch(sql).map_err(e)?;
         }
         if (version as usize) < MIGRATIONS.len() {
-            tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
-                .map_err(e)?;
+            tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64).map_err(e)?;
         }
         tx.commit().map_err(e)?;
-        Ok(Store {
-            conn,
-            path: path.to_path_buf(),
-            gate_id: gate_id.to_string(),
-        })
+        Ok(Store { conn, path: path.to_path_buf(), gate_id: gate_id.to_string() })
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        StoreError::Sqlite { path: self.path.clone(), source }
     }
 
     /// Insert an outcome and commit it durably. Returns its sequence number.
     pub fn insert_entry(&mut self, o: &Outcome) -> Result<i64, StoreError> {
         let d = &o.decision;
         let pd = d.people.first();
-        let gate_action = if d.verdict == Verdict::Pass {
-            GateAction::OpenPending
-        } else {
-            GateAction::KeptClosed
-        };
-        let reasons = pd
-            .map(|p| p.reasons.iter().map(|r| r.id()).collect::<Vec<_>>())
-            .unwrap_or_default();
+        let gate_action = if d.verdict == Verdict::Pass { GateAction::OpenPending } else { GateAction::KeptClosed };
+        let reasons = pd.map(|p| p.reasons.iter().map(|r| r.id()).collect::<Vec<_>>()).unwrap_or_default();
         let actions = serde_json::to_string(&d.actions).unwrap_or_else(|_| "[]".into());
         let musts = pd.map_or(serde_json::Value::Null, |p| {
             let mut m = serde_json::to_value(p.musts).unwrap_or(serde_json::Value::Null);
@@ -258,10 +236,7 @@ impl Store {
     /// Record what the gate did for an entry.
     pub fn set_gate_action(&mut self, seq: i64, action: GateAction) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "UPDATE entries SET gate_action = ?1 WHERE seq = ?2",
-                params![action.as_str(), seq],
-            )
+            .execute("UPDATE entries SET gate_action = ?1 WHERE seq = ?2", params![action.as_str(), seq])
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -269,10 +244,7 @@ impl Store {
     /// Append to the journal (start, stop, device faults, policy changes).
     pub fn journal(&mut self, at: Timestamp, kind: &str, detail: &str) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "INSERT INTO journal (at_ms, kind, detail) VALUES (?1, ?2, ?3)",
-                params![at.0, kind, detail],
-            )
+            .execute("INSERT INTO journal (at_ms, kind, detail) VALUES (?1, ?2, ?3)", params![at.0, kind, detail])
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -325,13 +297,8 @@ impl Store {
 
     /// Journal lines (kind, detail) in order.
     pub fn journal_lines(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT kind, detail FROM journal ORDER BY id")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.err(e))?;
+        let mut stmt = self.conn.prepare("SELECT kind, detail FROM journal ORDER BY id").map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 }
@@ -352,53 +319,42 @@ impl StoreHandle {
     /// Move `store` onto a thread of its own.
     pub fn spawn(mut store: Store) -> std::io::Result<(StoreHandle, std::thread::JoinHandle<()>)> {
         let (tx, mut rx) = mpsc::channel::<Request>(256);
-        let join = std::thread::Builder::new()
-            .name("store".into())
-            .spawn(move || {
-                while let Some(req) = rx.blocking_recv() {
-                    match req {
-                        Request::Insert(o, reply) => {
-                            let _ = reply.send(store.insert_entry(&o));
-                        }
-                        Request::GateAction(seq, a, reply) => {
-                            let _ = reply.send(store.set_gate_action(seq, a));
-                        }
-                        Request::Journal(at, kind, detail) => {
-                            if let Err(e) = store.journal(at, &kind, &detail) {
-                                tracing::error!(error = %e, "journal write failed");
-                            }
+        let join = std::thread::Builder::new().name("store".into()).spawn(move || {
+            while let Some(req) = rx.blocking_recv() {
+                match req {
+                    Request::Insert(o, reply) => {
+                        let _ = reply.send(store.insert_entry(&o));
+                    }
+                    Request::GateAction(seq, a, reply) => {
+                        let _ = reply.send(store.set_gate_action(seq, a));
+                    }
+                    Request::Journal(at, kind, detail) => {
+                        if let Err(e) = store.journal(at, &kind, &detail) {
+                            tracing::error!(error = %e, "journal write failed");
                         }
                     }
                 }
-            })?;
+            }
+        })?;
         Ok((StoreHandle { tx }, join))
     }
 
     /// Insert and commit durably.
     pub async fn insert(&self, o: Outcome) -> Result<i64, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Insert(Box::new(o), reply))
-            .await
-            .map_err(|_| StoreError::Stopped)?;
+        self.tx.send(Request::Insert(Box::new(o), reply)).await.map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
     /// Record what the gate did.
     pub async fn set_gate_action(&self, seq: i64, a: GateAction) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::GateAction(seq, a, reply))
-            .await
-            .map_err(|_| StoreError::Stopped)?;
+        self.tx.send(Request::GateAction(seq, a, reply)).await.map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
     /// Append to the journal (fire and forget).
     pub async fn journal(&self, at: Timestamp, kind: &str, detail: impl Into<String>) {
-        let _ = self
-            .tx
-            .send(Request::Journal(at, kind.to_string(), detail.into()))
-            .await;
+        let _ = self.tx.send(Request::Journal(at, kind.to_string(), detail.into())).await;
     }
 }

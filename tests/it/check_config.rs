@@ -46,51 +46,22 @@ fn with(section_edit: impl Fn(&str) -> String) -> String {
 
 #[test]
 fn the_shipped_configs_are_valid() {
-    let out = run(&[
-        "check-config",
-        repo().join("config/demo.toml").to_str().unwrap(),
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(&["check-config", repo().join("config/demo.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("demo-east-gate"));
-    let out = run(&[
-        "check-config",
-        repo().join("config/gate.example.toml").to_str().unwrap(),
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(&["check-config", repo().join("config/gate.example.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(check(BASE).0, Some(0));
 }
 
 #[test]
 fn ten_broken_files_give_ten_distinct_readable_errors() {
     let cases: Vec<(&str, String, &str)> = vec![
-        (
-            "wrong type",
-            with(|b| b.replace("id = \"g1\"", "id = 42")),
-            "invalid type",
-        ),
-        (
-            "unknown key",
-            with(|b| b.replace("[gate]\n", "[gate]\ncolour = \"red\"\n")),
-            "unknown field `colour`",
-        ),
+        ("wrong type", with(|b| b.replace("id = \"g1\"", "id = 42")), "invalid type"),
+        ("unknown key", with(|b| b.replace("[gate]\n", "[gate]\ncolour = \"red\"\n")), "unknown field `colour`"),
         (
             "missing section",
-            with(|b| {
-                b.replace(
-                    "[gate]\nid = \"g1\"\ncommunity = \"c1\"\nstate_dir = \"state\"\n",
-                    "",
-                )
-            }),
+            with(|b| b.replace("[gate]\nid = \"g1\"\ncommunity = \"c1\"\nstate_dir = \"state\"\n", "")),
             "missing section `[gate]`",
         ),
         (
@@ -105,19 +76,10 @@ fn ten_broken_files_give_ten_distinct_readable_errors() {
         ),
         (
             "negative grace",
-            with(|b| {
-                b.replace(
-                    "state_dir = \"state\"",
-                    "state_dir = \"state\"\nshutdown_grace_ms = -1",
-                )
-            }),
+            with(|b| b.replace("state_dir = \"state\"", "state_dir = \"state\"\nshutdown_grace_ms = -1")),
             "`gate.shutdown_grace_ms` = -1",
         ),
-        (
-            "bad gate id",
-            with(|b| b.replace("id = \"g1\"", "id = \"东门 1\"")),
-            "`gate.id`",
-        ),
+        ("bad gate id", with(|b| b.replace("id = \"g1\"", "id = \"东门 1\"")), "`gate.id`"),
         (
             "state dir is a file",
             with(|b| b.replace("state_dir = \"state\"", "state_dir = \"a-file\"")),
@@ -133,11 +95,7 @@ fn ten_broken_files_give_ten_distinct_readable_errors() {
             with(|b| b.replace("[script]\nfile = \"scenario.toml\"\n", "")),
             "missing section `[script]`",
         ),
-        (
-            "syntax error",
-            with(|b| b.replace("[devices.gate]", "[devices.gate")),
-            "TOML parse error",
-        ),
+        ("syntax error", with(|b| b.replace("[devices.gate]", "[devices.gate")), "TOML parse error"),
         (
             "relay pulse",
             with(|b| b.replace("backend = \"sim\"", "backend = \"sim\"\npulse_ms = 60000")),
@@ -150,12 +108,7 @@ fn ten_broken_files_give_ten_distinct_readable_errors() {
         ),
         (
             "bad speed",
-            with(|b| {
-                b.replace(
-                    "file = \"scenario.toml\"",
-                    "file = \"scenario.toml\"\nspeed = 0",
-                )
-            }),
+            with(|b| b.replace("file = \"scenario.toml\"", "file = \"scenario.toml\"\nspeed = 0")),
             "`script.speed`",
         ),
     ];
@@ -163,15 +116,9 @@ fn ten_broken_files_give_ten_distinct_readable_errors() {
     for (what, config, needle) in &cases {
         let (code, err) = check(config);
         assert_eq!(code, Some(2), "{what}: {err}");
-        assert!(
-            err.contains(needle),
-            "{what}: expected {needle:?} in:\n{err}"
-        );
+        assert!(err.contains(needle), "{what}: expected {needle:?} in:\n{err}");
         let body: String = err.lines().skip(1).collect::<Vec<_>>().join("\n");
-        assert!(
-            seen.insert(body),
-            "{what}: the same message as another case"
-        );
+        assert!(seen.insert(body), "{what}: the same message as another case");
     }
     assert!(cases.len() >= 10);
 }
@@ -181,27 +128,12 @@ fn over_control_is_refused_with_the_bound_it_broke() {
     let cases: &[(&str, &str)] = &[
         ("fever_threshold = 36.9", "below 37.0"),
         ("fever_threshold = 37.6", "above 37.5"),
-        (
-            "emergency_lane = false",
-            "emergency lane cannot be disabled",
-        ),
+        ("emergency_lane = false", "emergency lane cannot be disabled"),
         ("require_mask = false", "口罩必戴"),
-        (
-            "temperature_range = [35.0, 42.5]",
-            "policy.temperature_range",
-        ),
-        (
-            "require_code_with_pass = true",
-            "stands in for the health code",
-        ),
-        (
-            "registration_fields = [\"name\", \"work_unit\"]",
-            "`work_unit` may not be demanded",
-        ),
-        (
-            "registration_fields = [\"name\", \"travel_history\"]",
-            "`travel_history` may not be demanded",
-        ),
+        ("temperature_range = [35.0, 42.5]", "policy.temperature_range"),
+        ("require_code_with_pass = true", "stands in for the health code"),
+        ("registration_fields = [\"name\", \"work_unit\"]", "`work_unit` may not be demanded"),
+        ("registration_fields = [\"name\", \"travel_history\"]", "`travel_history` may not be demanded"),
         (
             "[[policy.rule]]\ntier = \"low\"\ncategory = \"resident\"\nverdict = \"deny\"",
             "denies residents in low tier",
@@ -210,10 +142,7 @@ fn over_control_is_refused_with_the_bound_it_broke() {
             "[[policy.rule]]\ntier = \"medium\"\ncategory = \"resident\"\nverdict = \"deny\"",
             "denies residents in medium tier",
         ),
-        (
-            "[[policy.rule]]\ntier = \"low\"\ncategory = \"emergency\"\nverdict = \"deny\"",
-            "emergency lane passes",
-        ),
+        ("[[policy.rule]]\ntier = \"low\"\ncategory = \"emergency\"\nverdict = \"deny\"", "emergency lane passes"),
         (
             "[[policy.rule]]\ntier = \"low\"\ncategory = \"work_resumption\"\ndirection = \"in\"\nverdict = \"refer\"",
             "makes low tier, work_resumption, going in a refer where the guidance says pass",
@@ -222,10 +151,7 @@ fn over_control_is_refused_with_the_bound_it_broke() {
             "[[policy.rule]]\ntier = \"medium\"\ncategory = \"visitor\"\ndirection = \"in\"\nverdict = \"pass\"",
             "street office changes",
         ),
-        (
-            "[policy.vehicle_categories]\nlow = [\"resident\"]",
-            "leaves out visitor vehicles",
-        ),
+        ("[policy.vehicle_categories]\nlow = [\"resident\"]", "leaves out visitor vehicles"),
     ];
     let mut seen = HashSet::new();
     for (policy, needle) in cases {
@@ -236,18 +162,9 @@ fn over_control_is_refused_with_the_bound_it_broke() {
         };
         let (code, err) = check(&format!("{BASE}\n{section}\n"));
         assert_eq!(code, Some(2), "{policy}: {err}");
-        assert!(
-            err.contains(needle),
-            "{policy}: expected {needle:?} in:\n{err}"
-        );
-        assert!(
-            err.contains("guidance") || err.contains("DESIGN.md"),
-            "{policy}: cites the guidance: {err}"
-        );
-        assert!(
-            seen.insert(err.lines().skip(1).collect::<String>()),
-            "{policy}: message repeated"
-        );
+        assert!(err.contains(needle), "{policy}: expected {needle:?} in:\n{err}");
+        assert!(err.contains("guidance") || err.contains("DESIGN.md"), "{policy}: cites the guidance: {err}");
+        assert!(seen.insert(err.lines().skip(1).collect::<String>()), "{policy}: message repeated");
     }
     assert!(cases.len() >= 10);
 }

@@ -8,12 +8,9 @@ use serde_json::Value;
 use crate::util::run;
 
 fn qr_png(dir: &Path, name: &str, text: &str) -> String {
-    let bc = zxingcpp::create(zxingcpp::BarcodeFormat::QRCode)
-        .from_str(text)
-        .unwrap();
+    let bc = zxingcpp::create(zxingcpp::BarcodeFormat::QRCode).from_str(text).unwrap();
     let img = bc.to_image_with(&zxingcpp::write().scale(4)).unwrap();
-    let gray =
-        image::GrayImage::from_raw(img.width() as u32, img.height() as u32, img.data()).unwrap();
+    let gray = image::GrayImage::from_raw(img.width() as u32, img.height() as u32, img.data()).unwrap();
     let path = dir.join(name);
     gray.save(&path).unwrap();
     path.to_str().unwrap().to_string()
@@ -24,26 +21,14 @@ fn scan_prints_one_json_line_per_image_and_exits_2_on_an_unreadable_file() {
     let dir = tempfile::tempdir().unwrap();
     let a = qr_png(dir.path(), "a.png", "HC-TOKEN-ABC123");
     let blank = dir.path().join("blank.png");
-    image::GrayImage::from_pixel(80, 60, image::Luma([255]))
-        .save(&blank)
-        .unwrap();
+    image::GrayImage::from_pixel(80, 60, image::Luma([255])).save(&blank).unwrap();
     let junk = dir.path().join("junk.png");
     std::fs::write(&junk, b"not an image").unwrap();
     for decoder in ["zxing", "rqrr"] {
-        let out = run(&[
-            "code",
-            "scan",
-            "--decoder",
-            decoder,
-            &a,
-            blank.to_str().unwrap(),
-        ]);
+        let out = run(&["code", "scan", "--decoder", decoder, &a, blank.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(0), "{decoder}");
-        let lines: Vec<Value> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<Value> =
+            String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["file"], a.as_str());
         assert_eq!(lines[0]["codes"], serde_json::json!(["HC-TOKEN-ABC123"]));
@@ -53,24 +38,13 @@ fn scan_prints_one_json_line_per_image_and_exits_2_on_an_unreadable_file() {
     let out = run(&["code", "scan", &a, junk.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        text.lines().count(),
-        2,
-        "a line for every image, the bad one with an error"
-    );
+    assert_eq!(text.lines().count(), 2, "a line for every image, the bad one with an error");
     assert!(text.lines().nth(1).unwrap().contains("\"error\""));
-    assert_eq!(
-        run(&["code", "scan", "--decoder", "magic", &a])
-            .status
-            .code(),
-        Some(2)
-    );
+    assert_eq!(run(&["code", "scan", "--decoder", "magic", &a]).status.code(), Some(2));
 }
 
 fn vector(rel: &str) -> Option<Value> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/testdata/dcc")
-        .join(rel);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/dcc").join(rel);
     match std::fs::read_to_string(&p) {
         Ok(t) => Some(serde_json::from_str(&t).unwrap()),
         Err(_) => {
@@ -81,9 +55,7 @@ fn vector(rel: &str) -> Option<Value> {
 }
 
 fn verify(v: &Value, dir: &Path, at: &str) -> (Option<i32>, Value) {
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(v["TESTCTX"]["CERTIFICATE"].as_str().unwrap())
-        .unwrap();
+    let der = base64::engine::general_purpose::STANDARD.decode(v["TESTCTX"]["CERTIFICATE"].as_str().unwrap()).unwrap();
     let cert = dir.join("signer.der");
     std::fs::write(&cert, der).unwrap();
     let out = run(&[
@@ -108,42 +80,21 @@ fn verify_reports_the_format_validity_and_failing_stage() {
     };
     let (code, v) = verify(&ok, dir.path(), "2021-06-01T00:00:00Z");
     assert_eq!(
-        (
-            code,
-            v["format"].as_str(),
-            v["valid"].as_bool(),
-            v["stage"].as_str()
-        ),
+        (code, v["format"].as_str(), v["valid"].as_bool(), v["stage"].as_str()),
         (Some(0), Some("dcc"), Some(true), Some("ok"))
     );
-    assert!(
-        !v["holder"].as_str().unwrap().contains("MUSTERFRAU"),
-        "the holder is masked"
-    );
+    assert!(!v["holder"].as_str().unwrap().contains("MUSTERFRAU"), "the holder is masked");
     let (code, v) = verify(&ok, dir.path(), "2030-01-01T00:00:00Z");
     assert_eq!((code, v["stage"].as_str()), (Some(1), Some("expired")));
     let (code, v) = verify(&ok, dir.path(), "2020-01-01T00:00:00Z");
-    assert_eq!(
-        (code, v["stage"].as_str()),
-        (Some(1), Some("not_yet_valid"))
-    );
+    assert_eq!((code, v["stage"].as_str()), (Some(1), Some("not_yet_valid")));
     if let Some(bad_sig) = vector("common/2DCode/raw/CO5.json") {
-        let at = bad_sig["TESTCTX"]["VALIDATIONCLOCK"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let at = bad_sig["TESTCTX"]["VALIDATIONCLOCK"].as_str().unwrap().to_string();
         let (code, v) = verify(&bad_sig, dir.path(), &at);
-        assert_eq!(
-            (code, v["stage"].as_str()),
-            (Some(1), Some("signature")),
-            "{v}"
-        );
+        assert_eq!((code, v["stage"].as_str()), (Some(1), Some("signature")), "{v}");
     }
     if let Some(wrong_kid) = vector("common/2DCode/raw/CO22.json") {
-        let at = wrong_kid["TESTCTX"]["VALIDATIONCLOCK"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let at = wrong_kid["TESTCTX"]["VALIDATIONCLOCK"].as_str().unwrap().to_string();
         let (code, v) = verify(&wrong_kid, dir.path(), &at);
         assert_eq!((code, v["stage"].as_str()), (Some(1), Some("kid")), "{v}");
     }
@@ -158,35 +109,12 @@ fn verify_handles_garbage_images_and_usage_errors() {
     let out = run(&["code", "verify", "--text", "https://example.invalid/qr?t=1"]);
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        (v["format"].as_str(), v["valid"].as_bool()),
-        (Some("unknown"), Some(false))
-    );
+    assert_eq!((v["format"].as_str(), v["valid"].as_bool()), (Some("unknown"), Some(false)));
     let img = qr_png(dir.path(), "g.png", "HC1:NOT-BASE45-@@@");
     let out = run(&["code", "verify", "--image", &img]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        (out.status.code(), v["stage"].as_str()),
-        (Some(1), Some("base45"))
-    );
-    assert_eq!(
-        run(&[
-            "code",
-            "verify",
-            "--text",
-            "x",
-            "--trust",
-            "/nonexistent.der"
-        ])
-        .status
-        .code(),
-        Some(2)
-    );
-    assert_eq!(
-        run(&["code", "verify", "--text", "x", "--at", "tomorrow"])
-            .status
-            .code(),
-        Some(2)
-    );
+    assert_eq!((out.status.code(), v["stage"].as_str()), (Some(1), Some("base45")));
+    assert_eq!(run(&["code", "verify", "--text", "x", "--trust", "/nonexistent.der"]).status.code(), Some(2));
+    assert_eq!(run(&["code", "verify", "--text", "x", "--at", "tomorrow"]).status.code(), Some(2));
     assert_eq!(run(&["code", "verify"]).status.code(), Some(2));
 }

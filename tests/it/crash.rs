@@ -26,25 +26,15 @@ fn scenario() -> String {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 33) % below
     }
 }
 
 #[test]
 fn sigkill_at_random_moments_loses_no_gate_opening_and_never_corrupts() {
-    let gate = Gate::new(
-        &scenario(),
-        "speed = 40\nrepeat = true",
-        "session_timeout_secs = 2",
-    );
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let gate = Gate::new(&scenario(), "speed = 40\nrepeat = true", "session_timeout_secs = 2");
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let mut rng = Lcg(seed);
     let kills_wanted = 200;
     let budget = Duration::from_secs(120);
@@ -62,15 +52,10 @@ fn sigkill_at_random_moments_loses_no_gate_opening_and_never_corrupts() {
         child.wait().unwrap();
         kills += 1;
 
-        let db = Connection::open_with_flags(gate.db(), OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .expect("db opens");
-        let check: String = db
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
+        let db = Connection::open_with_flags(gate.db(), OpenFlags::SQLITE_OPEN_READ_WRITE).expect("db opens");
+        let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
         assert_eq!(check, "ok", "after kill {kills} (seed {seed})");
-        let mut stmt = db
-            .prepare("SELECT seq, verdict, gate_action FROM entries ORDER BY seq")
-            .unwrap();
+        let mut stmt = db.prepare("SELECT seq, verdict, gate_action FROM entries ORDER BY seq").unwrap();
         let rows: HashMap<i64, (String, String)> = stmt
             .query_map([], |r| Ok((r.get::<_, i64>(0)?, (r.get(1)?, r.get(2)?))))
             .unwrap()
@@ -84,18 +69,13 @@ fn sigkill_at_random_moments_loses_no_gate_opening_and_never_corrupts() {
         for seq in &opens {
             match rows.get(seq) {
                 Some((verdict, _)) => assert_eq!(verdict, "pass", "seq {seq} opened the gate"),
-                None => panic!(
-                    "gate opened for seq {seq} with no entry row (kill {kills}, seed {seed})"
-                ),
+                None => panic!("gate opened for seq {seq} with no entry row (kill {kills}, seed {seed})"),
             }
         }
         // And the other way: a row that says the gate opened is in the gate log.
         for (seq, (_, action)) in &rows {
             if action == "opened" {
-                assert!(
-                    opens.contains(seq),
-                    "row {seq} says opened but the gate log has no opening"
-                );
+                assert!(opens.contains(seq), "row {seq} says opened but the gate log has no opening");
             }
         }
         rows_checked = rows.len();
@@ -106,12 +86,6 @@ fn sigkill_at_random_moments_loses_no_gate_opening_and_never_corrupts() {
          integrity ok every time (seed {seed})",
         started.elapsed().as_secs_f64()
     );
-    assert!(
-        kills >= kills_wanted,
-        "only {kills} kills within the time budget"
-    );
-    assert!(
-        openings > 50,
-        "the stream must actually open the gate ({openings})"
-    );
+    assert!(kills >= kills_wanted, "only {kills} kills within the time budget");
+    assert!(openings > 50, "the stream must actually open the gate ({openings})");
 }

@@ -16,10 +16,7 @@ fn root() -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        eprintln!(
-            "skipped: {} is absent (the shared test data sits beside the repo; CI has it)",
-            p.display()
-        );
+        eprintln!("skipped: {} is absent (the shared test data sits beside the repo; CI has it)", p.display());
         None
     }
 }
@@ -41,9 +38,7 @@ fn vectors(root: &Path) -> Vec<PathBuf> {
 }
 
 fn b64(s: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .ok()
+    base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()
 }
 
 fn hexd(v: &J) -> Option<Vec<u8>> {
@@ -54,13 +49,9 @@ fn hexd(v: &J) -> Option<Vec<u8>> {
 fn json_eq(a: &J, b: &J) -> bool {
     match (a, b) {
         (J::Number(x), J::Number(y)) => x.as_f64() == y.as_f64(),
-        (J::Array(x), J::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
-        }
+        (J::Array(x), J::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
         (J::Object(x), J::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -83,8 +74,7 @@ impl Tally {
     fn check(&mut self, file: &str, flag: &str, expected: bool, got: Result<(), String>) {
         self.checks += 1;
         if expected != got.is_ok() {
-            self.mismatches
-                .push(format!("{file}: {flag} expected {expected}, got {got:?}"));
+            self.mismatches.push(format!("{file}: {flag} expected {expected}, got {got:?}"));
         }
     }
 }
@@ -95,10 +85,7 @@ fn every_expected_flag_of_every_vector_agrees() {
     let files = vectors(&root);
     assert!(files.len() >= 100, "found {} vectors", files.len());
     let decoder = DecoderKind::Zxing.decoder();
-    let mut t = Tally {
-        checks: 0,
-        mismatches: Vec::new(),
-    };
+    let mut t = Tally { checks: 0, mismatches: Vec::new() };
     for path in &files {
         let name = path.strip_prefix(&root).unwrap().display().to_string();
         let v: J = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -106,41 +93,30 @@ fn every_expected_flag_of_every_vector_agrees() {
         let flag = |k: &str| exp.get(k).and_then(J::as_bool);
         let prefix = v["PREFIX"].as_str().unwrap_or("");
         let ctx = &v["TESTCTX"];
-        let clock = ctx["VALIDATIONCLOCK"]
-            .as_str()
-            .and_then(Timestamp::parse_rfc3339);
-        let signer = ctx["CERTIFICATE"]
-            .as_str()
-            .and_then(b64)
-            .map(|der| Signer::from_der(&der));
+        let clock = ctx["VALIDATIONCLOCK"].as_str().and_then(Timestamp::parse_rfc3339);
+        let signer = ctx["CERTIFICATE"].as_str().and_then(b64).map(|der| Signer::from_der(&der));
 
         if let (Some(e), Some(png)) = (flag("EXPECTEDPICTUREDECODE"), v["2DCODE"].as_str()) {
             let got = b64(png)
                 .and_then(|bytes| image::load_from_memory(&bytes).ok())
                 .map(|img| decoder.decode(&img.into_luma8()).unwrap_or_default())
                 .ok_or_else(|| "not an image".to_string())
-                .and_then(|codes| {
-                    if codes.iter().any(|c| c == prefix) {
-                        Ok(())
-                    } else {
-                        Err(format!("read {codes:?}"))
-                    }
-                });
+                .and_then(
+                    |codes| {
+                        if codes.iter().any(|c| c == prefix) { Ok(()) } else { Err(format!("read {codes:?}")) }
+                    },
+                );
             t.check(&name, "EXPECTEDPICTUREDECODE", e, got);
         }
         if let Some(e) = flag("EXPECTEDUNPREFIX") {
-            let got = dcc::unprefix(prefix)
-                .map_err(|e| e.to_string())
-                .and_then(|rest| match v["BASE45"].as_str() {
-                    Some(b) if b != rest => Err("differs from BASE45".into()),
-                    _ => Ok(()),
-                });
+            let got = dcc::unprefix(prefix).map_err(|e| e.to_string()).and_then(|rest| match v["BASE45"].as_str() {
+                Some(b) if b != rest => Err("differs from BASE45".into()),
+                _ => Ok(()),
+            });
             t.check(&name, "EXPECTEDUNPREFIX", e, got);
         }
-        let b45_input = v["BASE45"]
-            .as_str()
-            .map(str::to_string)
-            .or_else(|| dcc::unprefix(prefix).ok().map(str::to_string));
+        let b45_input =
+            v["BASE45"].as_str().map(str::to_string).or_else(|| dcc::unprefix(prefix).ok().map(str::to_string));
         if let Some(e) = flag("EXPECTEDB45DECODE") {
             let got = b45_input
                 .as_deref()
@@ -152,11 +128,8 @@ fn every_expected_flag_of_every_vector_agrees() {
                 });
             t.check(&name, "EXPECTEDB45DECODE", e, got);
         }
-        let compressed = hexd(&v["COMPRESSED"]).or_else(|| {
-            b45_input
-                .as_deref()
-                .and_then(|s| dcc::base45_decode(s).ok())
-        });
+        let compressed =
+            hexd(&v["COMPRESSED"]).or_else(|| b45_input.as_deref().and_then(|s| dcc::base45_decode(s).ok()));
         if let Some(e) = flag("EXPECTEDCOMPRESSION") {
             let got = compressed
                 .as_deref()
@@ -168,8 +141,7 @@ fn every_expected_flag_of_every_vector_agrees() {
                 });
             t.check(&name, "EXPECTEDCOMPRESSION", e, got);
         }
-        let cose_bytes = hexd(&v["COSE"])
-            .or_else(|| compressed.as_deref().and_then(|c| dcc::decompress(c).ok()));
+        let cose_bytes = hexd(&v["COSE"]).or_else(|| compressed.as_deref().and_then(|c| dcc::decompress(c).ok()));
         let cose = cose_bytes.as_deref().map(dcc::parse_cose);
         let cwt = match &cose {
             Some(Ok(c)) => Some(dcc::parse_cwt(&c.payload)),
@@ -200,27 +172,14 @@ fn every_expected_flag_of_every_vector_agrees() {
         // ES 201–203 spell it EXPTECTEDEXPIRED; their clock lies inside iat..exp, so it is EXPECTEDEXPIRATIONCHECK.
         let expired_flag = flag("EXPECTEDEXPIRATIONCHECK").or_else(|| flag("EXPTECTEDEXPIRED"));
         if let (Some(e), Some(Ok(cwt)), Some(clock)) = (expired_flag, &cwt, clock) {
-            t.check(
-                &name,
-                "EXPECTEDEXPIRATIONCHECK",
-                e,
-                dcc::check_time(cwt, clock).map_err(|e| e.to_string()),
-            );
+            t.check(&name, "EXPECTEDEXPIRATIONCHECK", e, dcc::check_time(cwt, clock).map_err(|e| e.to_string()));
         }
         if let (Some(e), Some(Ok(cwt)), Some(Ok(s))) = (flag("EXPECTEDKEYUSAGE"), &cwt, &signer) {
-            t.check(
-                &name,
-                "EXPECTEDKEYUSAGE",
-                e,
-                dcc::check_key_usage(s, cwt).map_err(|e| e.to_string()),
-            );
+            t.check(&name, "EXPECTEDKEYUSAGE", e, dcc::check_key_usage(s, cwt).map_err(|e| e.to_string()));
         }
         if let (Some(e), Some(Ok(cwt))) = (flag("EXPECTEDVALIDJSON"), &cwt) {
-            let got = if json_eq(&dcc::to_json(&cwt.dgc), &v["JSON"]) {
-                Ok(())
-            } else {
-                Err("JSON differs".to_string())
-            };
+            let got =
+                if json_eq(&dcc::to_json(&cwt.dgc), &v["JSON"]) { Ok(()) } else { Err("JSON differs".to_string()) };
             t.check(&name, "EXPECTEDVALIDJSON", e, got);
         }
     }
@@ -230,16 +189,10 @@ fn every_expected_flag_of_every_vector_agrees() {
         t.checks,
         t.mismatches.len()
     );
-    let known = |m: &String| {
-        KNOWN_WRONG
-            .iter()
-            .any(|(f, flag, _)| m.starts_with(&format!("{f}: {flag} ")))
-    };
+    let known = |m: &String| KNOWN_WRONG.iter().any(|(f, flag, _)| m.starts_with(&format!("{f}: {flag} ")));
     for (f, flag, why) in KNOWN_WRONG {
         assert!(
-            t.mismatches
-                .iter()
-                .any(|m| m.starts_with(&format!("{f}: {flag} "))),
+            t.mismatches.iter().any(|m| m.starts_with(&format!("{f}: {flag} "))),
             "{f} {flag} is listed as wrong but now agrees"
         );
         eprintln!("  known wrong: {f} {flag}: {why}");
@@ -248,10 +201,5 @@ fn every_expected_flag_of_every_vector_agrees() {
     for m in &unexpected {
         eprintln!("  {m}");
     }
-    assert!(
-        unexpected.is_empty(),
-        "{} of {} checks disagree",
-        unexpected.len(),
-        t.checks
-    );
+    assert!(unexpected.is_empty(), "{} of {} checks disagree", unexpected.len(), t.checks);
 }

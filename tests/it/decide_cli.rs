@@ -9,31 +9,16 @@ fn decide(case: &str, extra: &[&str]) -> std::process::Output {
     let input = dir.path().join("case.json");
     std::fs::write(&input, case).unwrap();
     let config = repo().join("config/demo.toml");
-    let mut args = vec![
-        "decide",
-        "--config",
-        config.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-    ];
+    let mut args = vec!["decide", "--config", config.to_str().unwrap(), "--input", input.to_str().unwrap()];
     args.extend_from_slice(extra);
     run(&args)
 }
 
 fn ok(case: &str) -> Value {
     let out = decide(case, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        text.trim().lines().count(),
-        1,
-        "one JSON object on one line: {text}"
-    );
+    assert_eq!(text.trim().lines().count(), 1, "one JSON object on one line: {text}");
     serde_json::from_str(&text).unwrap()
 }
 
@@ -49,10 +34,7 @@ fn the_output_object_has_the_contract_fields() {
     assert_eq!(p["verdict"], "pass");
     assert_eq!(p["rule"], "tier.resident");
     assert_eq!(p["reasons"], serde_json::json!(["tier.resident"]));
-    assert_eq!(
-        p["musts"],
-        serde_json::json!({"identity": "asked", "temperature": "normal", "mask": "worn"})
-    );
+    assert_eq!(p["musts"], serde_json::json!({"identity": "asked", "temperature": "normal", "mask": "worn"}));
     assert!(p["actions"].as_array().unwrap().is_empty());
     assert_eq!(p["message_zh"], "居民：体温正常，请通行");
 }
@@ -66,34 +48,21 @@ fn verdicts_follow_the_tier_and_the_tier_defaults_to_the_configured_one() {
         )
     };
     assert_eq!(ok(&case(""))["verdict"], "pass", "demo.toml is low tier");
-    assert_eq!(
-        ok(&case(r#""tier": "medium","#))["rule"],
-        "tier.medium.visitor"
-    );
+    assert_eq!(ok(&case(r#""tier": "medium","#))["rule"], "tier.medium.visitor");
     assert_eq!(ok(&case(r#""tier": "high","#))["verdict"], "deny");
-    let fever = ok(
-        r#"{"direction":"in","people":[{"category":"resident","identity":"pass","temperature":37.3,
-        "retest":true,"mask":"worn"}]}"#,
-    );
+    let fever = ok(r#"{"direction":"in","people":[{"category":"resident","identity":"pass","temperature":37.3,
+        "retest":true,"mask":"worn"}]}"#);
     assert_eq!(fever["verdict"], "deny");
-    assert_eq!(
-        fever["people"][0]["actions"],
-        serde_json::json!(["fever_clinic", "notify_community_doctor"])
-    );
+    assert_eq!(fever["people"][0]["actions"], serde_json::json!(["fever_clinic", "notify_community_doctor"]));
     assert_eq!(fever["people"][0]["musts"]["temperature"], "fever");
 }
 
 #[test]
 fn a_vehicle_with_a_red_code_occupant_is_denied() {
-    let v = ok(
-        r#"{"tier":"low","direction":"in","vehicle":{"plate":"鄂A12345","category":"resident"},
+    let v = ok(r#"{"tier":"low","direction":"in","vehicle":{"plate":"鄂A12345","category":"resident"},
         "people":[{"category":"resident","identity":"pass","temperature":36.5,"mask":"worn"},
-                  {"category":"visitor","identity":"health_code","code":"red","temperature":36.5,"mask":"worn"}]}"#,
-    );
-    assert_eq!(
-        (v["verdict"].as_str(), v["rule"].as_str()),
-        (Some("deny"), Some("vehicle.occupant_denied"))
-    );
+                  {"category":"visitor","identity":"health_code","code":"red","temperature":36.5,"mask":"worn"}]}"#);
+    assert_eq!((v["verdict"].as_str(), v["rule"].as_str()), (Some("deny"), Some("vehicle.occupant_denied")));
     assert_eq!(v["people"][1]["rule"], "code.red");
 }
 
@@ -112,27 +81,12 @@ fn pretty_output_is_the_same_object() {
 fn bad_input_exits_2_naming_the_field() {
     let cases = [
         ("{ not json", "input"),
-        (
-            r#"{"direction":"in","people":[{"category":"resident","code":"purple"}]}"#,
-            "people[0].code",
-        ),
-        (
-            r#"{"direction":"sideways","people":[{"category":"resident"}]}"#,
-            "direction",
-        ),
-        (
-            r#"{"direction":"in","people":[{"category":"resident","temperature":-36.5}]}"#,
-            "people[0].temperature",
-        ),
+        (r#"{"direction":"in","people":[{"category":"resident","code":"purple"}]}"#, "people[0].code"),
+        (r#"{"direction":"sideways","people":[{"category":"resident"}]}"#, "direction"),
+        (r#"{"direction":"in","people":[{"category":"resident","temperature":-36.5}]}"#, "people[0].temperature"),
         (r#"{"direction":"in","people":[]}"#, "people"),
-        (
-            r#"{"direction":"in","people":[{"category":"resident","mask":"maybe"}]}"#,
-            "people[0].mask",
-        ),
-        (
-            r#"{"tier":"extreme","direction":"in","people":[{"category":"resident"}]}"#,
-            "tier",
-        ),
+        (r#"{"direction":"in","people":[{"category":"resident","mask":"maybe"}]}"#, "people[0].mask"),
+        (r#"{"tier":"extreme","direction":"in","people":[{"category":"resident"}]}"#, "tier"),
     ];
     for (case, field) in cases {
         let out = decide(case, &[]);
@@ -145,30 +99,14 @@ fn bad_input_exits_2_naming_the_field() {
 
 #[test]
 fn a_missing_input_file_or_a_bad_config_exits_2() {
-    let out = run(&[
-        "decide",
-        "--config",
-        "config/demo.toml",
-        "--input",
-        "/nonexistent/case.json",
-    ]);
+    let out = run(&["decide", "--config", "config/demo.toml", "--input", "/nonexistent/case.json"]);
     assert_eq!(out.status.code(), Some(2));
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[policy]\nfever_threshold = 36.0\n").unwrap();
     let input = dir.path().join("c.json");
-    std::fs::write(
-        &input,
-        r#"{"direction":"in","people":[{"category":"resident"}]}"#,
-    )
-    .unwrap();
-    let out = run(&[
-        "decide",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-    ]);
+    std::fs::write(&input, r#"{"direction":"in","people":[{"category":"resident"}]}"#).unwrap();
+    let out = run(&["decide", "--config", cfg.to_str().unwrap(), "--input", input.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("below 37.0"));
 }

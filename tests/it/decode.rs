@@ -11,28 +11,17 @@ fn photos() -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        eprintln!(
-            "skipped: {} is absent (the shared test data sits beside the repo; CI has it)",
-            p.display()
-        );
+        eprintln!("skipped: {} is absent (the shared test data sits beside the repo; CI has it)", p.display());
         None
     }
 }
 
 fn set(root: &Path, name: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let mut items = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(root.join(name))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let mut entries: Vec<_> = std::fs::read_dir(root.join(name)).unwrap().flatten().map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
-        let ext = p
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         if ["png", "jpg", "jpeg", "webp"].contains(&ext.as_str())
             && let Ok(expected) = std::fs::read(p.with_extension("txt"))
         {
@@ -65,17 +54,10 @@ fn the_default_decoder_reads_at_least_the_measured_share_of_every_set() {
             .iter()
             .filter(|(path, expected)| {
                 let frame = load_luma(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                decoder
-                    .decode(&frame)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|t| t.as_bytes() == expected.as_slice())
+                decoder.decode(&frame).unwrap_or_default().iter().any(|t| t.as_bytes() == expected.as_slice())
             })
             .count();
-        eprintln!(
-            "{name}: {ok}/{images} ({:.0}%)",
-            100.0 * ok as f64 / images as f64
-        );
+        eprintln!("{name}: {ok}/{images} ({:.0}%)", 100.0 * ok as f64 / images as f64);
         assert!(ok >= floor, "{name}: decoded {ok}/{images}, floor {floor}");
         if name.starts_with("cpp-") {
             cpp_ok += ok;
@@ -83,10 +65,7 @@ fn the_default_decoder_reads_at_least_the_measured_share_of_every_set() {
         }
     }
     // The floors: at least 85 % of the cpp-qrcode photos and 65 % of the 640x480 frames.
-    assert!(
-        cpp_ok * 100 >= cpp_all * 85,
-        "cpp-qrcode sets: {cpp_ok}/{cpp_all}"
-    );
+    assert!(cpp_ok * 100 >= cpp_all * 85, "cpp-qrcode sets: {cpp_ok}/{cpp_all}");
 }
 
 #[test]
@@ -101,9 +80,6 @@ fn rqrr_never_takes_the_process_down() {
             frames += 1;
         }
     }
-    eprintln!(
-        "rqrr: {frames} photos, {} panics contained",
-        decoder.panics()
-    );
+    eprintln!("rqrr: {frames} photos, {} panics contained", decoder.panics());
     assert_eq!(frames, 237);
 }

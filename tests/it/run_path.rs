@@ -61,21 +61,13 @@ credential = { key = "P5", identity = "pass", category = "resident", holder = "é
 
 #[test]
 fn a_scripted_morning_gives_these_rows_and_gate_commands_in_order() {
-    let gate = Gate::new(
-        SCENARIO,
-        "speed = 5\nexit_when_done = true",
-        "session_timeout_secs = 1.0",
-    );
+    let gate = Gate::new(SCENARIO, "speed = 5\nexit_when_done = true", "session_timeout_secs = 1.0");
     let config = sibi::config::load(&gate.config()).expect("config loads");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let started = Instant::now();
     let summary = rt
         .block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(30),
-                sibi::app::run(config, std::future::pending()),
-            )
-            .await
+            tokio::time::timeout(Duration::from_secs(30), sibi::app::run(config, std::future::pending())).await
         })
         .expect("the scenario ends by itself")
         .expect("run succeeds");
@@ -84,31 +76,15 @@ fn a_scripted_morning_gives_these_rows_and_gate_commands_in_order() {
 
     let store = Store::open(&gate.db(), "test-gate").unwrap();
     let rows = store.entries().unwrap();
-    let got: Vec<(i64, &str, &str, bool, &str)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r.seq,
-                r.verdict.as_str(),
-                r.rule.as_str(),
-                r.is_final,
-                r.gate_action.as_str(),
-            )
-        })
-        .collect();
+    let got: Vec<(i64, &str, &str, bool, &str)> =
+        rows.iter().map(|r| (r.seq, r.verdict.as_str(), r.rule.as_str(), r.is_final, r.gate_action.as_str())).collect();
     assert_eq!(
         got,
         vec![
             (1, "pass", "tier.resident", true, "opened"),
             (2, "deny", "code.red", true, "kept_closed"),
             (3, "refer", "temperature.fever", false, "kept_closed"),
-            (
-                4,
-                "deny",
-                "temperature.fever_confirmed",
-                true,
-                "kept_closed"
-            ),
+            (4, "deny", "temperature.fever_confirmed", true, "kept_closed"),
             (5, "refer", "mask.not_worn", false, "kept_closed"),
             (6, "pass", "tier.resident", true, "opened"),
             (7, "refer", "mask.unchecked", true, "kept_closed"),
@@ -137,10 +113,7 @@ fn a_scripted_morning_gives_these_rows_and_gate_commands_in_order() {
             _ => None,
         })
         .collect();
-    assert_eq!(
-        decisive,
-        vec!["open 1", "red", "amber", "red", "amber", "open 6", "amber"]
-    );
+    assert_eq!(decisive, vec!["open 1", "red", "amber", "red", "amber", "open 6", "amber"]);
     // Every opening closes after its pulse, and the gate ends safe.
     let opens = cmds.iter().filter(|(c, _)| c == "relay_open").count();
     let closes = cmds.iter().filter(|(c, _)| c == "relay_close").count();
@@ -150,10 +123,7 @@ fn a_scripted_morning_gives_these_rows_and_gate_commands_in_order() {
     let journal = store.journal_lines().unwrap();
     let kinds: Vec<&str> = journal.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(kinds.first(), Some(&"start"));
-    assert!(
-        kinds.contains(&"device_fault") && kinds.contains(&"device_restored"),
-        "{kinds:?}"
-    );
+    assert!(kinds.contains(&"device_fault") && kinds.contains(&"device_restored"), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"stop"));
 }
 
@@ -173,8 +143,7 @@ fn sigterm_closes_the_open_presentation_puts_the_gate_safe_and_exits_0() {
     while Instant::now() < deadline {
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
         if let Ok(db) = rusqlite::Connection::open_with_flags(gate.db(), flags) {
-            let started: rusqlite::Result<i64> =
-                db.query_row("SELECT COUNT(*) FROM journal", [], |r| r.get(0));
+            let started: rusqlite::Result<i64> = db.query_row("SELECT COUNT(*) FROM journal", [], |r| r.get(0));
             if started.unwrap_or(0) > 0 {
                 break;
             }
@@ -183,41 +152,20 @@ fn sigterm_closes_the_open_presentation_puts_the_gate_safe_and_exits_0() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let code = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s.code();
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(6),
-            "stopped within the grace period"
-        );
+        assert!(t.elapsed() < Duration::from_secs(6), "stopped within the grace period");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(code, Some(0));
     let store = Store::open(&gate.db(), "t").unwrap();
     let rows = store.entries().unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(
-        (rows[0].verdict.as_str(), rows[0].note.as_deref()),
-        ("refer", Some("shutdown"))
-    );
-    assert_eq!(
-        gate_commands(&gate.gate_log())
-            .last()
-            .map(|(c, _)| c.clone()),
-        Some("safe".into())
-    );
-    assert_eq!(
-        store
-            .journal_lines()
-            .unwrap()
-            .last()
-            .map(|(k, _)| k.clone()),
-        Some("stop".into())
-    );
+    assert_eq!((rows[0].verdict.as_str(), rows[0].note.as_deref()), ("refer", Some("shutdown")));
+    assert_eq!(gate_commands(&gate.gate_log()).last().map(|(c, _)| c.clone()), Some("safe".into()));
+    assert_eq!(store.journal_lines().unwrap().last().map(|(k, _)| k.clone()), Some("stop".into()));
 }

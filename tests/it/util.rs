@@ -82,10 +82,7 @@ pub fn gate_commands(path: &Path) -> Vec<(String, Option<i64>)> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .map(|v| {
             let cmd = &v["command"];
-            (
-                cmd["cmd"].as_str().unwrap_or("?").to_string(),
-                cmd["seq"].as_i64(),
-            )
+            (cmd["cmd"].as_str().unwrap_or("?").to_string(), cmd["seq"].as_i64())
         })
         .collect()
 }

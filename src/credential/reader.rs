@@ -1,0 +1,133 @@
+//! The camera credential source: frames → change detection → QR decode (contained) → verification → a
+//! [`CredentialRead`] for the checkpoint.
+//!
+//! - A frame that looks like the previous decoded one is not decoded again, so an empty gate costs almost no CPU.
+//! - A forged, expired or revoked pass is still a presentation: it reaches the checkpoint with the matching code
+//!   status (failed / expired), so the operator sees why, and it is recorded.
+//! - A QR code that is no credential (an advert, a payment code) is logged and ignored.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::pass::PassStage;
+use super::qr::Contained;
+use super::{Trust, classify, dcc};
+use crate::checkpoint::CredentialRead;
+use crate::domain::{Category, CodeStatus, IdentityKind, Timestamp, mask_name};
+use crate::hw::frames::{FrameSource, difference, thumbnail};
+use crate::hw::{CredentialSource, DeviceFault, Polled, now};
+
+/// Below this mean thumbnail difference a frame is "the same scene" and is not decoded again.
+const SAME_SCENE: f64 = 2.0;
+
+/// Reads credentials from a frame source.
+pub struct CameraCredentials {
+    frames: Box<dyn FrameSource>,
+    decoder: Contained,
+    trust: Trust,
+    last_thumb: Vec<u8>,
+    last_found: bool,
+    /// Frames decoded and skipped (for the log and the benchmark).
+    pub decoded: u64,
+    /// Frames skipped as unchanged.
+    pub skipped: u64,
+}
+
+impl CameraCredentials {
+    /// A reader over `frames`, decoding with `decoder`, verifying with `trust`.
+    pub fn new(frames: Box<dyn FrameSource>, decoder: Contained, trust: Trust) -> CameraCredentials {
+        CameraCredentials { frames, decoder, trust, last_thumb: Vec::new(), last_found: false, decoded: 0, skipped: 0 }
+    }
+}
+
+fn digest_key(prefix: &str, text: &str) -> String {
+    let d = Sha256::digest(text.as_bytes());
+    format!("{prefix}:{}", d[..8].iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+fn read(identity: IdentityKind, category: Category, code: CodeStatus, key: String, holder: String) -> CredentialRead {
+    CredentialRead {
+        key,
+        identity,
+        category,
+        code,
+        holder,
+        quarantined: false,
+        from_risk_area: false,
+        inbound: false,
+        courier_registered: false,
+        visitor_registered: false,
+        service_roster: false,
+    }
+}
+
+/// Turn one QR text into what the checkpoint needs, or `None` for a code that is no credential.
+pub fn credential_of(text: &str, trust: &Trust, at: Timestamp) -> Option<CredentialRead> {
+    match classify(text) {
+        super::Format::Pass => Some(match trust.pass.verify(text, at) {
+            Ok(p) => {
+                read(IdentityKind::Pass, p.category, CodeStatus::None, format!("pass:{}", p.id), mask_name(&p.holder))
+            }
+            Err(e) => {
+                tracing::warn!(stage = e.stage.as_str(), "community pass refused: {}", e.stage.zh());
+                let code = match e.stage {
+                    PassStage::Expired | PassStage::NotYetValid => CodeStatus::Expired,
+                    _ => CodeStatus::Failed,
+                };
+                read(IdentityKind::Pass, Category::Resident, code, digest_key("pass-refused", text), String::new())
+            }
+        }),
+        super::Format::Dcc => Some(match dcc::verify(text, &trust.dcc, at) {
+            Ok(v) => {
+                let mut c = read(
+                    IdentityKind::Dcc,
+                    Category::Visitor,
+                    CodeStatus::Green,
+                    digest_key("dcc", text),
+                    mask_name(&v.cwt.holder()),
+                );
+                c.inbound = true;
+                c
+            }
+            Err(e) => {
+                tracing::warn!(stage = e.stage.as_str(), "international certificate refused");
+                let code = match e.stage {
+                    dcc::Stage::Expired | dcc::Stage::NotYetValid => CodeStatus::Expired,
+                    _ => CodeStatus::Failed,
+                };
+                let mut c = read(IdentityKind::Dcc, Category::Visitor, code, digest_key("dcc", text), String::new());
+                c.inbound = true;
+                c
+            }
+        }),
+        super::Format::HealthCode | super::Format::Unknown => {
+            tracing::debug!(len = text.len(), "a QR code that is no credential; ignored");
+            None
+        }
+    }
+}
+
+impl CredentialSource for CameraCredentials {
+    fn poll(&mut self, wait: Duration) -> Result<Polled<CredentialRead>, DeviceFault> {
+        let frame = match self.frames.next_frame(wait)? {
+            Polled::Item(f) => f,
+            Polled::Idle => return Ok(Polled::Idle),
+            Polled::Done => return Ok(Polled::Done),
+        };
+        let thumb = thumbnail(&frame);
+        // An unchanged scene with no code in it is not decoded again; one with a code is, so a person who keeps
+        // showing their code stays "seen" (the checkpoint de-duplicates).
+        if !self.last_found && difference(&thumb, &self.last_thumb) < SAME_SCENE {
+            self.skipped += 1;
+            return Ok(Polled::Idle);
+        }
+        self.last_thumb = thumb;
+        self.decoded += 1;
+        let texts = self.decoder.decode(&frame).unwrap_or_default();
+        let at = now();
+        let found = texts.iter().find_map(|t| credential_of(t, &self.trust, at));
+        self.last_found = found.is_some();
+        Ok(found.map_or(Polled::Idle, Polled::Item))
+    }
+}
