@@ -60,7 +60,7 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
         }
         CredentialBackend::Frames { folder, fps, repeat, decoder } => {
             let frames = FolderFrames::open(folder, *fps, *repeat).map_err(anyhow::Error::msg)?;
-            let trust = config.credentials.trust(&config.gate.community);
+            let trust = config.credentials.trust(&config.gate.community, &config.gate.id);
             Box::new(CameraCredentials::new(Box::new(frames), decoder.decoder(), trust))
         }
     };

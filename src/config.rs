@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub devices: Option<RawDevices>,
     /// `[credentials]`: what the gate trusts.
     pub credentials: Option<RawCredentials>,
+    /// `[health_code]`: issuers and the verification gateway.
+    pub health_code: Option<RawHealthCode>,
     /// `[script]`: the scenario the scripted (simulated) devices play.
     pub script: Option<RawScript>,
 }
@@ -111,6 +113,21 @@ pub struct RawFrames {
     pub repeat: Option<bool>,
     /// QR decoder: `zxing` (default) or `rqrr`.
     pub decoder: Option<String>,
+}
+
+/// `[health_code]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCode {
+    /// Base URL of the street office's verification gateway.
+    pub gateway: Option<String>,
+    /// How long to wait for it, in ms (default 3000).
+    pub timeout_ms: Option<i64>,
+    /// Category a health-code holder is taken for (default `visitor`).
+    pub default_category: Option<crate::domain::Category>,
+    /// `[[health_code.issuer]]`: the issuer registry.
+    #[serde(default)]
+    pub issuer: Vec<crate::credential::health_code::Issuer>,
 }
 
 /// `[credentials]`.
@@ -197,8 +214,8 @@ pub struct Config {
     pub credentials: CredentialsConfig,
 }
 
-/// `[credentials]`, loaded and checked.
-#[derive(Debug, Clone, Default)]
+/// `[credentials]` and `[health_code]`, loaded and checked.
+#[derive(Debug, Clone)]
 pub struct CredentialsConfig {
     /// Pass signing keys.
     pub pass_keys: Vec<ed25519_dalek::VerifyingKey>,
@@ -206,12 +223,24 @@ pub struct CredentialsConfig {
     pub revoked_passes: Vec<String>,
     /// DCC signer certificates (DER, each parsed once at load).
     pub dcc_signers: Vec<Vec<u8>>,
+    /// Health-code issuers.
+    pub registry: crate::credential::health_code::Registry,
+    /// Gateway base URL and timeout.
+    pub gateway: Option<(String, Duration)>,
+    /// Category for health-code holders.
+    pub health_code_category: crate::domain::Category,
 }
 
 impl CredentialsConfig {
     /// The trust a gate of `community` applies.
-    pub fn trust(&self, community: &str) -> crate::credential::Trust {
+    pub fn trust(&self, community: &str, gate: &str) -> crate::credential::Trust {
         crate::credential::Trust {
+            registry: self.registry.clone(),
+            health: self
+                .gateway
+                .as_ref()
+                .map(|(url, t)| crate::credential::health_code::HealthCodeClient::new(url, *t, gate)),
+            health_code_category: self.health_code_category,
             dcc: self.dcc_signers.iter().filter_map(|der| crate::credential::dcc::Signer::from_der(der).ok()).collect(),
             pass: crate::credential::pass::PassVerifier {
                 keys: self.pass_keys.clone(),
@@ -542,7 +571,30 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
         }
     };
 
-    let credentials = load_credentials(raw.credentials.unwrap_or_default(), base, &mut problems);
+    let mut credentials = load_credentials(raw.credentials.unwrap_or_default(), base, &mut problems);
+    if let Some(h) = raw.health_code {
+        credentials.health_code_category = h.default_category.unwrap_or(crate::domain::Category::Visitor);
+        for (i, issuer) in h.issuer.iter().enumerate() {
+            if issuer.prefixes.iter().all(|p| p.trim().is_empty()) {
+                problems.push(format!("`health_code.issuer[{i}].prefixes`: give at least one non-empty prefix"));
+            }
+        }
+        credentials.registry = crate::credential::health_code::Registry { issuers: h.issuer };
+        let timeout = match h.timeout_ms {
+            None => 3_000,
+            Some(ms) if (100..=30_000).contains(&ms) => ms,
+            Some(ms) => {
+                problems.push(format!("`health_code.timeout_ms` = {ms}: use 100–30000 (the person is waiting)"));
+                3_000
+            }
+        };
+        if let Some(url) = h.gateway {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(format!("`health_code.gateway` = {url:?}: give an http:// or https:// URL"));
+            }
+            credentials.gateway = Some((url, Duration::from_millis(timeout as u64)));
+        }
+    }
 
     match (gate, policy, devices) {
         (Some(gate), Some(policy), Some(devices)) if problems.is_empty() => {
@@ -553,7 +605,14 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
 }
 
 fn load_credentials(raw: RawCredentials, base: &Path, problems: &mut Vec<String>) -> CredentialsConfig {
-    let mut out = CredentialsConfig { revoked_passes: raw.revoked_passes, ..CredentialsConfig::default() };
+    let mut out = CredentialsConfig {
+        revoked_passes: raw.revoked_passes,
+        pass_keys: Vec::new(),
+        dcc_signers: Vec::new(),
+        registry: Default::default(),
+        gateway: None,
+        health_code_category: crate::domain::Category::Visitor,
+    };
     for (i, p) in raw.pass_keys.iter().enumerate() {
         match crate::credential::pass::read_verifying_key(&resolve(base, p)) {
             Ok(k) => out.pass_keys.push(k),

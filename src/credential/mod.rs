@@ -4,11 +4,12 @@
 //! holds the QR decoding with its measured choice of backend.
 
 pub mod dcc;
+pub mod health_code;
 pub mod pass;
 pub mod qr;
 pub mod reader;
 
-use crate::domain::{Timestamp, mask_name};
+use crate::domain::{CodeStatus, Timestamp, mask_name};
 
 /// What kind of credential a QR text is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -24,24 +25,44 @@ pub enum Format {
     Unknown,
 }
 
-/// Recognise a QR text by its form (no verification).
-pub fn classify(text: &str) -> Format {
+/// Recognise a QR text by its form (no verification): the fixed prefixes of passes and DCCs, then the issuer registry.
+pub fn classify(text: &str, registry: &health_code::Registry) -> Format {
     if text.starts_with(dcc::PREFIX) {
         Format::Dcc
     } else if text.starts_with(pass::PREFIX) {
         Format::Pass
+    } else if registry.classify(text).is_some() {
+        Format::HealthCode
     } else {
         Format::Unknown
     }
 }
 
-/// What a gate trusts: DCC signer certificates and the community's pass keys (with its revocation list).
-#[derive(Default)]
+/// What a gate trusts: DCC signer certificates, the community's pass keys (with its revocation list), and the
+/// health-code issuers and gateway.
 pub struct Trust {
     /// DCC document signers.
     pub dcc: Vec<dcc::Signer>,
     /// Pass verification.
     pub pass: pass::PassVerifier,
+    /// Health-code issuers.
+    pub registry: health_code::Registry,
+    /// The gateway client (`None`: no gateway configured, every health code is unverified).
+    pub health: Option<health_code::HealthCodeClient>,
+    /// The category a health-code holder is taken for until the roster says otherwise (visitor: the stricter).
+    pub health_code_category: crate::domain::Category,
+}
+
+impl Default for Trust {
+    fn default() -> Trust {
+        Trust {
+            dcc: Vec::new(),
+            pass: pass::PassVerifier::default(),
+            registry: health_code::Registry::default(),
+            health: None,
+            health_code_category: crate::domain::Category::Visitor,
+        }
+    }
 }
 
 /// The result of `sibi code verify`.
@@ -75,7 +96,7 @@ impl VerifyReport {
 
 /// Verify a QR text of any known format.
 pub fn verify_text(text: &str, trust: &Trust, at: Timestamp) -> VerifyReport {
-    match classify(text) {
+    match classify(text, &trust.registry) {
         Format::Pass => match trust.pass.verify(text, at) {
             Ok(p) => {
                 let mut d = serde_json::Map::new();
@@ -102,8 +123,23 @@ pub fn verify_text(text: &str, trust: &Trust, at: Timestamp) -> VerifyReport {
             }
             Err(e) => VerifyReport::failed(Format::Dcc, e.stage.as_str(), e.detail),
         },
-        other => {
-            VerifyReport::failed(other, "format", "not a credential this gate knows (community pass SB1:, DCC HC1:)")
+        Format::HealthCode => {
+            let issuer = trust.registry.classify(text);
+            let status = match (&trust.health, issuer) {
+                (Some(client), Some(i)) => client.verify(i, text),
+                _ => CodeStatus::Unverified,
+            };
+            let mut d = serde_json::Map::new();
+            d.insert("issuer".into(), issuer.map(|i| i.name.clone()).unwrap_or_default().into());
+            d.insert("status".into(), status.as_str().into());
+            let valid = status == CodeStatus::Green;
+            let stage = if valid { "ok" } else { "status" };
+            VerifyReport { format: Format::HealthCode, valid, stage, error: None, details: Some(d) }
         }
+        Format::Unknown => VerifyReport::failed(
+            Format::Unknown,
+            "format",
+            "not a credential this gate knows (community pass SB1:, DCC HC1:)",
+        ),
     }
 }

@@ -64,7 +64,7 @@ fn read(identity: IdentityKind, category: Category, code: CodeStatus, key: Strin
 
 /// Turn one QR text into what the checkpoint needs, or `None` for a code that is no credential.
 pub fn credential_of(text: &str, trust: &Trust, at: Timestamp) -> Option<CredentialRead> {
-    match classify(text) {
+    match classify(text, &trust.registry) {
         super::Format::Pass => Some(match trust.pass.verify(text, at) {
             Ok(p) => {
                 read(IdentityKind::Pass, p.category, CodeStatus::None, format!("pass:{}", p.id), mask_name(&p.holder))
@@ -101,7 +101,20 @@ pub fn credential_of(text: &str, trust: &Trust, at: Timestamp) -> Option<Credent
                 c
             }
         }),
-        super::Format::HealthCode | super::Format::Unknown => {
+        super::Format::HealthCode => {
+            let status = match (&trust.health, trust.registry.classify(text)) {
+                (Some(client), Some(issuer)) => client.verify(issuer, text),
+                _ => CodeStatus::Unverified,
+            };
+            Some(read(
+                IdentityKind::HealthCode,
+                trust.health_code_category,
+                status,
+                digest_key("hc", text),
+                String::new(),
+            ))
+        }
+        super::Format::Unknown => {
             tracing::debug!(len = text.len(), "a QR code that is no credential; ignored");
             None
         }

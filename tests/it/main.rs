@@ -8,6 +8,7 @@ mod crash;
 mod dcc_vectors;
 mod decide_cli;
 mod decode;
+mod health_code;
 mod pass_cli;
 mod run_path;
 mod util;

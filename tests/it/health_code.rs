@@ -1,0 +1,109 @@
+//! The health-code client against a real HTTP server on loopback (no mock of the client): every gateway answer, a
+//! slow gateway (timeout), a failing one and an unreachable one map to the status the policy expects.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sibi::credential::health_code::{HealthCodeClient, Issuer};
+use sibi::domain::CodeStatus;
+
+/// A one-route HTTP/1.1 server: answers by the `code` in the JSON body. Returns its base URL and the bodies seen.
+fn gateway() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let mut len = 0usize;
+                let mut first = true;
+                let mut path = String::new();
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if first {
+                        path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                        first = false;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                log.lock().unwrap().push(v.clone());
+                let code = v["code"].as_str().unwrap_or("");
+                let (status, text) = match (path.as_str(), code) {
+                    (p, _) if p != "/v1/health-code/verify" => ("404 Not Found", String::new()),
+                    (_, "HCT:slow") => {
+                        std::thread::sleep(Duration::from_millis(1500));
+                        ("200 OK", r#"{"status":"green"}"#.into())
+                    }
+                    (_, "HCT:boom") => ("500 Internal Server Error", "oops".into()),
+                    (_, "HCT:junk") => ("200 OK", "not json".into()),
+                    (_, "HCT:gone") => ("404 Not Found", String::new()),
+                    (_, c) => ("200 OK", format!(r#"{{"status":"{}"}}"#, c.trim_start_matches("HCT:"))),
+                };
+                let mut out = stream;
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn every_gateway_answer_maps_to_a_status_and_a_slow_gateway_times_out() {
+    let (url, seen) = gateway();
+    let client = HealthCodeClient::new(&url, Duration::from_millis(400), "gate-7");
+    let issuer = Issuer { name: "测试健康码".into(), region: "420000".into(), prefixes: vec!["HCT:".into()] };
+    for (code, want) in [
+        ("HCT:green", CodeStatus::Green),
+        ("HCT:yellow", CodeStatus::Yellow),
+        ("HCT:red", CodeStatus::Red),
+        ("HCT:expired", CodeStatus::Expired),
+        ("HCT:not_found", CodeStatus::NotFound),
+        ("HCT:failed", CodeStatus::Failed),
+        ("HCT:purple", CodeStatus::Unverified),
+        ("HCT:boom", CodeStatus::Unverified),
+        ("HCT:junk", CodeStatus::Unverified),
+        ("HCT:gone", CodeStatus::NotFound),
+    ] {
+        assert_eq!(client.verify(&issuer, code), want, "{code}");
+    }
+    let t = Instant::now();
+    assert_eq!(client.verify(&issuer, "HCT:slow"), CodeStatus::Timeout);
+    assert!(t.elapsed() < Duration::from_millis(1200), "bounded by the timeout: {:?}", t.elapsed());
+    let first = seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        (first["issuer"].as_str(), first["region"].as_str(), first["gate"].as_str()),
+        (Some("测试健康码"), Some("420000"), Some("gate-7"))
+    );
+}
+
+#[test]
+fn an_unreachable_gateway_means_unverified_at_once() {
+    // A port nobody listens on.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let client = HealthCodeClient::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(3), "g");
+    let issuer = Issuer { name: "x".into(), region: "0".into(), prefixes: vec!["HCT:".into()] };
+    let t = Instant::now();
+    assert_eq!(client.verify(&issuer, "HCT:green"), CodeStatus::Unverified);
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
