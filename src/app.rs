@@ -23,6 +23,7 @@ use crate::checkpoint::{Checkpoint, CloseNote, DeviceKind, Effect, Event, Outcom
 use crate::config::{Config, CredentialBackend, GateBackend, OperatorBackend, ThermometerBackend};
 use crate::credential::reader::CameraCredentials;
 use crate::domain::{Timestamp, Verdict};
+use crate::hw::camera::V4l2Camera;
 use crate::hw::frames::FolderFrames;
 use crate::hw::script::{Playback, ScriptedCredentials, ScriptedOperator, ScriptedThermometer};
 use crate::hw::sim_gate::SimGate;
@@ -62,6 +63,11 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
             let frames = FolderFrames::open(folder, *fps, *repeat).map_err(anyhow::Error::msg)?;
             let trust = config.credentials.trust(&config.gate.community, &config.gate.id);
             Box::new(CameraCredentials::new(Box::new(frames), decoder.decoder(), trust))
+        }
+        CredentialBackend::V4l2 { settings, decoder } => {
+            let camera = V4l2Camera::start(settings.clone()).context("cannot start the camera thread")?;
+            let trust = config.credentials.trust(&config.gate.community, &config.gate.id);
+            Box::new(CameraCredentials::new(Box::new(camera), decoder.decoder(), trust))
         }
     };
     let thermometer: Box<dyn Thermometer> = match config.devices.thermometer {

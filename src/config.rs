@@ -99,6 +99,26 @@ pub enum RawCredentialDevice {
     Script(RawScripted),
     /// Frames from a folder of images, decoded and verified like a camera's.
     Frames(RawFrames),
+    /// A V4L2 camera (USB UVC, or the Pi camera through its V4L2 compatibility).
+    V4l2(RawV4l2),
+}
+
+/// `[devices.credentials]` with `backend = "v4l2"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawV4l2 {
+    /// Device path; prefer the stable `/dev/v4l/by-id/...` link.
+    pub device: PathBuf,
+    /// Width (default 640).
+    pub width: Option<u32>,
+    /// Height (default 480).
+    pub height: Option<u32>,
+    /// Frames per second (default 15).
+    pub fps: Option<u32>,
+    /// `mjpeg` (default) or `yuyv`.
+    pub format: Option<crate::hw::camera::PixelFormat>,
+    /// QR decoder: `zxing` (default) or `rqrr`.
+    pub decoder: Option<String>,
 }
 
 /// `[devices.credentials]` with `backend = "frames"`.
@@ -309,6 +329,13 @@ pub enum CredentialBackend {
         fps: f64,
         /// Loop.
         repeat: bool,
+        /// Decoder.
+        decoder: crate::credential::qr::DecoderKind,
+    },
+    /// A V4L2 camera.
+    V4l2 {
+        /// Settings.
+        settings: crate::hw::camera::CameraSettings,
         /// Decoder.
         decoder: crate::credential::qr::DecoderKind,
     },
@@ -642,6 +669,36 @@ fn validate_devices(d: RawDevices, base: &Path, state_dir: &Path, problems: &mut
     };
     let credentials = match d.credentials {
         Some(RawCredentialDevice::Script(_)) => Some(CredentialBackend::Script),
+        Some(RawCredentialDevice::V4l2(c)) => {
+            let (width, height, fps) = (c.width.unwrap_or(640), c.height.unwrap_or(480), c.fps.unwrap_or(15));
+            if !(160..=4096).contains(&width) || !(120..=4096).contains(&height) {
+                problems.push(format!("`devices.credentials` resolution {width}×{height}: use 160–4096 × 120–4096"));
+            }
+            if !(1..=60).contains(&fps) {
+                problems.push(format!("`devices.credentials.fps` = {fps}: use 1–60 frames per second"));
+            }
+            if !c.device.starts_with("/dev/") {
+                problems.push(format!(
+                    "`devices.credentials.device` = `{}`: give a /dev path (ideally /dev/v4l/by-id/...)",
+                    c.device.display()
+                ));
+            }
+            let name = c.decoder.unwrap_or_else(|| "zxing".into());
+            let decoder = crate::credential::qr::DecoderKind::parse(&name);
+            if decoder.is_none() {
+                problems.push(format!("`devices.credentials.decoder` = {name:?}: use \"zxing\" or \"rqrr\""));
+            }
+            Some(CredentialBackend::V4l2 {
+                settings: crate::hw::camera::CameraSettings {
+                    device: c.device,
+                    width,
+                    height,
+                    fps,
+                    format: c.format.unwrap_or(crate::hw::camera::PixelFormat::Mjpeg),
+                },
+                decoder: decoder.unwrap_or(crate::credential::qr::DecoderKind::Zxing),
+            })
+        }
         Some(RawCredentialDevice::Frames(f)) => {
             let folder = resolve(base, &f.folder);
             if !folder.is_dir() {

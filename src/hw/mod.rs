@@ -5,6 +5,7 @@
 //! gate output is driven by the gate controller task in [`crate::app`]. Every role has a simulated backend (the
 //! scripted devices in [`script`], the simulated gate in [`sim_gate`]), chosen in the `[devices]` config section.
 
+pub mod camera;
 pub mod frames;
 pub mod script;
 pub mod sim_gate;
