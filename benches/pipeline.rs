@@ -64,19 +64,13 @@ fn main() {
         let mut latencies = Vec::with_capacity(n);
         let start = Instant::now();
         for i in 0..n {
-            let cred = CredentialRead {
-                key: format!("BENCH-{i}"),
-                identity: IdentityKind::Pass,
-                category: Category::Resident,
-                code: CodeStatus::None,
-                holder: "测试".into(),
-                quarantined: false,
-                from_risk_area: false,
-                inbound: false,
-                courier_registered: false,
-                visitor_registered: false,
-                service_roster: false,
-            };
+            let cred = CredentialRead::new(
+                format!("BENCH-{i}"),
+                IdentityKind::Pass,
+                Category::Resident,
+                CodeStatus::None,
+                "测试",
+            );
             pipeline.handle(Event::Credential(cred), t).await;
             pipeline.handle(Event::Temperature(Celsius::from_centi(3650)), t.plus_ms(300)).await;
             let last = Instant::now();

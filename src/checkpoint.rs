@@ -43,6 +43,32 @@ pub struct CredentialRead {
     pub service_roster: bool,
 }
 
+impl CredentialRead {
+    /// A credential with none of the list flags set (not quarantined, not from a risk area, not on any registry);
+    /// the lists from the street office set them.
+    pub fn new(
+        key: impl Into<String>,
+        identity: IdentityKind,
+        category: Category,
+        code: CodeStatus,
+        holder: impl Into<String>,
+    ) -> CredentialRead {
+        CredentialRead {
+            key: key.into(),
+            identity,
+            category,
+            code,
+            holder: holder.into(),
+            quarantined: false,
+            from_risk_area: false,
+            inbound: false,
+            courier_registered: false,
+            visitor_registered: false,
+            service_roster: false,
+        }
+    }
+}
+
 /// What an emergency passage is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -554,19 +580,7 @@ mod tests {
     }
 
     fn pass_card(key: &str) -> CredentialRead {
-        CredentialRead {
-            key: key.into(),
-            identity: IdentityKind::Pass,
-            category: Category::Resident,
-            code: CodeStatus::None,
-            holder: "王小华".into(),
-            quarantined: false,
-            from_risk_area: false,
-            inbound: false,
-            courier_registered: false,
-            visitor_registered: false,
-            service_roster: false,
-        }
+        CredentialRead::new(key, IdentityKind::Pass, Category::Resident, CodeStatus::None, "王小华")
     }
 
     fn at(ms: i64) -> Timestamp {

@@ -47,19 +47,7 @@ fn digest_key(prefix: &str, text: &str) -> String {
 }
 
 fn read(identity: IdentityKind, category: Category, code: CodeStatus, key: String, holder: String) -> CredentialRead {
-    CredentialRead {
-        key,
-        identity,
-        category,
-        code,
-        holder,
-        quarantined: false,
-        from_risk_area: false,
-        inbound: false,
-        courier_registered: false,
-        visitor_registered: false,
-        service_roster: false,
-    }
+    CredentialRead::new(key, identity, category, code, holder)
 }
 
 /// Turn one QR text into what the checkpoint needs, or `None` for a code that is no credential.
