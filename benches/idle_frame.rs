@@ -22,9 +22,7 @@ fn main() {
         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         image::Luma([(100 + (x / 40 + y / 30) % 5 * 8 + (seed >> 28)) as u8])
     });
-    let bc = zxingcpp::create(zxingcpp::BarcodeFormat::QRCode).from_str("HCT:".repeat(40)).unwrap();
-    let img = bc.to_image_with(&zxingcpp::write().scale(3)).unwrap();
-    let qr = GrayImage::from_raw(img.width() as u32, img.height() as u32, img.data()).unwrap();
+    let qr = sibi::credential::qr::render(&"HCT:".repeat(40), 3).unwrap();
     let mut with_code = empty.clone();
     image::imageops::overlay(&mut with_code, &qr, 180, 100);
 

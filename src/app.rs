@@ -54,6 +54,7 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
         .as_ref()
         .map(|s| (s, Playback { start: std::time::Instant::now(), speed: s.speed, repeat: s.repeat }));
     let script = || playback.clone().context("a scripted device needs the [script] section");
+    let trust = || config.credentials.trust(&config.gate.community, &config.gate.id);
     let credentials: Box<dyn CredentialSource> = match &config.devices.credentials {
         CredentialBackend::Script => {
             let (s, p) = script()?;
@@ -61,13 +62,11 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
         }
         CredentialBackend::Frames { folder, fps, repeat, decoder } => {
             let frames = FolderFrames::open(folder, *fps, *repeat).map_err(anyhow::Error::msg)?;
-            let trust = config.credentials.trust(&config.gate.community, &config.gate.id);
-            Box::new(CameraCredentials::new(Box::new(frames), decoder.decoder(), trust))
+            Box::new(CameraCredentials::new(Box::new(frames), decoder.decoder(), trust()))
         }
         CredentialBackend::V4l2 { settings, decoder } => {
             let camera = V4l2Camera::start(settings.clone()).context("cannot start the camera thread")?;
-            let trust = config.credentials.trust(&config.gate.community, &config.gate.id);
-            Box::new(CameraCredentials::new(Box::new(camera), decoder.decoder(), trust))
+            Box::new(CameraCredentials::new(Box::new(camera), decoder.decoder(), trust()))
         }
     };
     let thermometer: Box<dyn Thermometer> = match config.devices.thermometer {

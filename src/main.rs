@@ -233,20 +233,22 @@ fn pass_issue(a: PassArgs) -> ExitCode {
         valid_until: until,
     };
     let text = pass.encode(&key);
-    let qr = match zxingcpp::create(zxingcpp::BarcodeFormat::QRCode).options("ecLevel=M").from_str(&text) {
-        Ok(q) => q,
+    let svg = match zxingcpp::create(zxingcpp::BarcodeFormat::QRCode).options("ecLevel=M").from_str(&text) {
+        Ok(q) => match q.to_svg() {
+            Ok(svg) => svg,
+            Err(e) => return usage(format!("cannot render the QR code: {e}")),
+        },
         Err(e) => return usage(format!("cannot make the QR code: {e}")),
     };
-    let (svg, png) = match (qr.to_svg(), qr.to_image_with(&zxingcpp::write().scale(8))) {
-        (Ok(s), Ok(p)) => (s, p),
-        _ => return usage("cannot render the QR code".into()),
+    let png = match sibi::credential::qr::render(&text, 8) {
+        Ok(p) => p,
+        Err(e) => return usage(e),
     };
     let card = card_svg(&pass, a.community_name.as_deref().unwrap_or(&a.community), &svg);
     let png_path = a.out.with_extension("png");
-    let gray = image::GrayImage::from_raw(png.width() as u32, png.height() as u32, png.data());
     let written = std::fs::write(&a.out, card)
         .map_err(|e| e.to_string())
-        .and_then(|()| gray.ok_or("bad QR image".to_string())?.save(&png_path).map_err(|e| e.to_string()));
+        .and_then(|()| png.save(&png_path).map_err(|e| e.to_string()));
     match written {
         Ok(()) => {
             println!("card: {}", a.out.display());

@@ -163,6 +163,17 @@ impl Contained {
     }
 }
 
+/// Render `text` as a QR code image: zxing-cpp's writer, error-correction level M (sturdy on paper and screens),
+/// `scale` pixels per module, with quiet zones. Used for printed passes, and by tests and benchmarks to make frames.
+pub fn render(text: &str, scale: i32) -> Result<GrayImage, String> {
+    let code = zxingcpp::create(zxingcpp::BarcodeFormat::QRCode)
+        .options("ecLevel=M")
+        .from_str(text)
+        .map_err(|e| format!("cannot encode the QR code: {e}"))?;
+    let img = code.to_image_with(&zxingcpp::write().scale(scale)).map_err(|e| format!("cannot render it: {e}"))?;
+    GrayImage::from_raw(img.width() as u32, img.height() as u32, img.data()).ok_or_else(|| "bad QR image".into())
+}
+
 /// Load an image file as 8-bit luma.
 pub fn load_luma(path: &std::path::Path) -> Result<GrayImage, String> {
     let img = image::ImageReader::open(path)
@@ -186,10 +197,7 @@ mod tests {
     }
 
     fn qr_frame(text: &str) -> GrayImage {
-        let bc = zxingcpp::create(zxingcpp::BarcodeFormat::QRCode).from_str(text).unwrap();
-        let img = bc.to_image_with(&zxingcpp::write().scale(4)).unwrap();
-        let data = img.data();
-        GrayImage::from_raw(img.width() as u32, img.height() as u32, data).unwrap()
+        render(text, 4).unwrap()
     }
 
     #[test]

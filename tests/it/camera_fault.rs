@@ -43,9 +43,7 @@ fn an_unplugged_camera_is_reported_once_and_resumes_by_itself() {
         valid_until: 4_000_000_000,
     }
     .encode(&key);
-    let bc = zxingcpp::create(zxingcpp::BarcodeFormat::QRCode).from_str(&text).unwrap();
-    let img = bc.to_image_with(&zxingcpp::write().scale(4)).unwrap();
-    let frame = GrayImage::from_raw(img.width() as u32, img.height() as u32, img.data()).unwrap();
+    let frame = sibi::credential::qr::render(&text, 4).unwrap();
     let unplugged = Arc::new(Mutex::new(false));
     let trust = Trust {
         pass: PassVerifier { keys: vec![key.verifying_key()], community: Some("c".into()), ..Default::default() },

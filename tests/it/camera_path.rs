@@ -12,9 +12,7 @@ use sibi::store::Store;
 fn frame_with(text: Option<&str>) -> GrayImage {
     let mut canvas = GrayImage::from_pixel(640, 480, image::Luma([140]));
     if let Some(text) = text {
-        let bc = zxingcpp::create(zxingcpp::BarcodeFormat::QRCode).from_str(text).unwrap();
-        let img = bc.to_image_with(&zxingcpp::write().scale(4)).unwrap();
-        let qr = GrayImage::from_raw(img.width() as u32, img.height() as u32, img.data()).unwrap();
+        let qr = sibi::credential::qr::render(text, 4).unwrap();
         image::imageops::overlay(&mut canvas, &qr, 200, 100);
     }
     canvas

@@ -8,9 +8,7 @@ use serde_json::Value;
 use crate::util::run;
 
 fn qr_png(dir: &Path, name: &str, text: &str) -> String {
-    let bc = zxingcpp::create(zxingcpp::BarcodeFormat::QRCode).from_str(text).unwrap();
-    let img = bc.to_image_with(&zxingcpp::write().scale(4)).unwrap();
-    let gray = image::GrayImage::from_raw(img.width() as u32, img.height() as u32, img.data()).unwrap();
+    let gray = sibi::credential::qr::render(text, 4).unwrap();
     let path = dir.join(name);
     gray.save(&path).unwrap();
     path.to_str().unwrap().to_string()
