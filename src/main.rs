@@ -108,6 +108,9 @@ enum CodeCommand {
         /// Decoder backend: zxing (default) or rqrr.
         #[arg(long, default_value = "zxing")]
         decoder: String,
+        /// Decode each image this many times and report the median time (for benchmarks; 1–1000).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        repeat: u16,
     },
     /// Verify one credential; prints {"format", "valid", "stage", ...}. Exit 0 valid, 1 invalid, 2 usage or I/O.
     Verify {
@@ -117,12 +120,17 @@ enum CodeCommand {
         /// An image holding the QR code.
         #[arg(long)]
         image: Option<PathBuf>,
-        /// A DCC signer certificate (DER or PEM); repeatable.
+        /// A DCC signer certificate (DER or PEM, several PEM blocks allowed), a pass public key, or a JSON trust
+        /// list; repeatable.
         #[arg(long)]
         trust: Vec<PathBuf>,
         /// The validation clock, RFC 3339 (default: now).
         #[arg(long)]
         at: Option<String>,
+        /// A gate config: also trust what it trusts ([credentials]) and verify health codes through its
+        /// [health_code] issuers and gateway.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -139,9 +147,9 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::CheckConfig { file } => check_config(file),
         Command::Decide { config, input, pretty, at } => decide(config, input, pretty, at),
-        Command::Code { command: CodeCommand::Scan { images, decoder } } => code_scan(images, &decoder),
-        Command::Code { command: CodeCommand::Verify { text, image, trust, at } } => {
-            code_verify(text, image, trust, at)
+        Command::Code { command: CodeCommand::Scan { images, decoder, repeat } } => code_scan(images, &decoder, repeat),
+        Command::Code { command: CodeCommand::Verify { text, image, trust, at, config } } => {
+            code_verify(text, image, trust, at, config)
         }
         Command::Keygen { out, name } => keygen(&out, &name),
         Command::Pass {
@@ -261,8 +269,14 @@ fn pass_issue(a: PassArgs) -> ExitCode {
 }
 
 /// `sibi code verify`.
-fn code_verify(text: Option<String>, image: Option<PathBuf>, trust: Vec<PathBuf>, at: Option<String>) -> ExitCode {
-    use sibi::credential::{Format, Trust, VerifyReport, dcc::Signer, pass, qr};
+fn code_verify(
+    text: Option<String>,
+    image: Option<PathBuf>,
+    trust: Vec<PathBuf>,
+    at: Option<String>,
+    config: Option<PathBuf>,
+) -> ExitCode {
+    use sibi::credential::{Format, Trust, VerifyReport, qr};
     let usage = |msg: String| {
         eprintln!("error: {msg}");
         ExitCode::from(2)
@@ -274,21 +288,18 @@ fn code_verify(text: Option<String>, image: Option<PathBuf>, trust: Vec<PathBuf>
             return usage(format!("--at `{}` is not an RFC 3339 date-time", at.unwrap_or_default()));
         }
     };
-    let mut trusted = Trust::default();
+    let mut trusted = match config.map(|p| sibi::config::load(&p)) {
+        None => Trust::default(),
+        Some(Ok(c)) => c.credentials.trust(&c.gate.community, &c.gate.id),
+        Some(Err(e)) => return usage(format!("{e}")),
+    };
     for path in &trust {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => return usage(format!("cannot read --trust `{}`: {e}", path.display())),
         };
-        if let Some(k) = std::str::from_utf8(&bytes).ok().and_then(pass::parse_verifying_key) {
-            trusted.pass.keys.push(k);
-            continue;
-        }
-        match Signer::from_pem_or_der(&bytes) {
-            Ok(s) => trusted.dcc.push(s),
-            Err(e) => {
-                return usage(format!("--trust `{}`: not a pass key, and {e}", path.display()));
-            }
+        if let Err(e) = trusted.add_file(&bytes) {
+            return usage(format!("--trust `{}`: not a pass key, certificate or trust list: {e}", path.display()));
         }
     }
     let text = match (text, image) {
@@ -371,7 +382,7 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
 
 /// `sibi code scan`: `ms` is the decode time alone (the image is loaded first). An image that cannot be read gets a
 /// line with an `error` and makes the exit status 2; images with no code are not an error.
-fn code_scan(images: Vec<PathBuf>, decoder: &str) -> ExitCode {
+fn code_scan(images: Vec<PathBuf>, decoder: &str, repeat: u16) -> ExitCode {
     use sibi::credential::qr::{DecoderKind, load_luma};
     let Some(kind) = DecoderKind::parse(decoder) else {
         eprintln!("error: --decoder `{decoder}`: use zxing or rqrr");
@@ -395,9 +406,15 @@ fn code_scan(images: Vec<PathBuf>, decoder: &str) -> ExitCode {
                 Line { file, codes: vec![], ms: 0.0, error: Some(e) }
             }
             Ok(frame) => {
-                let t = std::time::Instant::now();
-                let result = decoder.decode(&frame);
-                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                let mut times = Vec::with_capacity(usize::from(repeat));
+                let mut result = Ok(Vec::new());
+                for _ in 0..repeat {
+                    let t = std::time::Instant::now();
+                    result = decoder.decode(&frame);
+                    times.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                times.sort_by(f64::total_cmp);
+                let ms = times[times.len() / 2];
                 match result {
                     Ok(codes) => Line { file, codes, ms, error: None },
                     Err(e) => Line { file, codes: vec![], ms, error: Some(e.to_string()) },

@@ -354,14 +354,6 @@ impl Signer {
         kid.copy_from_slice(&digest[..8]);
         Ok(Signer { kid, key, key_usages })
     }
-
-    /// From PEM or DER bytes.
-    pub fn from_pem_or_der(bytes: &[u8]) -> Result<Signer, String> {
-        if let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(bytes) {
-            return Signer::from_der(&pem.contents);
-        }
-        Signer::from_der(bytes)
-    }
 }
 
 /// Verify the signature of `cose` with `signer`.

@@ -65,6 +65,68 @@ impl Default for Trust {
     }
 }
 
+impl Trust {
+    /// Add what one `--trust` file holds: a sibi pass public key, one or more signer certificates (DER, or PEM with
+    /// any number of `CERTIFICATE` blocks), or a JSON trust list (an array, or an object with a `certificates` array,
+    /// of base64 DER strings or of objects carrying the certificate in `rawData` / `certificate`, as the EU gateway
+    /// and national DSC lists publish them). Returns how many entries were added.
+    pub fn add_file(&mut self, bytes: &[u8]) -> Result<usize, String> {
+        if let Some(k) = std::str::from_utf8(bytes).ok().and_then(pass::parse_verifying_key) {
+            self.pass.keys.push(k);
+            return Ok(1);
+        }
+        let trimmed = bytes.trim_ascii_start();
+        if trimmed.starts_with(b"[") || trimmed.starts_with(b"{") {
+            return self.add_json_trust_list(trimmed);
+        }
+        if trimmed.starts_with(b"-----BEGIN") {
+            let mut added = 0;
+            for (i, pem) in x509_parser::pem::Pem::iter_from_buffer(trimmed).enumerate() {
+                let pem = pem.map_err(|e| format!("PEM block {}: {e}", i + 1))?;
+                if pem.label != "CERTIFICATE" {
+                    continue;
+                }
+                self.dcc.push(dcc::Signer::from_der(&pem.contents).map_err(|e| format!("certificate {}: {e}", i + 1))?);
+                added += 1;
+            }
+            return if added == 0 { Err("no CERTIFICATE block in the PEM file".into()) } else { Ok(added) };
+        }
+        self.dcc.push(dcc::Signer::from_der(bytes)?);
+        Ok(1)
+    }
+
+    fn add_json_trust_list(&mut self, json: &[u8]) -> Result<usize, String> {
+        use base64::Engine;
+        let value: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| format!("not a JSON trust list: {e}"))?;
+        let list = match &value {
+            serde_json::Value::Array(a) => a,
+            serde_json::Value::Object(o) => match o.get("certificates") {
+                Some(serde_json::Value::Array(a)) => a,
+                _ => return Err("JSON trust list: expected an array or an object with a `certificates` array".into()),
+            },
+            _ => return Err("JSON trust list: expected an array or an object".into()),
+        };
+        let mut added = 0;
+        for (i, entry) in list.iter().enumerate() {
+            let b64 = match entry {
+                serde_json::Value::String(s) => s.as_str(),
+                serde_json::Value::Object(o) => match o.get("rawData").or_else(|| o.get("certificate")) {
+                    Some(serde_json::Value::String(s)) => s.as_str(),
+                    _ => return Err(format!("trust list entry {i}: no `rawData` or `certificate` string")),
+                },
+                _ => return Err(format!("trust list entry {i}: expected a string or an object")),
+            };
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| format!("trust list entry {i}: certificate is not base64: {e}"))?;
+            self.dcc.push(dcc::Signer::from_der(&der).map_err(|e| format!("trust list entry {i}: {e}"))?);
+            added += 1;
+        }
+        if added == 0 { Err("the trust list is empty".into()) } else { Ok(added) }
+    }
+}
+
 /// The result of `sibi code verify`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VerifyReport {
@@ -134,7 +196,15 @@ pub fn verify_text(text: &str, trust: &Trust, at: Timestamp) -> VerifyReport {
             d.insert("status".into(), status.as_str().into());
             let valid = status == CodeStatus::Green;
             let stage = if valid { "ok" } else { "status" };
-            VerifyReport { format: Format::HealthCode, valid, stage, error: None, details: Some(d) }
+            let error = match (status, &trust.health, issuer) {
+                (CodeStatus::Green, _, _) => None,
+                (_, _, None) => Some("no configured issuer matches this code (give --config with [health_code])"),
+                (_, None, _) => Some("no health-code gateway configured (give --config with [health_code].gateway)"),
+                (CodeStatus::Unverified, _, _) => Some("the gateway could not be reached or gave no usable answer"),
+                (CodeStatus::Timeout, _, _) => Some("the gateway did not answer within the timeout"),
+                _ => Some("the gateway reports this code is not green"),
+            };
+            VerifyReport { format: Format::HealthCode, valid, stage, error: error.map(String::from), details: Some(d) }
         }
         Format::Unknown => VerifyReport::failed(
             Format::Unknown,

@@ -116,3 +116,40 @@ fn verify_handles_garbage_images_and_usage_errors() {
     assert_eq!(run(&["code", "verify", "--text", "x", "--at", "tomorrow"]).status.code(), Some(2));
     assert_eq!(run(&["code", "verify"]).status.code(), Some(2));
 }
+
+#[test]
+fn trust_lists_in_json_and_multi_certificate_pem_verify_each_signer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (Some(at), Some(de)) = (vector("AT/2DCode/raw/1.json"), vector("DE/2DCode/raw/1.json")) else {
+        return;
+    };
+    let b64 = |v: &Value| v["TESTCTX"]["CERTIFICATE"].as_str().unwrap().to_string();
+    let json = dir.path().join("dsc.json");
+    let list = serde_json::json!({"certificates": [{"kid": "x", "rawData": b64(&at)}, {"rawData": b64(&de)}]});
+    std::fs::write(&json, list.to_string()).unwrap();
+    let pem = dir.path().join("dsc.pem");
+    let block = |s: String| format!("-----BEGIN CERTIFICATE-----\n{s}\n-----END CERTIFICATE-----\n");
+    std::fs::write(&pem, block(b64(&at)) + &block(b64(&de))).unwrap();
+    for list in [&json, &pem] {
+        for v in [&at, &de] {
+            let clock = v["TESTCTX"]["VALIDATIONCLOCK"].as_str().unwrap();
+            let out = run(&[
+                "code",
+                "verify",
+                "--text",
+                v["PREFIX"].as_str().unwrap(),
+                "--trust",
+                list.to_str().unwrap(),
+                "--at",
+                clock,
+            ]);
+            let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!((out.status.code(), r["stage"].as_str()), (Some(0), Some("ok")), "{} {r}", list.display());
+        }
+    }
+    // A trust list with a broken entry is a usage error that says which entry.
+    std::fs::write(&json, r#"[{"rawData": "@@@"}]"#).unwrap();
+    let out = run(&["code", "verify", "--text", "x", "--trust", json.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("entry 0"), "{}", String::from_utf8_lossy(&out.stderr));
+}

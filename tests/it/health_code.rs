@@ -107,3 +107,55 @@ fn an_unreachable_gateway_means_unverified_at_once() {
     assert_eq!(client.verify(&issuer, "HCT:green"), CodeStatus::Unverified);
     assert!(t.elapsed() < Duration::from_secs(2));
 }
+
+/// A gate config whose `[health_code]` points at `gateway`.
+fn gate_with_gateway(gateway: &str) -> crate::util::Gate {
+    crate::util::Gate::new(
+        "[[event]]\nat = 0.0\ntemperature = 36.5\n",
+        &format!(
+            r#"
+[health_code]
+gateway = "{gateway}"
+timeout_ms = 500
+[[health_code.issuer]]
+name = "测试健康码"
+region = "420000"
+prefixes = ["HCT:"]
+"#
+        ),
+        "",
+    )
+}
+
+#[test]
+fn code_verify_with_a_config_asks_the_gateway_named_there() {
+    let (url, seen) = gateway();
+    let gate = gate_with_gateway(&url);
+    let config = gate.config();
+    let config = config.to_str().unwrap();
+    let verify = |code: &str| {
+        let out = crate::util::run(&["code", "verify", "--config", config, "--text", code]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+        (out.status.code(), v["format"].as_str().map(String::from), v["status"].as_str().map(String::from))
+    };
+    let hc = || Some("health_code".to_string());
+    assert_eq!(verify("HCT:green"), (Some(0), hc(), Some("green".into())));
+    assert_eq!(verify("HCT:red"), (Some(1), hc(), Some("red".into())));
+    assert_eq!(verify("HCT:slow"), (Some(1), hc(), Some("timeout".into())));
+    assert_eq!(seen.lock().unwrap()[0]["gate"].as_str(), Some("test-gate"));
+    // Without the config the issuer is unknown: nothing to ask.
+    let out = crate::util::run(&["code", "verify", "--text", "HCT:green"]);
+    assert_eq!(out.status.code(), Some(1));
+    // The gateway gone: unverified, which the policy turns into the operator's colour check.
+    drop(gate);
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let gate = gate_with_gateway(&format!("http://127.0.0.1:{port}"));
+    let out = crate::util::run(&["code", "verify", "--config", gate.config().to_str().unwrap(), "--text", "HCT:green"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((out.status.code(), v["status"].as_str()), (Some(1), Some("unverified")));
+    // A broken config is a usage error naming the file.
+    std::fs::write(gate.config(), "[gate\n").unwrap();
+    let out = crate::util::run(&["code", "verify", "--config", gate.config().to_str().unwrap(), "--text", "HCT:green"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gate.toml"), "{}", String::from_utf8_lossy(&out.stderr));
+}
