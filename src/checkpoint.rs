@@ -260,6 +260,8 @@ struct Session {
     /// The last recorded decision's rule and reasons, so a repeated refer is not recorded twice.
     last_recorded: Option<(Rule, Vec<Rule>)>,
     last_prompt: Option<Rule>,
+    /// The last refer recorded for this presentation: what a close falls back to if the rules have changed since.
+    last_refer: Option<Decision>,
     fever_recorded: bool,
     colour_by_operator: bool,
     approval_reason: Option<String>,
@@ -478,6 +480,7 @@ impl Checkpoint {
             person,
             last_recorded: None,
             last_prompt: None,
+            last_refer: None,
             fever_recorded: false,
             colour_by_operator: false,
             approval_reason: None,
@@ -522,6 +525,7 @@ impl Checkpoint {
                 }
                 s.last_recorded = Some(key);
                 s.last_prompt = Some(decision.rule);
+                s.last_refer = Some(decision.clone());
                 if decision.rule == Rule::FeverFirst {
                     s.fever_recorded = true;
                 }
@@ -542,13 +546,18 @@ impl Checkpoint {
     fn close(&mut self, now: Timestamp, note: CloseNote, out: &mut Vec<Effect>) {
         let Some(s) = &self.current else { return };
         let decision = self.decide_current(s, now);
-        // A presentation that would pass or be denied is decided on the spot; one left open can only be a refer.
-        let decision = if decision.verdict == Verdict::Refer { decision } else { refer_as_is(decision) };
+        // A presentation that would pass or be denied is decided on the spot; one left open can only be a refer. If
+        // the rules changed while it was open (a scheduled tier change) it closes as the refer it was last recorded as.
+        let decision = match (decision.verdict, &s.last_refer) {
+            (Verdict::Refer, _) => decision,
+            (_, Some(last)) => last.clone(),
+            (_, None) => refer_as_is(decision),
+        };
         self.finish(decision, Some(note), now, out);
     }
 }
 
-/// Should never be needed (pass and deny close sessions at once), but keeps `close` total: downgrade to a refer.
+/// Keeps `close` total when an open presentation was never recorded as a refer: downgrade to a refer.
 fn refer_as_is(mut d: Decision) -> Decision {
     d.verdict = Verdict::Refer;
     d
@@ -654,6 +663,32 @@ mod tests {
         k.handle(Event::Tick, at(20_000));
         k.handle(Event::Credential(pass_card("P1")), at(20_001));
         assert!(!k.is_idle());
+    }
+
+    #[test]
+    fn a_refer_left_open_across_a_tier_change_closes_as_the_refer_it_was() {
+        use crate::domain::Tier;
+        use crate::policy::TierChange;
+        let policy = Policy {
+            tiers: vec![
+                TierChange { tier: Tier::High, effective: Timestamp(0) },
+                TierChange { tier: Tier::Low, effective: at(10_000) },
+            ],
+            ..Policy::default()
+        };
+        let mut k = Checkpoint::new(CheckpointConfig::default(), policy, Direction::In, 1);
+        k.handle(Event::Credential(pass_card("P1")), at(0));
+        k.handle(c(36.5), at(100));
+        let e = k.handle(Event::Button(Button::MaskConfirmed), at(200));
+        let o = outcomes(&e);
+        assert_eq!((o[0].decision.verdict, o[0].decision.rule), (Verdict::Refer, Rule::TierHighResidentIn));
+        // The tier drops to low while the resident waits; they walk away: recorded as the refer shown, not a pass
+        // that never opened the gate, and never a "refer" carrying a pass rule.
+        let e = k.handle(Event::Tick, at(31_000));
+        let o = outcomes(&e);
+        assert_eq!(o.len(), 1);
+        assert_eq!((o[0].decision.verdict, o[0].decision.rule), (Verdict::Refer, Rule::TierHighResidentIn));
+        assert_eq!(o[0].note, Some(CloseNote::WalkedAway));
     }
 
     #[test]
