@@ -25,7 +25,9 @@ use crate::credential::reader::CameraCredentials;
 use crate::domain::{Timestamp, Verdict};
 use crate::hw::camera::V4l2Camera;
 use crate::hw::frames::FolderFrames;
+use crate::hw::gpio;
 use crate::hw::script::{Playback, ScriptedCredentials, ScriptedOperator, ScriptedThermometer};
+use crate::hw::serial::SerialThermometer;
 use crate::hw::sim_gate::SimGate;
 use crate::hw::{
     self, Buzz, CredentialSource, DeviceFault, GateCommand, GateOutput, Lights, OperatorInput, OperatorSource,
@@ -69,23 +71,31 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
             Box::new(CameraCredentials::new(Box::new(camera), decoder.decoder(), trust()))
         }
     };
-    let thermometer: Box<dyn Thermometer> = match config.devices.thermometer {
+    let thermometer: Box<dyn Thermometer> = match &config.devices.thermometer {
         ThermometerBackend::Script => {
             let (s, p) = script()?;
             Box::new(ScriptedThermometer::new(&s.script, p))
         }
+        ThermometerBackend::Serial(settings) => Box::new(
+            SerialThermometer::start(settings, config.policy.fever_threshold)
+                .context("cannot start the thermometer thread")?,
+        ),
     };
-    let operator: Box<dyn OperatorSource> = match config.devices.operator {
+    let operator: Box<dyn OperatorSource> = match &config.devices.operator {
         OperatorBackend::Script => {
             let (s, p) = script()?;
             Box::new(ScriptedOperator::new(&s.script, p))
         }
+        OperatorBackend::Gpio(b) => Box::new(gpio::pi::buttons(b).map_err(anyhow::Error::msg)?),
     };
     let (gate, pulse): (Box<dyn GateOutput>, Duration) = match &config.devices.gate {
         GateBackend::Sim { pulse, log } => {
             let g =
                 SimGate::new(log.as_deref()).with_context(|| format!("cannot open the simulated gate log {log:?}"))?;
             (Box::new(g), *pulse)
+        }
+        GateBackend::Gpio { settings, pulse } => {
+            (Box::new(gpio::pi::gate(settings).map_err(anyhow::Error::msg)?), *pulse)
         }
     };
     Ok(OpenDevices { credentials, thermometer, operator, gate, pulse })

@@ -171,6 +171,8 @@ pub struct RawCredentials {
 pub enum RawThermometerDevice {
     /// Readings from the script.
     Script(RawScripted),
+    /// An IR thermometer module on a serial port.
+    Serial(crate::hw::serial::SerialSettings),
 }
 
 /// `[devices.operator]`.
@@ -179,6 +181,8 @@ pub enum RawThermometerDevice {
 pub enum RawOperatorDevice {
     /// Operator actions and button presses from the script.
     Script(RawScripted),
+    /// Buttons on Raspberry Pi GPIO.
+    Gpio(crate::hw::gpio::GpioButtonSettings),
 }
 
 /// `[devices.gate]`.
@@ -187,6 +191,8 @@ pub enum RawOperatorDevice {
 pub enum RawGateDevice {
     /// A simulated gate that records and logs what it is told.
     Sim(RawSimGate),
+    /// Relay, lights and buzzer on Raspberry Pi GPIO.
+    Gpio(crate::hw::gpio::GpioGateSettings),
 }
 
 /// `[devices.gate]` with `backend = "sim"`.
@@ -346,6 +352,8 @@ pub enum CredentialBackend {
 pub enum ThermometerBackend {
     /// Scripted.
     Script,
+    /// A serial IR thermometer.
+    Serial(crate::hw::serial::SerialSettings),
 }
 
 /// Operator input backends.
@@ -353,6 +361,8 @@ pub enum ThermometerBackend {
 pub enum OperatorBackend {
     /// Scripted.
     Script,
+    /// GPIO buttons.
+    Gpio(crate::hw::gpio::GpioButtonSettings),
 }
 
 /// Gate output backends.
@@ -364,6 +374,13 @@ pub enum GateBackend {
         pulse: Duration,
         /// Absolute path of the command log, if any.
         log: Option<PathBuf>,
+    },
+    /// GPIO relay, lights and buzzer.
+    Gpio {
+        /// Pins.
+        settings: crate::hw::gpio::GpioGateSettings,
+        /// Relay pulse.
+        pulse: Duration,
     },
 }
 
@@ -727,36 +744,59 @@ fn validate_devices(d: RawDevices, base: &Path, state_dir: &Path, problems: &mut
     };
     let thermometer = match d.thermometer {
         Some(RawThermometerDevice::Script(_)) => Some(ThermometerBackend::Script),
+        Some(RawThermometerDevice::Serial(mut s)) => {
+            problems.extend(s.problems());
+            s.port = resolve(base, &s.port);
+            Some(ThermometerBackend::Serial(s))
+        }
         None => {
             need("thermometer", problems);
             None
         }
     };
+    let gpio_gate = match &d.gate {
+        Some(RawGateDevice::Gpio(g)) => Some(g.clone()),
+        _ => None,
+    };
     let operator = match d.operator {
         Some(RawOperatorDevice::Script(_)) => Some(OperatorBackend::Script),
+        Some(RawOperatorDevice::Gpio(b)) => {
+            if !(5..=500).contains(&b.debounce_ms) {
+                problems.push(format!("`devices.operator.debounce_ms` = {}: use 5–500", b.debounce_ms));
+            }
+            Some(OperatorBackend::Gpio(b))
+        }
         None => {
             need("operator", problems);
             None
         }
     };
+    let buttons = match &operator {
+        Some(OperatorBackend::Gpio(b)) => Some(b),
+        _ => None,
+    };
+    problems.extend(
+        crate::hw::gpio::pin_problems(gpio_gate.as_ref(), buttons).into_iter().map(|m| format!("`devices`: {m}")),
+    );
+    let mut pulse = |ms: Option<i64>| {
+        let ms = match ms {
+            None => 3_000,
+            Some(ms) if !(100..=30_000).contains(&ms) => {
+                problems.push(format!(
+                    "`devices.gate.pulse_ms` = {ms}: the relay pulse must be 100–30000 ms (the gate closes by itself \
+                     after it)"
+                ));
+                3_000
+            }
+            Some(ms) => ms,
+        };
+        Duration::from_millis(ms as u64)
+    };
     let gate = match d.gate {
         Some(RawGateDevice::Sim(s)) => {
-            let pulse = match s.pulse_ms {
-                None => 3_000,
-                Some(ms) if !(100..=30_000).contains(&ms) => {
-                    problems.push(format!(
-                        "`devices.gate.pulse_ms` = {ms}: the relay pulse must be 100–30000 ms (the gate closes by \
-                         itself after it)"
-                    ));
-                    3_000
-                }
-                Some(ms) => ms,
-            };
-            Some(GateBackend::Sim {
-                pulse: Duration::from_millis(pulse as u64),
-                log: s.log.map(|l| resolve(state_dir, &l)),
-            })
+            Some(GateBackend::Sim { pulse: pulse(s.pulse_ms), log: s.log.map(|l| resolve(state_dir, &l)) })
         }
+        Some(RawGateDevice::Gpio(g)) => Some(GateBackend::Gpio { pulse: pulse(g.pulse_ms), settings: g }),
         None => {
             need("gate", problems);
             None

@@ -7,8 +7,11 @@
 
 pub mod camera;
 pub mod frames;
+pub mod gpio;
 pub mod script;
+pub mod serial;
 pub mod sim_gate;
+pub mod thermo;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -12,4 +12,5 @@ mod decode;
 mod health_code;
 mod pass_cli;
 mod run_path;
+mod thermometer;
 mod util;
