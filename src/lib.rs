@@ -23,4 +23,5 @@ pub mod domain;
 pub mod dryrun;
 pub mod hw;
 pub mod policy;
+pub mod probe;
 pub mod store;

@@ -57,6 +57,11 @@ enum Command {
         #[command(subcommand)]
         command: PassCommand,
     },
+    /// Commissioning checks on the real devices: `probe thermometer|gpio|camera`.
+    Probe {
+        #[command(subcommand)]
+        command: ProbeCommand,
+    },
     /// Read QR codes.
     Code {
         #[command(subcommand)]
@@ -95,6 +100,40 @@ enum PassCommand {
         /// Output card (SVG); the QR code alone is written beside it as .png.
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProbeCommand {
+    /// List serial ports, then read ten temperatures and print them with their raw frames.
+    Thermometer {
+        /// Take the port and protocol from this config's [devices.thermometer].
+        #[arg(long, conflicts_with = "port")]
+        config: Option<PathBuf>,
+        /// Or give the port…
+        #[arg(long, required_unless_present = "config")]
+        port: Option<PathBuf>,
+        /// …its protocol (gy-mcu90614, ascii; Modbus needs a config)…
+        #[arg(long, default_value = "gy-mcu90614")]
+        protocol: String,
+        /// …and baud rate.
+        #[arg(long, default_value_t = 9600)]
+        baud: u32,
+        /// How many readings.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+    },
+    /// Say whether this is a Raspberry Pi with GPIO; with a config, blink each light, sound the buzzer, click the relay.
+    Gpio {
+        /// The gate config with [devices.gate] backend = "gpio".
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Grab frames from the config's V4L2 camera and try to decode them.
+    Camera {
+        /// The gate config with [devices.credentials] backend = "v4l2".
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -147,6 +186,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::CheckConfig { file } => check_config(file),
         Command::Decide { config, input, pretty, at } => decide(config, input, pretty, at),
+        Command::Probe { command } => probe(command),
         Command::Code { command: CodeCommand::Scan { images, decoder, repeat } } => code_scan(images, &decoder, repeat),
         Command::Code { command: CodeCommand::Verify { text, image, trust, at, config } } => {
             code_verify(text, image, trust, at, config)
@@ -324,6 +364,76 @@ fn code_verify(
     let report = sibi::credential::verify_text(&text, &trusted, now);
     println!("{}", report.to_json());
     if report.valid { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// `sibi probe`. Exit 0 when the device answered, 1 when it did not, 2 for usage or config errors.
+fn probe(command: ProbeCommand) -> ExitCode {
+    use sibi::probe;
+    let load = |path: &PathBuf| probe::load(path);
+    match command {
+        ProbeCommand::Thermometer { config, port, protocol, baud, count } => {
+            let settings = match (config, port) {
+                (Some(path), _) => match load(&path) {
+                    Ok(c) => match probe::serial_of(&c) {
+                        Some(s) => s.clone(),
+                        None => {
+                            eprintln!("error: {} has no `[devices.thermometer] backend = \"serial\"`", path.display());
+                            return ExitCode::from(2);
+                        }
+                    },
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, Some(port)) => {
+                    let toml =
+                        format!("port = {:?}\nbaud = {baud}\nprotocol = {protocol:?}\n", port.display().to_string());
+                    match toml::from_str::<sibi::hw::serial::SerialSettings>(&toml) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            eprintln!("error: {}", e.message());
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+                (None, None) => return usage_error("give --config or --port"),
+            };
+            if probe::thermometer(&settings, count, std::time::Duration::from_secs(10)) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        ProbeCommand::Gpio { config } => {
+            let config = match config.as_ref().map(load).transpose() {
+                Ok(c) => c,
+                Err(e) => return usage_error(&e),
+            };
+            match probe::gpio(config.as_ref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    println!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        ProbeCommand::Camera { config } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(e) => return usage_error(&e),
+            };
+            let sibi::config::CredentialBackend::V4l2 { settings, .. } = c.devices.credentials else {
+                return usage_error(&format!("{} has no `[devices.credentials] backend = \"v4l2\"`", config.display()));
+            };
+            if probe::camera(settings, 10) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+    }
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
 }
 
 fn init_logging() {

@@ -127,7 +127,10 @@ impl SerialSettings {
             p.push("`settle_readings`: use 1–20".into());
         }
         let d = &self.drift;
-        if !(5..=1000).contains(&d.window) || !(d.low < d.high) || !(30.0..=40.0).contains(&d.low) {
+        if !(5..=1000).contains(&d.window)
+            || d.low.partial_cmp(&d.high) != Some(std::cmp::Ordering::Less)
+            || !(30.0..=40.0).contains(&d.low)
+        {
             p.push(format!("`drift`: window 5–1000 and 30 ≤ low < high (got {}, {}, {})", d.window, d.low, d.high));
         }
         p.into_iter().map(|m| format!("`devices.thermometer`: {m}")).collect()

@@ -177,3 +177,22 @@ fn relaxing_within_bounds_is_accepted() {
     ));
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn the_pi_config_on_a_machine_without_gpio_refuses_to_start_with_that_message() {
+    if std::path::Path::new("/dev/gpiomem").exists() {
+        return; // a real Pi
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(repo().join("config/gate.example.toml")).unwrap();
+    let config = dir.path().join("gate.toml");
+    std::fs::write(&config, example.replace("state_dir = \"/var/lib/sibi\"", "state_dir = \"state\"")).unwrap();
+    let out = run(&["run", "--config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no Raspberry Pi GPIO found (未找到树莓派 GPIO)"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let out = run(&["probe", "gpio"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no Raspberry Pi GPIO found"));
+}

@@ -1,0 +1,148 @@
+//! `sibi probe`: commissioning checks a technician runs at the gate, each on the real driver the daemon uses.
+//!
+//! Output is for the technician on site: plain lines, English with the Chinese term where a volunteer would say it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, GateBackend, OperatorBackend, ThermometerBackend};
+use crate::hw::gpio;
+use crate::hw::serial::{Reader, ReaderMsg, SerialSettings};
+use crate::hw::{GateCommand, GateOutput, Lights};
+
+/// Serial ports the system lists (and the stable by-id names).
+pub fn list_ports() -> Vec<String> {
+    let mut out: Vec<String> =
+        serialport::available_ports().map(|ports| ports.into_iter().map(|p| p.port_name).collect()).unwrap_or_default();
+    if let Ok(dir) = std::fs::read_dir("/dev/serial/by-id") {
+        out.extend(dir.flatten().map(|e| e.path().display().to_string()));
+    }
+    out.sort();
+    out
+}
+
+/// Read `count` frames from the configured thermometer, printing each raw frame and the body temperature it gives.
+/// Returns false if none arrived within `timeout`.
+pub fn thermometer(settings: &SerialSettings, count: usize, timeout: Duration) -> bool {
+    println!("ports: {}", list_ports().join(", "));
+    println!("reading {} ({:?} at {} baud)…", settings.port.display(), settings.protocol, settings.baud);
+    let reader = match Reader::start(settings) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("cannot start the reader: {e}");
+            return false;
+        }
+    };
+    let end = Instant::now() + timeout;
+    let mut got = 0;
+    while got < count {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match reader.rx.recv_timeout(left) {
+            Ok(ReaderMsg::Reading(r)) => {
+                got += 1;
+                let hex: Vec<String> = r.frame.iter().map(|b| format!("{b:02X}")).collect();
+                let body = match settings.calibration.body(&r) {
+                    Ok(b) => format!("body {b}"),
+                    Err(_) => "out of range (nobody in front of the sensor?)".into(),
+                };
+                let ambient = r.ambient.map(|a| format!(" ambient {a}")).unwrap_or_default();
+                println!("{got:2}. [{}] surface {}{ambient} → {body}", hex.join(" "), r.object);
+            }
+            Ok(ReaderMsg::Rejected(why)) => println!("    frame without a reading: {why}"),
+            Ok(ReaderMsg::Fault(why)) => println!("    fault: {why}"),
+            Ok(ReaderMsg::Restored(gap)) => println!("    back after {} ms", gap.as_millis()),
+            Err(_) => break,
+        }
+    }
+    if got == 0 {
+        println!("no reading within {} s: check wiring (TX↔RX), power, baud rate and protocol", timeout.as_secs());
+    }
+    got > 0
+}
+
+/// Click the relay and blink each light, on the configured pins. Returns the error message if there is no GPIO.
+pub fn gpio(config: Option<&Config>) -> Result<(), String> {
+    let board = gpio::pi::probe()?;
+    println!("GPIO: {board}");
+    let Some(GateBackend::Gpio { settings, pulse }) = config.map(|c| &c.devices.gate) else {
+        println!("no `[devices.gate] backend = \"gpio\"` in the config given: nothing to click");
+        return Ok(());
+    };
+    let mut g = gpio::pi::gate(settings)?;
+    let step = |g: &mut dyn GateOutput, what: &str, cmd: GateCommand, hold: Duration| -> Result<(), String> {
+        println!("{what}");
+        g.apply(&cmd).map_err(|e| e.0)?;
+        std::thread::sleep(hold);
+        Ok(())
+    };
+    let second = Duration::from_secs(1);
+    step(&mut g, "green light (绿灯)", GateCommand::Lights(Lights { green: true, ..Lights::default() }), second)?;
+    step(&mut g, "red light (红灯)", GateCommand::Lights(Lights { red: true, ..Lights::default() }), second)?;
+    step(&mut g, "amber light (黄灯)", GateCommand::Lights(Lights { amber: true, ..Lights::default() }), second)?;
+    step(&mut g, "buzzer (蜂鸣器)", GateCommand::Buzz { pattern: crate::hw::Buzz::Short }, second)?;
+    step(
+        &mut g,
+        &format!("relay open for {} ms (闸机开)", pulse.as_millis()),
+        GateCommand::RelayOpen { seq: 0 },
+        *pulse,
+    )?;
+    step(&mut g, "everything off, relay closed (闸机关)", GateCommand::Safe, Duration::ZERO)?;
+    if let OperatorBackend::Gpio(_) = config.map(|c| &c.devices.operator).unwrap_or(&OperatorBackend::Script) {
+        println!("buttons: run the daemon and press each; the log names every press");
+    }
+    Ok(())
+}
+
+/// The thermometer settings from a config, if it has a serial one.
+pub fn serial_of(config: &Config) -> Option<&SerialSettings> {
+    match &config.devices.thermometer {
+        ThermometerBackend::Serial(s) => Some(s),
+        ThermometerBackend::Script => None,
+    }
+}
+
+/// Grab frames from the configured V4L2 camera and try to decode them; prints what it found.
+pub fn camera(settings: crate::hw::camera::CameraSettings, frames: usize) -> bool {
+    use crate::hw::frames::FrameSource;
+    println!(
+        "camera {} {}x{} @ {} fps {:?}",
+        settings.device.display(),
+        settings.width,
+        settings.height,
+        settings.fps,
+        settings.format
+    );
+    let mut cam = match crate::hw::camera::V4l2Camera::start(settings) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("cannot start the camera thread: {e}");
+            return false;
+        }
+    };
+    let decoder = crate::credential::qr::DecoderKind::Zxing.decoder();
+    let mut got = 0;
+    let end = Instant::now() + Duration::from_secs(10);
+    while got < frames && Instant::now() < end {
+        match cam.next_frame(Duration::from_millis(500)) {
+            Ok(crate::hw::Polled::Item(f)) => {
+                got += 1;
+                let codes = decoder.decode(&f).unwrap_or_default();
+                println!("frame {got}: {}x{}, {} QR code(s)", f.width(), f.height(), codes.len());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                println!("camera fault: {e}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+    got > 0
+}
+
+/// Load a config for a probe, or say why not.
+pub fn load(path: &Path) -> Result<Config, String> {
+    crate::config::load(path).map_err(|e| e.to_string())
+}
