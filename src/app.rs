@@ -29,9 +29,10 @@ use crate::hw::gpio;
 use crate::hw::script::{Playback, ScriptedCredentials, ScriptedOperator, ScriptedThermometer};
 use crate::hw::serial::SerialThermometer;
 use crate::hw::sim_gate::SimGate;
+use crate::hw::voice::VoiceHandle;
 use crate::hw::{
     self, Buzz, CredentialSource, DeviceFault, GateCommand, GateOutput, Lights, OperatorInput, OperatorSource,
-    SourceMsg, StopFlag, Thermometer,
+    SourceMsg, StopFlag, ThermoItem, Thermometer,
 };
 use crate::store::{GateAction, Store, StoreHandle};
 
@@ -203,12 +204,30 @@ pub struct Pipeline {
     checkpoint: Checkpoint,
     store: StoreHandle,
     gate: GateHandle,
+    voice: Option<VoiceHandle>,
+    /// The last prompt spoken and for which presentation: the same words to the same person are not repeated.
+    last_said: Option<(Option<u64>, crate::policy::Voice)>,
 }
 
 impl Pipeline {
     /// A pipeline over an opened store and a running gate controller.
     pub fn new(checkpoint: Checkpoint, store: StoreHandle, gate: GateHandle) -> Pipeline {
-        Pipeline { checkpoint, store, gate }
+        Pipeline { checkpoint, store, gate, voice: None, last_said: None }
+    }
+
+    /// Speak prompts and decisions through `voice` (queued: never blocks a decision).
+    pub fn with_voice(mut self, voice: VoiceHandle) -> Pipeline {
+        self.voice = Some(voice);
+        self
+    }
+
+    fn say(&mut self, presentation: Option<u64>, v: Option<crate::policy::Voice>) {
+        if let (Some(h), Some(v)) = (&self.voice, v)
+            && self.last_said != Some((presentation, v))
+        {
+            self.last_said = Some((presentation, v));
+            h.say(v);
+        }
     }
 
     /// True when no presentation is open.
@@ -223,6 +242,9 @@ impl Pipeline {
                 self.store.journal(at, "device_fault", format!("{device:?}: {detail}")).await
             }
             Event::Restored(device) => self.store.journal(at, "device_restored", format!("{device:?}")).await,
+            Event::Notice { device, detail, .. } => {
+                self.store.journal(at, "device_notice", format!("{device:?}: {detail}")).await
+            }
             _ => {}
         }
         let effects = self.checkpoint.handle(event, at);
@@ -247,6 +269,7 @@ impl Pipeline {
                     let span = info_span!("presentation", p = p.presentation);
                     let voice = p.voice.map(|v| v.zh()).unwrap_or("-");
                     span.in_scope(|| info!(voice, "提示: {}", p.message_zh));
+                    self.say(p.presentation, p.voice);
                 }
             }
         }
@@ -257,6 +280,9 @@ impl Pipeline {
     /// the gate stays closed.
     async fn act(&mut self, o: Outcome) -> Executed {
         let verdict = o.decision.verdict;
+        // Nobody to speak to when a presentation was closed for them (walked away, superseded, shutdown).
+        let voice = o.note.is_none().then(|| o.decision.rule.voice());
+        let presentation = o.presentation;
         let summary = Summary::of(&o);
         let seq = match self.store.insert(o).await {
             Ok(seq) => seq,
@@ -298,6 +324,8 @@ impl Pipeline {
             verdict.zh(),
             summary.message
         );
+        // Spoken after the gate has been told: the voice never delays the relay.
+        self.say(Some(presentation), voice);
         Executed { seq: Some(seq), verdict, gate }
     }
 }
@@ -377,7 +405,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     threads.push(hw::spawn_source(
         DeviceKind::Thermometer,
         move |w| thermo.poll(w),
-        Event::Temperature,
+        |item| match item {
+            ThermoItem::Reading(c) => Event::Temperature(c),
+            ThermoItem::Notice { detail, message_zh } => {
+                Event::Notice { device: DeviceKind::Thermometer, detail, message_zh }
+            }
+        },
         tx.clone(),
         stop.clone(),
     )?);
@@ -395,7 +428,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let sources = threads.len();
 
     let checkpoint = Checkpoint::new(config.checkpoint, config.policy.clone(), config.gate.direction, first_id);
-    let mut pipeline = Pipeline::new(checkpoint, store.clone(), gate.clone());
+    let voice = VoiceHandle::start(&config.devices.voice).context("cannot start the voice prompts")?;
+    let mut pipeline = Pipeline::new(checkpoint, store.clone(), gate.clone()).with_voice(voice);
     let mut summary = RunSummary::default();
     let count = |done: Vec<Executed>, s: &mut RunSummary| {
         s.recorded += done.iter().filter(|e| e.seq.is_some()).count();

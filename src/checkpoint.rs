@@ -165,6 +165,15 @@ pub enum Event {
     },
     /// A device works again.
     Restored(DeviceKind),
+    /// A device needs attention but still works (a thermometer that has drifted).
+    Notice {
+        /// Which.
+        device: DeviceKind,
+        /// For the log (English).
+        detail: String,
+        /// For the operator (Chinese).
+        message_zh: String,
+    },
 }
 
 /// Why a presentation closed without a pass or deny.
@@ -357,6 +366,11 @@ impl Checkpoint {
                 presentation: self.current.as_ref().map(|s| s.id),
                 message_zh: format!("{}故障：请联系工作人员", device.zh()),
                 voice: Some(Voice::WaitForStaff),
+            })),
+            Event::Notice { message_zh, .. } => out.push(Effect::Prompt(Prompt {
+                presentation: self.current.as_ref().map(|s| s.id),
+                message_zh,
+                voice: None,
             })),
             Event::Restored(device) => out.push(Effect::Prompt(Prompt {
                 presentation: self.current.as_ref().map(|s| s.id),

@@ -84,6 +84,8 @@ pub struct RawDevices {
     pub operator: Option<RawOperatorDevice>,
     /// `[devices.gate]`: relay, lights and buzzer.
     pub gate: Option<RawGateDevice>,
+    /// `[devices.voice]`: spoken prompts (default: silent).
+    pub voice: Option<crate::hw::voice::VoiceSettings>,
 }
 
 /// A scripted device: plays its part of `[script]`.
@@ -320,6 +322,8 @@ pub struct Devices {
     pub operator: OperatorBackend,
     /// Gate outputs.
     pub gate: GateBackend,
+    /// Voice prompts (paths resolved).
+    pub voice: crate::hw::voice::VoiceSettings,
 }
 
 /// Credential source backends.
@@ -802,5 +806,16 @@ fn validate_devices(d: RawDevices, base: &Path, state_dir: &Path, problems: &mut
             None
         }
     };
-    Some(Devices { credentials: credentials?, thermometer: thermometer?, operator: operator?, gate: gate? })
+    let voice = match d.voice {
+        None => crate::hw::voice::VoiceSettings::Sim { log: None },
+        Some(crate::hw::voice::VoiceSettings::Sim { log }) => {
+            crate::hw::voice::VoiceSettings::Sim { log: log.map(|l| resolve(state_dir, &l)) }
+        }
+        Some(crate::hw::voice::VoiceSettings::Player { command, clips }) => {
+            let v = crate::hw::voice::VoiceSettings::Player { command, clips: resolve(base, &clips) };
+            problems.extend(v.problems());
+            v
+        }
+    };
+    Some(Devices { credentials: credentials?, thermometer: thermometer?, operator: operator?, gate: gate?, voice })
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use sibi::domain::Timestamp;
+use sibi::domain::{Celsius, Timestamp};
 
 /// sibi (四必): the gate checkpoint daemon of a residential compound.
 #[derive(Parser)]
@@ -57,11 +57,13 @@ enum Command {
         #[command(subcommand)]
         command: PassCommand,
     },
-    /// Commissioning checks on the real devices: `probe thermometer|gpio|camera`.
+    /// Commissioning checks on the real devices: `probe thermometer|gpio|camera|audio`.
     Probe {
         #[command(subcommand)]
         command: ProbeCommand,
     },
+    /// Print every voice prompt as `key<TAB>text` (used by scripts/voice-clips to make the clips).
+    VoiceList,
     /// Read QR codes.
     Code {
         #[command(subcommand)]
@@ -122,12 +124,25 @@ enum ProbeCommand {
         /// How many readings.
         #[arg(long, default_value_t = 10)]
         count: usize,
+        /// Daily self-check: the reference temperature (blackbody, or a known reading) in ℃. With --config, the
+        /// result is recorded in the gate's journal. Stop the daemon first: it owns the port.
+        #[arg(long)]
+        reference: Option<f64>,
+        /// Self-check tolerance in ℃.
+        #[arg(long, default_value_t = 0.3)]
+        tolerance: f64,
     },
     /// Say whether this is a Raspberry Pi with GPIO; with a config, blink each light, sound the buzzer, click the relay.
     Gpio {
         /// The gate config with [devices.gate] backend = "gpio".
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Play every voice prompt through the config's [devices.voice] player.
+    Audio {
+        /// The gate config.
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Grab frames from the config's V4L2 camera and try to decode them.
     Camera {
@@ -187,6 +202,12 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(file),
         Command::Decide { config, input, pretty, at } => decide(config, input, pretty, at),
         Command::Probe { command } => probe(command),
+        Command::VoiceList => {
+            for v in sibi::policy::Voice::ALL {
+                println!("{}\t{}", v.key(), v.zh());
+            }
+            ExitCode::SUCCESS
+        }
         Command::Code { command: CodeCommand::Scan { images, decoder, repeat } } => code_scan(images, &decoder, repeat),
         Command::Code { command: CodeCommand::Verify { text, image, trust, at, config } } => {
             code_verify(text, image, trust, at, config)
@@ -371,11 +392,15 @@ fn probe(command: ProbeCommand) -> ExitCode {
     use sibi::probe;
     let load = |path: &PathBuf| probe::load(path);
     match command {
-        ProbeCommand::Thermometer { config, port, protocol, baud, count } => {
+        ProbeCommand::Thermometer { config, port, protocol, baud, count, reference, tolerance } => {
+            let mut gate = None;
             let settings = match (config, port) {
                 (Some(path), _) => match load(&path) {
-                    Ok(c) => match probe::serial_of(&c) {
-                        Some(s) => s.clone(),
+                    Ok(c) => match probe::serial_of(&c).cloned() {
+                        Some(s) => {
+                            gate = Some(c);
+                            s
+                        }
                         None => {
                             eprintln!("error: {} has no `[devices.thermometer] backend = \"serial\"`", path.display());
                             return ExitCode::from(2);
@@ -399,11 +424,29 @@ fn probe(command: ProbeCommand) -> ExitCode {
                 }
                 (None, None) => return usage_error("give --config or --port"),
             };
-            if probe::thermometer(&settings, count, std::time::Duration::from_secs(10)) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
+            let check = match reference.map(|r| (Celsius::from_f64(r), Celsius::from_f64(tolerance))) {
+                None => None,
+                Some((Some(r), Some(t)))
+                    if (30.0..=45.0).contains(&r.as_f64()) && (0.0..=2.0).contains(&t.as_f64()) =>
+                {
+                    Some((r, t))
+                }
+                Some(_) => return usage_error("--reference is 30–45 ℃ and --tolerance 0–2 ℃"),
+            };
+            let bodies = probe::thermometer(&settings, count, std::time::Duration::from_secs(10));
+            let Some((r, t)) = check else {
+                return if bodies.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+            };
+            let (ok, line) = probe::self_check(&bodies, r, t);
+            if let Some(c) = gate {
+                match sibi::store::Store::open(&c.db_path, &c.gate.id)
+                    .and_then(|mut s| s.journal(sibi::hw::now(), "thermometer_self_check", &line))
+                {
+                    Ok(()) => println!("recorded in {}", c.db_path.display()),
+                    Err(e) => eprintln!("error: could not record the self-check in {}: {e}", c.db_path.display()),
+                }
             }
+            if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         ProbeCommand::Gpio { config } => {
             let config = match config.as_ref().map(load).transpose() {
@@ -411,6 +454,19 @@ fn probe(command: ProbeCommand) -> ExitCode {
                 Err(e) => return usage_error(&e),
             };
             match probe::gpio(config.as_ref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    println!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        ProbeCommand::Audio { config } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(e) => return usage_error(&e),
+            };
+            match probe::audio(&c.devices.voice) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     println!("{e}");

@@ -22,17 +22,18 @@ pub fn list_ports() -> Vec<String> {
 }
 
 /// Read `count` frames from the configured thermometer, printing each raw frame and the body temperature it gives.
-/// Returns false if none arrived within `timeout`.
-pub fn thermometer(settings: &SerialSettings, count: usize, timeout: Duration) -> bool {
+/// Returns the in-range body temperatures (empty if nothing arrived within `timeout`).
+pub fn thermometer(settings: &SerialSettings, count: usize, timeout: Duration) -> Vec<crate::domain::Celsius> {
     println!("ports: {}", list_ports().join(", "));
     println!("reading {} ({:?} at {} baud)…", settings.port.display(), settings.protocol, settings.baud);
     let reader = match Reader::start(settings) {
         Ok(r) => r,
         Err(e) => {
             println!("cannot start the reader: {e}");
-            return false;
+            return Vec::new();
         }
     };
+    let mut bodies = Vec::new();
     let end = Instant::now() + timeout;
     let mut got = 0;
     while got < count {
@@ -45,7 +46,10 @@ pub fn thermometer(settings: &SerialSettings, count: usize, timeout: Duration) -
                 got += 1;
                 let hex: Vec<String> = r.frame.iter().map(|b| format!("{b:02X}")).collect();
                 let body = match settings.calibration.body(&r) {
-                    Ok(b) => format!("body {b}"),
+                    Ok(b) => {
+                        bodies.push(b);
+                        format!("body {b}")
+                    }
                     Err(_) => "out of range (nobody in front of the sensor?)".into(),
                 };
                 let ambient = r.ambient.map(|a| format!(" ambient {a}")).unwrap_or_default();
@@ -60,7 +64,29 @@ pub fn thermometer(settings: &SerialSettings, count: usize, timeout: Duration) -
     if got == 0 {
         println!("no reading within {} s: check wiring (TX↔RX), power, baud rate and protocol", timeout.as_secs());
     }
-    got > 0
+    bodies
+}
+
+/// The daily self-check against a reference (a blackbody, or a person whose temperature is known): the median of
+/// `bodies` within `tolerance` of `reference`. Prints the verdict; returns (passed, a line for the journal).
+pub fn self_check(
+    bodies: &[crate::domain::Celsius],
+    reference: crate::domain::Celsius,
+    tolerance: crate::domain::Celsius,
+) -> (bool, String) {
+    let mut v = bodies.to_vec();
+    v.sort();
+    let Some(&median) = v.get(v.len() / 2) else {
+        return (false, format!("reference {reference}: no reading"));
+    };
+    let ok = crate::hw::thermo::self_check(reference, median, tolerance);
+    let line = format!(
+        "reference {reference}, median of {} readings {median}, tolerance {tolerance}: {}",
+        v.len(),
+        if ok { "pass" } else { "FAIL" }
+    );
+    println!("self-check {line}{}", if ok { " (自检通过)" } else { " (自检未通过：请校准 calibration.offset)" });
+    (ok, line)
 }
 
 /// Click the relay and blink each light, on the configured pins. Returns the error message if there is no GPIO.
@@ -145,4 +171,26 @@ pub fn camera(settings: crate::hw::camera::CameraSettings, frames: usize) -> boo
 /// Load a config for a probe, or say why not.
 pub fn load(path: &Path) -> Result<Config, String> {
     crate::config::load(path).map_err(|e| e.to_string())
+}
+
+/// Play every prompt through the configured player, one after another, printing what each should say.
+pub fn audio(settings: &crate::hw::voice::VoiceSettings) -> Result<(), String> {
+    use crate::hw::voice::{VoiceSettings, clip};
+    let VoiceSettings::Player { command, clips } = settings else {
+        return Err("`[devices.voice]` is the silent sim backend: nothing to play".into());
+    };
+    let (program, args) = command.split_first().ok_or("`devices.voice.command` is empty")?;
+    for v in crate::policy::Voice::ALL {
+        let path = clip(clips, v);
+        println!("{:15} {}", v.key(), v.zh());
+        let status = std::process::Command::new(program)
+            .args(args)
+            .arg(&path)
+            .status()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if !status.success() {
+            return Err(format!("{program} {} failed ({status}): check the speaker and `aplay -l`", path.display()));
+        }
+    }
+    Ok(())
 }

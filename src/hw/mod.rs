@@ -12,6 +12,7 @@ pub mod script;
 pub mod serial;
 pub mod sim_gate;
 pub mod thermo;
+pub mod voice;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,10 +45,24 @@ pub trait CredentialSource: Send {
     fn poll(&mut self, wait: Duration) -> Result<Polled<CredentialRead>, DeviceFault>;
 }
 
+/// What a thermometer reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ThermoItem {
+    /// A body temperature, calibrated, one per person.
+    Reading(Celsius),
+    /// It still works but needs attention (drift): `detail` for the log, `message_zh` for the operator.
+    Notice {
+        /// English.
+        detail: String,
+        /// Chinese.
+        message_zh: String,
+    },
+}
+
 /// A thermometer: body temperatures, calibrated.
 pub trait Thermometer: Send {
-    /// Wait at most `wait` for the next reading.
-    fn poll(&mut self, wait: Duration) -> Result<Polled<Celsius>, DeviceFault>;
+    /// Wait at most `wait` for the next reading or notice.
+    fn poll(&mut self, wait: Duration) -> Result<Polled<ThermoItem>, DeviceFault>;
 }
 
 /// What an operator device produces.

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{CredentialSource, DeviceFault, OperatorInput, OperatorSource, Polled, Thermometer};
+use super::{CredentialSource, DeviceFault, OperatorInput, OperatorSource, Polled, ThermoItem, Thermometer};
 use crate::checkpoint::{Button, CredentialRead, EmergencyKind, OperatorAction};
 use crate::domain::{Category, Celsius, CodeStatus, IdentityKind, MaskState};
 
@@ -339,7 +339,7 @@ impl ScriptedThermometer {
 }
 
 impl Thermometer for ScriptedThermometer {
-    fn poll(&mut self, wait: Duration) -> Result<Polled<Celsius>, DeviceFault> {
+    fn poll(&mut self, wait: Duration) -> Result<Polled<ThermoItem>, DeviceFault> {
         if let Some(until) = self.faulty_until {
             if Instant::now() < until {
                 std::thread::sleep(wait.min(until - Instant::now()));
@@ -348,7 +348,7 @@ impl Thermometer for ScriptedThermometer {
             self.faulty_until = None;
         }
         match self.track.next(wait) {
-            Polled::Item((ScriptItem::Temperature(c), _, _)) => Ok(Polled::Item(c)),
+            Polled::Item((ScriptItem::Temperature(c), _, _)) => Ok(Polled::Item(ThermoItem::Reading(c))),
             Polled::Item((ScriptItem::ThermometerFault(ms), _, _)) => {
                 let ms = (ms as f64 / self.track.playback.speed) as u64;
                 self.faulty_until = Some(Instant::now() + Duration::from_millis(ms.max(1)));
@@ -429,7 +429,7 @@ operator = { mask = "worn" }
                 break c;
             }
         };
-        assert_eq!(first.centi(), 3650);
+        assert_eq!(first, ThermoItem::Reading(crate::domain::Celsius::from_centi(3650)));
     }
 
     #[test]

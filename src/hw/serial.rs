@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::thermo::{
     Calibration, Drift, DriftMonitor, GyMode, ModbusSettings, Parsed, Protocol, ProtocolName, RawReading, Settler,
 };
-use super::{DeviceFault, Polled, StopFlag, Thermometer};
+use super::{DeviceFault, Polled, StopFlag, ThermoItem, Thermometer};
 use crate::domain::Celsius;
 
 /// `[devices.thermometer]` with `backend = "serial"`.
@@ -270,6 +270,9 @@ pub struct SerialThermometer {
     calibration: Calibration,
     settler: Settler,
     drift: DriftMonitor,
+    window: usize,
+    /// A notice to report on the next poll (after the reading that raised it).
+    pending: Option<ThermoItem>,
 }
 
 impl SerialThermometer {
@@ -283,12 +286,17 @@ impl SerialThermometer {
             calibration: settings.calibration.clone(),
             settler: Settler::new(need, Celsius::from_centi(30)),
             drift: DriftMonitor::new(settings.drift.window, c(settings.drift.low), c(settings.drift.high), fever),
+            window: settings.drift.window,
+            pending: None,
         })
     }
 }
 
 impl Thermometer for SerialThermometer {
-    fn poll(&mut self, wait: Duration) -> Result<Polled<Celsius>, DeviceFault> {
+    fn poll(&mut self, wait: Duration) -> Result<Polled<ThermoItem>, DeviceFault> {
+        if let Some(n) = self.pending.take() {
+            return Ok(Polled::Item(n));
+        }
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -308,14 +316,30 @@ impl Thermometer for SerialThermometer {
                     Ok(body) => {
                         if let Some(t) = self.settler.add(body) {
                             match self.drift.add(t) {
-                                Some(Drift::Alarm { median }) => tracing::warn!(
-                                    %median,
-                                    "thermometer drift: the median of recent normal readings is out of band; recalibrate"
-                                ),
-                                Some(Drift::Cleared { median }) => tracing::info!(%median, "thermometer drift cleared"),
+                                Some(Drift::Alarm { median }) => {
+                                    tracing::warn!(%median, "thermometer drift: recalibrate");
+                                    self.pending = Some(ThermoItem::Notice {
+                                        detail: format!(
+                                            "drift: median of the last {} normal readings is {median}, outside the band; \
+                                             recalibrate",
+                                            self.window
+                                        ),
+                                        message_zh: format!(
+                                            "体温计读数漂移（近{}人中位数 {median}），请校准或更换体温计",
+                                            self.window
+                                        ),
+                                    });
+                                }
+                                Some(Drift::Cleared { median }) => {
+                                    tracing::info!(%median, "thermometer drift cleared");
+                                    self.pending = Some(ThermoItem::Notice {
+                                        detail: format!("drift cleared: median {median}"),
+                                        message_zh: format!("体温计读数已恢复正常（中位数 {median}）"),
+                                    });
+                                }
                                 None => {}
                             }
-                            return Ok(Polled::Item(t));
+                            return Ok(Polled::Item(ThermoItem::Reading(t)));
                         }
                     }
                 },

@@ -129,6 +129,21 @@ impl Voice {
         Voice::Emergency,
     ];
 
+    /// The clip's file stem (`voice/<key>.wav`), stable.
+    pub fn key(self) -> &'static str {
+        match self {
+            Voice::Pass => "pass",
+            Voice::PassNormal => "pass_normal",
+            Voice::ShowCode => "show_code",
+            Voice::Measure => "measure",
+            Voice::Remeasure => "remeasure",
+            Voice::WearMask => "wear_mask",
+            Voice::WaitForStaff => "wait_for_staff",
+            Voice::Denied => "denied",
+            Voice::Emergency => "emergency",
+        }
+    }
+
     /// The words spoken.
     pub fn zh(self) -> &'static str {
         match self {

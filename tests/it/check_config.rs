@@ -196,3 +196,37 @@ fn the_pi_config_on_a_machine_without_gpio_refuses_to_start_with_that_message() 
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no Raspberry Pi GPIO found"));
 }
+
+#[test]
+fn probe_audio_plays_every_shipped_clip_through_the_real_player() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(repo().join("config/gate.example.toml")).unwrap();
+    let config = dir.path().join("gate.toml");
+    let clips = repo().join("voice");
+    let text = example
+        .replace("state_dir = \"/var/lib/sibi\"", "state_dir = \"state\"")
+        .replace("command = [\"aplay\", \"-q\"]", "command = [\"aplay\", \"-q\", \"-D\", \"null\"]")
+        .replace("clips = \"../voice\"", &format!("clips = {:?}", clips.display().to_string()));
+    std::fs::write(&config, text).unwrap();
+    let out = run(&["probe", "audio", "--config", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().count(), 9, "{stdout}");
+    for words in ["请出示健康码", "体温正常，请通行", "体温异常，请复测", "请佩戴口罩", "禁止通行，请联系工作人员"]
+    {
+        assert!(stdout.contains(words), "{words} missing: {stdout}");
+    }
+    // Clips missing from the folder: the config is refused, naming them.
+    let empty = dir.path().join("voice");
+    std::fs::create_dir(&empty).unwrap();
+    let text =
+        std::fs::read_to_string(&config).unwrap().replace(&format!("{:?}", clips.display().to_string()), "\"voice\"");
+    std::fs::write(&config, text).unwrap();
+    let out = run(&["probe", "audio", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wait_for_staff.wav"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -114,6 +114,31 @@ fn a_scripted_morning_gives_these_rows_and_gate_commands_in_order() {
         })
         .collect();
     assert_eq!(decisive, vec!["open 1", "red", "amber", "red", "amber", "open 6", "amber"]);
+    // What the gate said, in order (the simulated voice logs each prompt it would play).
+    let voice: Vec<String> = std::fs::read_to_string(gate.voice_log())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["voice"].as_str().unwrap().to_string())
+        .collect();
+    // Each person hears what to do next, then their verdict; the same words are not repeated to the same person,
+    // and nothing is said to someone who has walked away (P5).
+    assert_eq!(
+        voice,
+        vec![
+            "measure",
+            "wear_mask",
+            "pass_normal", // P1
+            "denied",      // red code
+            "measure",
+            "remeasure",
+            "denied", // P3: fever, confirmed
+            "measure",
+            "wear_mask",
+            "pass_normal",    // P4 (no mask, then mask)
+            "wait_for_staff", // thermometer fault
+            "wear_mask",      // P5, who then walks away
+        ]
+    );
     // Every opening closes after its pulse, and the gate ends safe.
     let opens = cmds.iter().filter(|(c, _)| c == "relay_open").count();
     let closes = cmds.iter().filter(|(c, _)| c == "relay_close").count();

@@ -10,7 +10,7 @@ use serialport::{SerialPort, TTYPort};
 use sibi::domain::Celsius;
 use sibi::hw::serial::{Reader, ReaderMsg, SerialSettings, SerialThermometer};
 use sibi::hw::thermo::{GyMode, ModbusSettings, ProtocolName, modbus_crc};
-use sibi::hw::{Polled, Thermometer};
+use sibi::hw::{Polled, ThermoItem, Thermometer};
 
 /// A module on a pty pair; `link` points at the slave side.
 struct Module {
@@ -207,7 +207,7 @@ fn modbus_rtu_requests_answers_and_exceptions_over_a_pty() {
     let end = Instant::now() + Duration::from_secs(3);
     let mut got = None;
     while Instant::now() < end && got.is_none() {
-        if let Polled::Item(t) = thermometer.poll(Duration::from_millis(100)).unwrap() {
+        if let Polled::Item(ThermoItem::Reading(t)) = thermometer.poll(Duration::from_millis(100)).unwrap() {
             got = Some(t);
         }
     }
@@ -226,9 +226,89 @@ fn ascii_bridge_lines_give_one_reading_each() {
     let mut got = None;
     while Instant::now() < end && got.is_none() {
         m.master.write_all(b"boot v1.2\r\nT=36.12\r\n").unwrap();
-        if let Polled::Item(t) = thermometer.poll(Duration::from_millis(100)).unwrap() {
+        if let Polled::Item(ThermoItem::Reading(t)) = thermometer.poll(Duration::from_millis(100)).unwrap() {
             got = Some(t);
         }
     }
     assert_eq!(got, Some(Celsius::from_centi(3662)), "36.12 + 0.5 calibration offset");
+}
+
+#[test]
+fn a_drifting_thermometer_raises_a_notice_for_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("thermometer");
+    let mut m = plug(&link);
+    let mut s = settings(link, ProtocolName::Ascii);
+    s.drift.window = 5;
+    let mut thermometer = SerialThermometer::start(&s, Celsius::from_centi(3730)).unwrap();
+    let mut readings = 0;
+    let mut notice = None;
+    let end = Instant::now() + Duration::from_secs(5);
+    // Five people in a row read 35.0 ℃ (the room, or a dirty lens): below the 35.5 ℃ floor of the drift band.
+    while Instant::now() < end && notice.is_none() {
+        if readings < 5 {
+            m.master.write_all(b"T=20.0\nT=35.00\n").unwrap(); // nobody, then a person
+        }
+        match thermometer.poll(Duration::from_millis(100)).unwrap() {
+            Polled::Item(ThermoItem::Reading(t)) => {
+                assert_eq!(t, Celsius::from_centi(3500));
+                readings += 1;
+            }
+            Polled::Item(ThermoItem::Notice { message_zh, .. }) => notice = Some(message_zh),
+            _ => {}
+        }
+    }
+    assert_eq!(readings, 5);
+    let notice = notice.expect("a drift notice after the fifth reading");
+    assert!(notice.contains("漂移") && notice.contains("35.00℃"), "{notice}");
+}
+
+/// `sibi probe thermometer` over a pty: raw frames printed, and the daily self-check recorded in the gate's journal.
+#[test]
+fn probe_prints_raw_frames_and_records_the_self_check() {
+    let gate = crate::util::Gate::new("[[event]]\nat = 0.0\ntemperature = 36.5\n", "", "");
+    let link = gate.dir.path().join("thermometer");
+    let config = std::fs::read_to_string(gate.config()).unwrap().replace(
+        "[devices.thermometer]\nbackend = \"script\"",
+        &format!(
+            "[devices.thermometer]\nbackend = \"serial\"\nport = {:?}\nprotocol = \"gy-mcu90614\"",
+            link.display().to_string()
+        ),
+    );
+    std::fs::write(gate.config(), config).unwrap();
+    for (reference, want) in [("36.6", 0), ("37.5", 1)] {
+        let mut m = plug(&link);
+        let mut child = crate::util::sibi()
+            .args(["probe", "thermometer", "--config", gate.config().to_str().unwrap(), "--count", "5"])
+            .args(["--reference", reference])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The module streams until the probe has what it needs.
+        let end = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < end, "the probe never finished");
+            let _ = m.master.write_all(&gy_frame(3655, 2100));
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        assert_eq!(status.code(), Some(want), "{out}");
+        assert!(out.contains("[5A 5A 45 04 0E 47 08 34"), "raw frames printed: {out}");
+        assert!(out.contains("surface 36.55℃ ambient 21.00℃ → body 36.55℃"), "{out}");
+    }
+    let store = sibi::store::Store::open(&gate.db(), "test-gate").unwrap();
+    let checks: Vec<String> = store
+        .journal_lines()
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k == "thermometer_self_check")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(checks.len(), 2, "{checks:?}");
+    assert!(checks[0].contains("reference 36.60℃") && checks[0].ends_with("pass"), "{checks:?}");
+    assert!(checks[1].ends_with("FAIL"), "{checks:?}");
 }

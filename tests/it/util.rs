@@ -52,6 +52,9 @@ backend = "script"
 backend = "sim"
 pulse_ms = 200
 log = "gate.log"
+[devices.voice]
+backend = "sim"
+log = "voice.log"
 
 [script]
 file = "scenario.toml"
@@ -68,6 +71,10 @@ file = "scenario.toml"
 
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("state/sibi.db")
+    }
+
+    pub fn voice_log(&self) -> PathBuf {
+        self.dir.path().join("state/voice.log")
     }
 
     pub fn gate_log(&self) -> PathBuf {
