@@ -151,40 +151,39 @@ fn pattern(p: Buzz) -> &'static [(u64, u64)] {
     }
 }
 
+/// Wait `ms` for a command: `Ok(None)` when the time passed quietly, `Ok(Some(c))` when a new command arrived,
+/// `Err(())` when the gate went away.
+fn hold(rx: &mpsc::Receiver<BuzzerCmd>, ms: u64) -> Result<Option<BuzzerCmd>, ()> {
+    match rx.recv_timeout(Duration::from_millis(ms)) {
+        Ok(c) => Ok(Some(c)),
+        Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+    }
+}
+
 fn buzzer_loop<P: OutputPin>(mut pin: P, rx: &mpsc::Receiver<BuzzerCmd>) {
     let _ = pin.set_low();
     let mut next = rx.recv().ok();
-    while let Some(cmd) = next.take() {
+    'commands: while let Some(cmd) = next.take() {
         let _ = pin.set_low();
         if let BuzzerCmd::Play(p) = cmd {
-            'steps: for &(on, off) in pattern(p) {
-                let _ = pin.set_high();
-                // A new command (or the gate going away) cuts the pattern short.
-                match rx.recv_timeout(Duration::from_millis(on)) {
-                    Ok(c) => {
-                        next = Some(c);
-                        break 'steps;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break 'steps,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                }
-                let _ = pin.set_low();
-                if off > 0 {
-                    match rx.recv_timeout(Duration::from_millis(off)) {
-                        Ok(c) => {
+            for &(on, off) in pattern(p) {
+                // A new command cuts the pattern short; the gate going away ends the thread.
+                for (level, ms) in [(true, on), (false, off)] {
+                    let _ = if level { pin.set_high() } else { pin.set_low() };
+                    match hold(rx, ms) {
+                        Ok(None) => {}
+                        Ok(Some(c)) => {
                             next = Some(c);
-                            break 'steps;
+                            continue 'commands;
                         }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break 'steps,
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(()) => break 'commands,
                     }
                 }
             }
         }
         let _ = pin.set_low();
-        if next.is_none() {
-            next = rx.recv().ok();
-        }
+        next = rx.recv().ok();
     }
     let _ = pin.set_low();
 }

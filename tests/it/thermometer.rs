@@ -68,6 +68,18 @@ fn objects(msgs: &[ReaderMsg]) -> Vec<i32> {
         .collect()
 }
 
+/// The first body temperature within 3 s, calling `feed` (the module's output) before each poll.
+fn first_reading(t: &mut SerialThermometer, mut feed: impl FnMut()) -> Option<Celsius> {
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        feed();
+        if let Polled::Item(ThermoItem::Reading(c)) = t.poll(Duration::from_millis(100)).unwrap() {
+            return Some(c);
+        }
+    }
+    None
+}
+
 /// Stream a marker frame until the reader has it: the port is open and the module is "streaming".
 fn wait_open(m: &mut Module, r: &Reader) {
     let end = Instant::now() + Duration::from_secs(5);
@@ -204,13 +216,7 @@ fn modbus_rtu_requests_answers_and_exceptions_over_a_pty() {
     for _ in 0..3 {
         answer(&mut m, 366, false);
     }
-    let end = Instant::now() + Duration::from_secs(3);
-    let mut got = None;
-    while Instant::now() < end && got.is_none() {
-        if let Polled::Item(ThermoItem::Reading(t)) = thermometer.poll(Duration::from_millis(100)).unwrap() {
-            got = Some(t);
-        }
-    }
+    let got = first_reading(&mut thermometer, || {});
     assert_eq!(got, Some(Celsius::from_centi(3660)), "three agreeing readings make one body temperature");
 }
 
@@ -222,14 +228,7 @@ fn ascii_bridge_lines_give_one_reading_each() {
     let mut s = settings(link, ProtocolName::Ascii);
     s.calibration.offset = 0.5;
     let mut thermometer = SerialThermometer::start(&s, Celsius::from_centi(3730)).unwrap();
-    let end = Instant::now() + Duration::from_secs(3);
-    let mut got = None;
-    while Instant::now() < end && got.is_none() {
-        m.master.write_all(b"boot v1.2\r\nT=36.12\r\n").unwrap();
-        if let Polled::Item(ThermoItem::Reading(t)) = thermometer.poll(Duration::from_millis(100)).unwrap() {
-            got = Some(t);
-        }
-    }
+    let got = first_reading(&mut thermometer, || m.master.write_all(b"boot v1.2\r\nT=36.12\r\n").unwrap());
     assert_eq!(got, Some(Celsius::from_centi(3662)), "36.12 + 0.5 calibration offset");
 }
 
