@@ -426,6 +426,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         stop.clone(),
     )?);
     let sources = threads.len();
+    // Sync runs beside the decision path with its own connection; it is not waited for at shutdown (a request in
+    // flight is simply resent next time: the office is idempotent on (gate, seq)).
+    let _sync = match &config.sync {
+        Some(s) => {
+            info!(office = %s.settings.office, "syncing to the street office");
+            Some(
+                crate::sync::spawn(
+                    s.settings.clone(),
+                    config.db_path.clone(),
+                    config.gate.id.clone(),
+                    s.key.clone(),
+                    stop.clone(),
+                )
+                .context("cannot start the sync thread")?,
+            )
+        }
+        None => None,
+    };
 
     let checkpoint = Checkpoint::new(config.checkpoint, config.policy.clone(), config.gate.direction, first_id);
     let voice = VoiceHandle::start(&config.devices.voice).context("cannot start the voice prompts")?;

@@ -33,6 +33,8 @@ pub struct RawConfig {
     pub health_code: Option<RawHealthCode>,
     /// `[script]`: the scenario the scripted (simulated) devices play.
     pub script: Option<RawScript>,
+    /// `[sync]`: the street office this gate reports to.
+    pub sync: Option<crate::sync::SyncSettings>,
 }
 
 /// `[gate]`.
@@ -240,6 +242,17 @@ pub struct Config {
     pub script: Option<ScriptConfig>,
     /// `[credentials]`, loaded.
     pub credentials: CredentialsConfig,
+    /// `[sync]` with the gate's signing key loaded; `None`: records stay local.
+    pub sync: Option<SyncConfig>,
+}
+
+/// `[sync]`, validated, with the key loaded.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Settings (key path resolved).
+    pub settings: crate::sync::SyncSettings,
+    /// The gate's signing key.
+    pub key: ed25519_dalek::SigningKey,
 }
 
 /// `[credentials]` and `[health_code]`, loaded and checked.
@@ -644,10 +657,30 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
         }
     }
 
-    match (gate, policy, devices) {
-        (Some(gate), Some(policy), Some(devices)) if problems.is_empty() => {
-            Ok(Config { source: source.to_path_buf(), gate, policy, checkpoint, db_path, devices, script, credentials })
+    let sync = raw.sync.and_then(|mut s| {
+        problems.extend(s.problems());
+        s.gate_key = resolve(base, &s.gate_key);
+        match crate::credential::pass::read_signing_key(&s.gate_key) {
+            Ok(key) => Some(SyncConfig { settings: s, key }),
+            Err(e) => {
+                problems.push(format!("`sync.gate_key`: {e}"));
+                None
+            }
         }
+    });
+
+    match (gate, policy, devices) {
+        (Some(gate), Some(policy), Some(devices)) if problems.is_empty() => Ok(Config {
+            source: source.to_path_buf(),
+            gate,
+            policy,
+            checkpoint,
+            db_path,
+            devices,
+            script,
+            credentials,
+            sync,
+        }),
         _ => Err(problems),
     }
 }

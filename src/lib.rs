@@ -22,6 +22,8 @@ pub mod credential;
 pub mod domain;
 pub mod dryrun;
 pub mod hw;
+pub mod office;
 pub mod policy;
 pub mod probe;
 pub mod store;
+pub mod sync;

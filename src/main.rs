@@ -62,6 +62,20 @@ enum Command {
         #[command(subcommand)]
         command: ProbeCommand,
     },
+    /// Sync this gate's records to the street office now, or show where sync stands.
+    Sync {
+        /// The gate config with a [sync] section.
+        #[arg(long)]
+        config: PathBuf,
+        /// Send the whole backlog now (the daemon may be running: the office ignores what it already holds).
+        #[arg(long)]
+        now: bool,
+    },
+    /// The street office server.
+    Office {
+        #[command(subcommand)]
+        command: OfficeCommand,
+    },
     /// Print every voice prompt as `key<TAB>text` (used by scripts/voice-clips to make the clips).
     VoiceList,
     /// Read QR codes.
@@ -102,6 +116,16 @@ enum PassCommand {
         /// Output card (SVG); the QR code alone is written beside it as .png.
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum OfficeCommand {
+    /// Serve ingest and the status page (see config/office.example.toml).
+    Serve {
+        /// The office config.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -197,11 +221,21 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // A one-shot command piped into `head` should end quietly when the pipe closes, as other Unix tools do. The
+    // daemons keep Rust's default (SIGPIPE ignored): a closed log socket must never kill a gate.
+    if !matches!(cli.command, Command::Run { .. } | Command::Office { .. }) {
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         Command::Run { config } => run(config),
         Command::CheckConfig { file } => check_config(file),
         Command::Decide { config, input, pretty, at } => decide(config, input, pretty, at),
         Command::Probe { command } => probe(command),
+        Command::Sync { config, now } => sync(config, now),
+        Command::Office { command: OfficeCommand::Serve { config } } => office_serve(config),
         Command::VoiceList => {
             for v in sibi::policy::Voice::ALL {
                 println!("{}\t{}", v.key(), v.zh());
@@ -483,6 +517,65 @@ fn probe(command: ProbeCommand) -> ExitCode {
                 return usage_error(&format!("{} has no `[devices.credentials] backend = \"v4l2\"`", config.display()));
             };
             if probe::camera(settings, 10) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+    }
+}
+
+/// `sibi sync`: exit 0 when the backlog is empty (or only status was asked), 1 when the office could not be reached.
+fn sync(path: PathBuf, now: bool) -> ExitCode {
+    let config = match sibi::config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    let Some(s) = &config.sync else {
+        return usage_error(&format!("{} has no [sync] section: records stay on this gate", path.display()));
+    };
+    let mut store = match sibi::store::Store::open(&config.db_path, &config.gate.id) {
+        Ok(s) => s,
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    let mut code = ExitCode::SUCCESS;
+    if now {
+        let client = sibi::sync::SyncClient::new(&s.settings, &config.gate.id, s.key.clone());
+        match client.drain(&mut store) {
+            Ok(n) => println!("sent {n} entries to {}", s.settings.office),
+            Err(e) => {
+                println!("sync failed: {e}");
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    match store.sync_status() {
+        Ok(st) => println!("{}", sibi::sync::describe(&st)),
+        Err(e) => return usage_error(&e.to_string()),
+    }
+    code
+}
+
+/// `sibi office serve`.
+fn office_serve(path: PathBuf) -> ExitCode {
+    let config = match sibi::office::load(&path) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return usage_error(&format!("cannot start the async runtime: {e}")),
+    };
+    let result: Result<(), String> = rt.block_on(async {
+        let listen = config.listen;
+        let office = sibi::office::Office::open(config)?;
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        tracing::info!(%listen, "street office serving");
+        sibi::office::serve(office, listener, stop_signal()).await.map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -58,6 +58,21 @@ impl GateAction {
     }
 }
 
+/// The sync position, for the operator and the log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SyncStatus {
+    /// Everything up to here is at the office.
+    pub acked_seq: i64,
+    /// Entries not yet acknowledged.
+    pub backlog: i64,
+    /// Last acknowledged round (ms).
+    pub last_success_ms: Option<i64>,
+    /// Last attempt (ms).
+    pub last_attempt_ms: Option<i64>,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+}
+
 /// An entry as read back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntryRow {
@@ -136,6 +151,15 @@ const MIGRATIONS: &[&str] = &[
         kind TEXT NOT NULL,
         detail TEXT NOT NULL
     );",
+    // 2: the sync outbox's position (one row).
+    "CREATE TABLE sync_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        acked_seq INTEGER NOT NULL,
+        last_success_ms INTEGER,
+        last_attempt_ms INTEGER,
+        last_error TEXT
+    );
+    INSERT INTO sync_state (id, acked_seq) VALUES (1, 0);",
 ];
 
 /// The database.
@@ -293,6 +317,126 @@ impl Store {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The next batch for the office: every column of up to `limit` entries after the acknowledged sequence number,
+    /// as JSON objects, in order. It stops before an entry whose gate action is still being decided (a pass recorded
+    /// less than `settle_ms` before `now`), so the office receives each entry once, complete.
+    pub fn outbox_batch(
+        &self,
+        limit: usize,
+        now: Timestamp,
+        settle_ms: i64,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, StoreError> {
+        let acked = self.acked_seq()?;
+        let bound: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT MIN(seq) FROM entries WHERE seq > ?1 AND seq <= ?1 + ?3
+                    AND gate_action = 'open_pending' AND at_ms > ?2",
+                params![acked, now.0 - settle_ms, limit as i64],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT * FROM entries WHERE seq > ?1 AND seq < ?2 ORDER BY seq LIMIT ?3")
+            .map_err(|e| self.err(e))?;
+        let names: Vec<String> = stmt.column_names().map(String::from).collect();
+        let rows = stmt
+            .query_map(params![acked, bound.unwrap_or(i64::MAX), limit as i64], |r| {
+                let mut m = serde_json::Map::new();
+                for (i, name) in names.iter().enumerate() {
+                    use rusqlite::types::ValueRef;
+                    let v = match r.get_ref(i)? {
+                        ValueRef::Null => serde_json::Value::Null,
+                        ValueRef::Integer(n) => n.into(),
+                        ValueRef::Real(f) => f.into(),
+                        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+                        ValueRef::Blob(b) => b.iter().map(|x| format!("{x:02x}")).collect::<String>().into(),
+                    };
+                    m.insert(name.clone(), v);
+                }
+                Ok(m)
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Everything up to this sequence number is at the office.
+    pub fn acked_seq(&self) -> Result<i64, StoreError> {
+        self.conn.query_row("SELECT acked_seq FROM sync_state WHERE id = 1", [], |r| r.get(0)).map_err(|e| self.err(e))
+    }
+
+    /// Where sync stands.
+    pub fn sync_status(&self) -> Result<SyncStatus, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT acked_seq, last_success_ms, last_attempt_ms, last_error,
+                    (SELECT COUNT(*) FROM entries WHERE seq > acked_seq)
+                 FROM sync_state WHERE id = 1",
+                [],
+                |r| {
+                    Ok(SyncStatus {
+                        acked_seq: r.get(0)?,
+                        last_success_ms: r.get(1)?,
+                        last_attempt_ms: r.get(2)?,
+                        last_error: r.get(3)?,
+                        backlog: r.get(4)?,
+                    })
+                },
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// The office acknowledged everything up to `seq` (never moves backwards).
+    pub fn sync_acked(&mut self, seq: i64, at: Timestamp) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE sync_state SET acked_seq = MAX(acked_seq, ?1), last_success_ms = ?2, last_attempt_ms = ?2,
+                    last_error = NULL WHERE id = 1",
+                params![seq, at.0],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// A sync attempt failed.
+    pub fn sync_failed(&mut self, error: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE sync_state SET last_attempt_ms = ?1, last_error = ?2 WHERE id = 1", params![at.0, error])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Record `n` synthetic passages (residents with a pass, normal temperature, mask on), one second apart from
+    /// `start`, in one transaction: the backlog for sync tests and benchmarks. Names are obviously synthetic.
+    pub fn fill_synthetic(&mut self, n: usize, start: Timestamp) -> Result<(), StoreError> {
+        use crate::checkpoint::{Button, Checkpoint, CredentialRead, Effect, Event};
+        use crate::domain::{Category, Celsius, CodeStatus, Direction, IdentityKind};
+        let first = self.next_presentation_id()?;
+        let mut k = Checkpoint::new(Default::default(), Default::default(), Direction::In, first);
+        self.conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
+        for i in 0..n {
+            let at = start.plus_ms(i as i64 * 1000);
+            let card = CredentialRead::new(
+                format!("SYN-{i}"),
+                IdentityKind::Pass,
+                Category::Resident,
+                CodeStatus::None,
+                "测试人员",
+            );
+            let mut effects = k.handle(Event::Credential(card), at);
+            effects.extend(k.handle(Event::Temperature(Celsius::from_centi(3600 + (i % 80) as i32)), at));
+            effects.extend(k.handle(Event::Button(Button::MaskConfirmed), at));
+            for e in effects {
+                if let Effect::Decided(o) = e {
+                    let seq = self.insert_entry(&o)?;
+                    self.set_gate_action(seq, GateAction::Opened)?;
+                }
+            }
+        }
+        self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))
     }
 
     /// Journal lines (kind, detail) in order.

@@ -12,5 +12,6 @@ mod decode;
 mod health_code;
 mod pass_cli;
 mod run_path;
+mod sync_office;
 mod thermometer;
 mod util;

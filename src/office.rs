@@ -1,0 +1,409 @@
+//! The street office server (`sibi office serve`): enrolled gates, signed ingest idempotent on (gate, seq), and a
+//! Chinese status page.
+//!
+//! Invariants: a batch is accepted only from an enrolled gate whose signature over the exact body verifies, and only
+//! if every row belongs to that gate; rows are committed (WAL, `synchronous=FULL`) before the acknowledgement is sent;
+//! a row already held is left as it is, so a resent batch changes nothing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use rusqlite::{Connection, params};
+use serde::Deserialize;
+
+use crate::domain::Timestamp;
+
+/// `office.toml` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOfficeConfig {
+    office: RawOffice,
+    #[serde(default)]
+    gate: Vec<RawEnrollment>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOffice {
+    /// Address to listen on (`127.0.0.1:8700`; put TLS in front for anything else).
+    listen: String,
+    /// SQLite database file, relative to this file.
+    database: PathBuf,
+    /// Display name (某某街道办事处).
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnrollment {
+    id: String,
+    /// `sibi-ed25519-public:...` (the gate's `gate.pub`), inline or as a path.
+    key: String,
+    name: Option<String>,
+    community: Option<String>,
+}
+
+/// An enrolled gate.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    /// Its public key.
+    pub key: VerifyingKey,
+    /// Display name.
+    pub name: String,
+    /// Community.
+    pub community: String,
+}
+
+/// The office's validated configuration.
+#[derive(Debug, Clone)]
+pub struct OfficeConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Absolute database path.
+    pub database: PathBuf,
+    /// Display name.
+    pub name: String,
+    /// Enrolled gates by id.
+    pub gates: BTreeMap<String, Enrolled>,
+}
+
+/// Load and check `office.toml`; every problem is listed.
+pub fn load(path: &Path) -> Result<OfficeConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let raw: RawOfficeConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut problems = Vec::new();
+    let listen = raw.office.listen.parse::<SocketAddr>().map_err(|e| problems.push(format!("`office.listen`: {e}")));
+    let mut gates = BTreeMap::new();
+    for (i, g) in raw.gate.into_iter().enumerate() {
+        let text = if g.key.starts_with("sibi-ed25519-public:") {
+            g.key.clone()
+        } else {
+            std::fs::read_to_string(base.join(&g.key)).unwrap_or_default()
+        };
+        match crate::credential::pass::parse_verifying_key(&text) {
+            Some(key) => {
+                let e = Enrolled {
+                    key,
+                    name: g.name.unwrap_or_else(|| g.id.clone()),
+                    community: g.community.unwrap_or_default(),
+                };
+                if gates.insert(g.id.clone(), e).is_some() {
+                    problems.push(format!("`gate[{i}]`: gate `{}` is enrolled twice", g.id));
+                }
+            }
+            None => problems.push(format!("`gate[{i}].key`: not a gate public key (`sibi keygen --name gate`)")),
+        }
+    }
+    match (listen, problems.is_empty()) {
+        (Ok(listen), true) => Ok(OfficeConfig {
+            listen,
+            database: base.join(raw.office.database),
+            name: raw.office.name.unwrap_or_else(|| "街道办".into()),
+            gates,
+        }),
+        _ => Err(format!("{} is not usable:\n  - {}", path.display(), problems.join("\n  - "))),
+    }
+}
+
+/// The office database.
+pub struct OfficeDb {
+    conn: Connection,
+}
+
+/// One gate as the office sees it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GateState {
+    /// Gate id.
+    pub gate: String,
+    /// Last accepted batch (ms).
+    pub last_contact_ms: Option<i64>,
+    /// Highest sequence number held.
+    pub acked_seq: i64,
+    /// Entries held.
+    pub entries: i64,
+}
+
+impl OfficeDb {
+    /// Open (creating) the database.
+    pub fn open(path: &Path) -> Result<OfficeDb, String> {
+        if let Some(d) = path.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        let e = |e: rusqlite::Error| format!("{}: {e}", path.display());
+        let conn = Connection::open(path).map_err(e)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(e)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS gates (
+                gate_id TEXT PRIMARY KEY,
+                last_contact_ms INTEGER,
+                acked_seq INTEGER NOT NULL DEFAULT 0
+            );
+            CREATE TABLE IF NOT EXISTS entries (
+                gate_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                at_ms INTEGER NOT NULL,
+                verdict TEXT NOT NULL,
+                rule TEXT NOT NULL,
+                category TEXT NOT NULL,
+                body TEXT NOT NULL,
+                received_ms INTEGER NOT NULL,
+                PRIMARY KEY (gate_id, seq)
+            ) WITHOUT ROWID;",
+        )
+        .map_err(e)?;
+        Ok(OfficeDb { conn })
+    }
+
+    /// Store a verified batch; returns the highest sequence number now held for the gate.
+    pub fn ingest(&mut self, gate: &str, rows: &[serde_json::Value], now: Timestamp) -> Result<i64, String> {
+        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        let mut max = 0;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO entries (gate_id, seq, at_ms, verdict, rule, category, body, received_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(|e| e.to_string())?;
+            for row in rows {
+                let int = |k: &str| row.get(k).and_then(serde_json::Value::as_i64);
+                let text = |k: &str| row.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
+                let seq = int("seq").unwrap_or(0);
+                max = max.max(seq);
+                insert
+                    .execute(params![
+                        gate,
+                        seq,
+                        int("at_ms").unwrap_or(0),
+                        text("verdict"),
+                        text("rule"),
+                        text("category"),
+                        row.to_string(),
+                        now.0
+                    ])
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO gates (gate_id, last_contact_ms, acked_seq) VALUES (?1, ?2, ?3)
+             ON CONFLICT(gate_id) DO UPDATE SET last_contact_ms = ?2, acked_seq = MAX(acked_seq, ?3)",
+            params![gate, now.0, max],
+        )
+        .map_err(|e| e.to_string())?;
+        let acked: i64 = tx
+            .query_row("SELECT acked_seq FROM gates WHERE gate_id = ?1", [gate], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+        Ok(acked)
+    }
+
+    /// Every gate that has reported.
+    pub fn gates(&self) -> Result<Vec<GateState>, String> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT g.gate_id, g.last_contact_ms, g.acked_seq,
+                    (SELECT COUNT(*) FROM entries e WHERE e.gate_id = g.gate_id)
+                 FROM gates g ORDER BY g.gate_id",
+            )
+            .map_err(|e| e.to_string())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(GateState { gate: r.get(0)?, last_contact_ms: r.get(1)?, acked_seq: r.get(2)?, entries: r.get(3)? })
+            })
+            .map_err(|e| e.to_string())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+    }
+
+    /// A gate's entries as received, in order.
+    pub fn entries(&self, gate: &str) -> Result<Vec<serde_json::Value>, String> {
+        let mut stmt =
+            self.conn.prepare("SELECT body FROM entries WHERE gate_id = ?1 ORDER BY seq").map_err(|e| e.to_string())?;
+        let rows = stmt.query_map([gate], |r| r.get::<_, String>(0)).map_err(|e| e.to_string())?;
+        rows.map(|r| r.map_err(|e| e.to_string()).and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())))
+            .collect()
+    }
+}
+
+/// Shared server state.
+pub struct Office {
+    config: OfficeConfig,
+    db: Mutex<OfficeDb>,
+}
+
+impl Office {
+    /// Open the database for `config`.
+    pub fn open(config: OfficeConfig) -> Result<Arc<Office>, String> {
+        let db = OfficeDb::open(&config.database)?;
+        Ok(Arc::new(Office { config, db: Mutex::new(db) }))
+    }
+
+    /// A gate's entries as held, in sequence order.
+    pub fn entries(&self, gate: &str) -> Result<Vec<serde_json::Value>, String> {
+        self.db.lock().map_err(|_| "database lock poisoned".to_string())?.entries(gate)
+    }
+
+    /// Every gate that has reported.
+    pub fn gates(&self) -> Result<Vec<GateState>, String> {
+        self.db.lock().map_err(|_| "database lock poisoned".to_string())?.gates()
+    }
+}
+
+/// The HTTP routes.
+pub fn router(office: Arc<Office>) -> Router {
+    Router::new()
+        .route("/v1/ingest", post(ingest))
+        .route("/v1/gates", get(gates_json))
+        .route("/", get(dashboard))
+        .with_state(office)
+}
+
+fn refuse(status: StatusCode, why: String) -> Response {
+    tracing::warn!(%why, "batch refused");
+    (status, axum::Json(serde_json::json!({ "error": why }))).into_response()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
+    let gate = headers.get("x-sibi-gate").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let Some(enrolled) = office.config.gates.get(&gate) else {
+        return refuse(StatusCode::FORBIDDEN, format!("gate `{gate}` is not enrolled"));
+    };
+    let signature = headers
+        .get("x-sibi-signature")
+        .and_then(|v| v.to_str().ok())
+        .and_then(unhex)
+        .and_then(|b| Signature::from_slice(&b).ok());
+    let Some(signature) = signature else {
+        return refuse(StatusCode::UNAUTHORIZED, format!("gate `{gate}`: missing or malformed signature"));
+    };
+    if enrolled.key.verify(&body, &signature).is_err() {
+        return refuse(StatusCode::UNAUTHORIZED, format!("gate `{gate}`: signature does not verify (tampered?)"));
+    }
+    #[derive(Deserialize)]
+    struct Batch {
+        gate: String,
+        entries: Vec<serde_json::Value>,
+    }
+    let batch: Batch = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: malformed batch: {e}")),
+    };
+    if batch.gate != gate
+        || batch.entries.iter().any(|r| {
+            r.get("gate_id").and_then(|g| g.as_str()) != Some(gate.as_str())
+                || r.get("seq").and_then(serde_json::Value::as_i64).is_none_or(|s| s < 1)
+        })
+    {
+        return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: rows that are not this gate's"));
+    }
+    let office2 = office.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut db = office2.db.lock().map_err(|_| "database lock poisoned".to_string())?;
+        db.ingest(&gate, &batch.entries, crate::hw::now())
+    })
+    .await;
+    let why = match result {
+        Ok(Ok(acked)) => return axum::Json(serde_json::json!({ "acked": acked })).into_response(),
+        Ok(Err(e)) => e,
+        Err(e) => format!("ingest task failed: {e}"),
+    };
+    tracing::error!(error = %why, "ingest failed");
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "error": why }))).into_response()
+}
+
+async fn gates_json(State(office): State<Arc<Office>>) -> Response {
+    match office.db.lock().map_err(|_| "lock".to_string()).and_then(|db| db.gates()) {
+        Ok(g) => axum::Json(g).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+async fn dashboard(State(office): State<Arc<Office>>) -> Response {
+    let seen: BTreeMap<String, GateState> = office
+        .db
+        .lock()
+        .ok()
+        .and_then(|db| db.gates().ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|g| (g.gate.clone(), g))
+        .collect();
+    let mut rows = String::new();
+    for (id, g) in &office.config.gates {
+        let s = seen.get(id);
+        let contact =
+            s.and_then(|s| s.last_contact_ms).map_or("从未联系".to_string(), |m| Timestamp(m).to_rfc3339());
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&g.name),
+            esc(&g.community),
+            esc(&contact),
+            s.map_or(0, |s| s.entries),
+            s.map_or(0, |s| s.acked_seq)
+        ));
+    }
+    let page = format!(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>{name} · 闸口状态</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #999;padding:.4em .8em}}</style></head><body><h1>{name} · 闸口状态</h1>\
+         <table><tr><th>闸口</th><th>小区</th><th>最后联系</th><th>已收记录</th><th>已确认序号</th></tr>{rows}</table>\
+         </body></html>",
+        name = esc(&office.config.name)
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], Html(page)).into_response()
+}
+
+/// Serve `office` on a loopback port from a runtime thread of its own, for the rest of the process (tests and
+/// benchmarks). Returns the address.
+pub fn serve_in_background(office: Arc<Office>) -> std::io::Result<SocketAddr> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new().name("office".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return drop(tx.send(Err(e))),
+        };
+        rt.block_on(async move {
+            let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                Ok(l) => l,
+                Err(e) => return drop(tx.send(Err(e))),
+            };
+            let _ = tx.send(listener.local_addr());
+            if let Err(e) = serve(office, listener, std::future::pending()).await {
+                tracing::error!(error = %e, "office server stopped");
+            }
+        });
+    })?;
+    rx.recv().map_err(|_| std::io::Error::other("the office thread ended"))?
+}
+
+/// Serve until `shutdown` resolves.
+pub async fn serve(
+    office: Arc<Office>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(office)).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,291 @@
+//! Sync to the street office: an outbox over the entries table, signed batches, acknowledgement up to a sequence
+//! number, retries with backoff and jitter. Never on the decision path: it runs on a thread of its own with its own
+//! database connection, and the gate decides and records at full speed with the office unreachable for days.
+//!
+//! Wire format: `POST {office}/v1/ingest` with a JSON body `{"gate": ID, "entries": [ROW...]}` (each row every column
+//! of the entries table), headers `x-sibi-gate: ID` and `x-sibi-signature: HEX` (Ed25519 over the exact body bytes,
+//! by the gate key from `sibi keygen`). The office answers `{"acked": SEQ}` once the rows are committed; it stores
+//! rows by (gate, seq), so a batch resent after a lost answer changes nothing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ed25519_dalek::{Signer as _, SigningKey};
+use serde::Deserialize;
+
+use crate::domain::Timestamp;
+use crate::hw::StopFlag;
+use crate::store::{Store, SyncStatus};
+
+/// `[sync]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSettings {
+    /// The office's base URL: `https://...`, or `http://` on loopback only.
+    pub office: String,
+    /// The gate's private signing key (`sibi keygen --name gate`).
+    pub gate_key: PathBuf,
+    /// Seconds between rounds when the backlog is empty (default 5).
+    #[serde(default = "default_interval")]
+    pub interval_secs: f64,
+    /// Entries per batch (default 500).
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// HTTP timeout per request, ms (default 10000).
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Hold back a pass whose gate action is not yet recorded for this long, ms (default 2000).
+    #[serde(default = "default_settle")]
+    pub settle_ms: i64,
+    /// Longest wait between retries, seconds (default 300).
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_secs: f64,
+}
+
+fn default_interval() -> f64 {
+    5.0
+}
+fn default_batch() -> usize {
+    500
+}
+fn default_timeout() -> u64 {
+    10_000
+}
+fn default_settle() -> i64 {
+    2_000
+}
+fn default_max_backoff() -> f64 {
+    300.0
+}
+
+impl SyncSettings {
+    /// Problems, for the config loader.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let loopback = ["http://127.", "http://localhost", "http://[::1]"].iter().any(|l| self.office.starts_with(l));
+        if !(self.office.starts_with("https://") || loopback) {
+            p.push(format!("`sync.office` = {:?}: use https:// (plain http only to a loopback address)", self.office));
+        }
+        if !(0.2..=3600.0).contains(&self.interval_secs) {
+            p.push(format!("`sync.interval_secs` = {}: use 0.2–3600", self.interval_secs));
+        }
+        if !(1..=5000).contains(&self.batch) {
+            p.push(format!("`sync.batch` = {}: use 1–5000", self.batch));
+        }
+        if !(100..=120_000).contains(&self.timeout_ms) {
+            p.push(format!("`sync.timeout_ms` = {}: use 100–120000", self.timeout_ms));
+        }
+        if !(0..=60_000).contains(&self.settle_ms) {
+            p.push(format!("`sync.settle_ms` = {}: use 0–60000", self.settle_ms));
+        }
+        if !(1.0..=86_400.0).contains(&self.max_backoff_secs) {
+            p.push(format!("`sync.max_backoff_secs` = {}: use 1–86400", self.max_backoff_secs));
+        }
+        p
+    }
+}
+
+/// Why a round failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The local database.
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The network or the office.
+    #[error("office: {0}")]
+    Office(String),
+}
+
+/// One gate's sync client.
+pub struct SyncClient {
+    agent: ureq::Agent,
+    url: String,
+    key: SigningKey,
+    gate: String,
+    batch: usize,
+    settle_ms: i64,
+}
+
+#[derive(Deserialize)]
+struct Ack {
+    acked: i64,
+}
+
+impl SyncClient {
+    /// A client for `gate` signing with `key`.
+    pub fn new(settings: &SyncSettings, gate: &str, key: SigningKey) -> SyncClient {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_millis(settings.timeout_ms)))
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        SyncClient {
+            agent,
+            url: format!("{}/v1/ingest", settings.office.trim_end_matches('/')),
+            key,
+            gate: gate.to_string(),
+            batch: settings.batch,
+            settle_ms: settings.settle_ms,
+        }
+    }
+
+    /// Send one batch; returns how many entries the office acknowledged (0: nothing to send).
+    pub fn round(&self, store: &mut Store, now: Timestamp) -> Result<usize, SyncError> {
+        let rows = store.outbox_batch(self.batch, now, self.settle_ms)?;
+        let Some(last) = rows.last().and_then(|r| r.get("seq")).and_then(serde_json::Value::as_i64) else {
+            return Ok(0);
+        };
+        let body = serde_json::to_vec(&serde_json::json!({ "gate": self.gate, "entries": rows }))
+            .map_err(|e| SyncError::Office(format!("cannot encode the batch: {e}")))?;
+        let signature: String = self.key.sign(&body).to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let result = self
+            .agent
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("x-sibi-gate", &self.gate)
+            .header("x-sibi-signature", &signature)
+            .send(&body[..]);
+        let mut response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let e = SyncError::Office(e.to_string());
+                store.sync_failed(&e.to_string(), now)?;
+                return Err(e);
+            }
+        };
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        if status != 200 {
+            let e = SyncError::Office(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()));
+            store.sync_failed(&e.to_string(), now)?;
+            return Err(e);
+        }
+        let ack: Ack = match serde_json::from_str(&text) {
+            Ok(a) => a,
+            Err(e) => {
+                let e = SyncError::Office(format!("unreadable acknowledgement: {e}"));
+                store.sync_failed(&e.to_string(), now)?;
+                return Err(e);
+            }
+        };
+        // Never beyond what was sent, never backwards.
+        let acked = ack.acked.min(last);
+        let before = store.acked_seq()?;
+        store.sync_acked(acked, now)?;
+        Ok(usize::try_from(acked - before).unwrap_or(0))
+    }
+
+    /// Rounds until the backlog is empty or a round fails.
+    pub fn drain(&self, store: &mut Store) -> Result<usize, SyncError> {
+        let mut total = 0;
+        loop {
+            let n = self.round(store, crate::hw::now())?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
+    }
+}
+
+/// The wait before retry `attempt` (1, 2, ...): exponential from 1 s up to `max`, times a random factor in
+/// [0.5, 1.5) so a street's gates coming back online do not all call at once.
+pub fn backoff(attempt: u32, max: Duration) -> Duration {
+    let base = Duration::from_secs(1).saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(max);
+    let mut r = [0u8; 2];
+    let _ = getrandom::fill(&mut r);
+    let jitter = 0.5 + f64::from(u16::from_le_bytes(r)) / 65_536.0;
+    base.mul_f64(jitter)
+}
+
+/// Run the sync loop on a thread of its own until `stop`.
+pub fn spawn(
+    settings: SyncSettings,
+    db: PathBuf,
+    gate: String,
+    key: SigningKey,
+    stop: StopFlag,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("sync".into()).spawn(move || {
+        let client = SyncClient::new(&settings, &gate, key);
+        let mut store = match Store::open(&db, &gate) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "sync cannot open the database; records stay local");
+                return;
+            }
+        };
+        let interval = Duration::from_secs_f64(settings.interval_secs);
+        let max = Duration::from_secs_f64(settings.max_backoff_secs);
+        let mut failures = 0u32;
+        while !stop.is_stopped() {
+            let wait = match client.drain(&mut store) {
+                Ok(n) => {
+                    if failures > 0 || n > 0 {
+                        let s = store.sync_status().ok();
+                        tracing::info!(sent = n, backlog = s.map_or(-1, |s| s.backlog), "synced to the office");
+                    }
+                    failures = 0;
+                    interval
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = backoff(failures, max);
+                    let backlog = store.sync_status().map_or(-1, |s| s.backlog);
+                    tracing::warn!(error = %e, backlog, retry_in_ms = wait.as_millis() as u64, "sync failed");
+                    wait
+                }
+            };
+            let until = std::time::Instant::now() + wait;
+            while !stop.is_stopped() && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(100).min(until - std::time::Instant::now()));
+            }
+        }
+    })
+}
+
+/// The status line for `sibi sync` and the console.
+pub fn describe(s: &SyncStatus) -> String {
+    let t = |ms: Option<i64>| ms.map_or("never".to_string(), |m| Timestamp(m).to_rfc3339());
+    format!(
+        "acknowledged up to #{}, backlog {}, last success {}, last attempt {}{}",
+        s.acked_seq,
+        s.backlog,
+        t(s.last_success_ms),
+        t(s.last_attempt_ms),
+        s.last_error.as_ref().map(|e| format!(", last error: {e}")).unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        let max = Duration::from_secs(60);
+        for attempt in 1..20 {
+            let b = backoff(attempt, max);
+            let base = Duration::from_secs(1 << (attempt - 1).min(16)).min(max);
+            assert!(b >= base.mul_f64(0.5) && b < base.mul_f64(1.5), "attempt {attempt}: {b:?}");
+        }
+        let samples: std::collections::HashSet<u128> = (0..20).map(|_| backoff(3, max).as_micros()).collect();
+        assert!(samples.len() > 1, "jittered");
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        let s = |office: &str| SyncSettings {
+            office: office.into(),
+            gate_key: "k".into(),
+            interval_secs: 5.0,
+            batch: 500,
+            timeout_ms: 10_000,
+            settle_ms: 2000,
+            max_backoff_secs: 300.0,
+        };
+        assert!(s("http://127.0.0.1:8700").problems().is_empty());
+        assert!(s("https://office.example.gov.cn").problems().is_empty());
+        assert_eq!(s("http://office.example.gov.cn").problems().len(), 1);
+    }
+}

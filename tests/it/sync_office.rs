@@ -1,0 +1,285 @@
+//! Sync to the street office over real HTTP on loopback: a chaos proxy between gate and office, refused batches, and
+//! the `sibi sync` / `sibi office serve` commands end to end.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use sibi::domain::Timestamp;
+use sibi::office::{Enrolled, Office, OfficeConfig};
+use sibi::store::Store;
+use sibi::sync::{SyncClient, SyncSettings};
+
+const T0: Timestamp = Timestamp(1_790_000_000_000);
+
+/// An office on a loopback port, served by its own runtime thread. Returns its address and the office.
+fn office(dir: &std::path::Path, gates: &[(&str, &SigningKey)]) -> (SocketAddr, Arc<Office>) {
+    let config = OfficeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: dir.join("office.db"),
+        name: "测试街道办".into(),
+        gates: gates
+            .iter()
+            .map(|(id, k)| {
+                (
+                    id.to_string(),
+                    Enrolled { key: k.verifying_key(), name: format!("{id} 东门"), community: "c1".into() },
+                )
+            })
+            .collect::<BTreeMap<_, _>>(),
+    };
+    let office = Office::open(config).unwrap();
+    (sibi::office::serve_in_background(office.clone()).unwrap(), office)
+}
+
+fn settings(url: String) -> SyncSettings {
+    SyncSettings {
+        office: url,
+        gate_key: "unused".into(),
+        interval_secs: 1.0,
+        batch: 500,
+        timeout_ms: 2000,
+        settle_ms: 0,
+        max_backoff_secs: 5.0,
+    }
+}
+
+/// What the proxy did to each connection.
+#[derive(Default)]
+struct Chaos {
+    dropped: AtomicUsize,
+    reset_mid_response: AtomicUsize,
+    delayed: AtomicUsize,
+    injected_5xx: AtomicUsize,
+    passed: AtomicUsize,
+}
+
+/// One HTTP/1.1 message (headers and a content-length body), or `None` at end of stream.
+fn read_message(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut msg = Vec::new();
+    let mut byte = [0u8; 1];
+    while !msg.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => msg.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&msg).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).ok()?;
+    msg.extend(body);
+    Some(msg)
+}
+
+/// A TCP proxy to `upstream` that, request by request, drops the connection, resets it mid-response (after the
+/// office has committed), delays, answers 503 itself, or passes the request through.
+fn chaos_proxy(upstream: SocketAddr, chaos: Arc<Chaos>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counter = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let (chaos, counter) = (chaos.clone(), counter.clone());
+            std::thread::spawn(move || {
+                while let Some(request) = read_message(&mut client) {
+                    let forward = || {
+                        let mut server = TcpStream::connect(upstream).ok()?;
+                        server.write_all(&request).ok()?;
+                        read_message(&mut server)
+                    };
+                    match counter.fetch_add(1, Ordering::Relaxed) % 6 {
+                        0 => {
+                            chaos.dropped.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        1 => {
+                            chaos.injected_5xx.fetch_add(1, Ordering::Relaxed);
+                            let _ =
+                                client.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy");
+                        }
+                        3 => {
+                            chaos.reset_mid_response.fetch_add(1, Ordering::Relaxed);
+                            if let Some(answer) = forward() {
+                                let _ = client.write_all(&answer[..answer.len().min(20)]);
+                            }
+                            return;
+                        }
+                        k => {
+                            if k == 2 {
+                                chaos.delayed.fetch_add(1, Ordering::Relaxed);
+                                std::thread::sleep(Duration::from_millis(40));
+                            } else {
+                                chaos.passed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            let Some(answer) = forward() else { return };
+                            if client.write_all(&answer).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn ten_thousand_entries_through_a_chaos_proxy_arrive_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let (addr, office) = office(dir.path(), &[("gate-1", &key)]);
+    let chaos = Arc::new(Chaos::default());
+    let proxy = chaos_proxy(addr, chaos.clone());
+
+    let mut store = Store::open(&dir.path().join("gate.db"), "gate-1").unwrap();
+    store.fill_synthetic(10_000, T0).unwrap();
+    let expected = store.outbox_batch(20_000, T0.plus_ms(20_000_000), 0).unwrap();
+    assert_eq!(expected.len(), 10_000);
+
+    let client = SyncClient::new(&settings(format!("http://{proxy}")), "gate-1", key);
+    let started = Instant::now();
+    let mut failures = 0;
+    while store.sync_status().unwrap().backlog > 0 {
+        assert!(started.elapsed() < Duration::from_secs(90), "bounded in time");
+        if client.round(&mut store, T0.plus_ms(20_000_000)).is_err() {
+            failures += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let held = office_entries(&office, "gate-1");
+    assert_eq!(held.len(), 10_000, "count");
+    let expected: Vec<serde_json::Value> = expected.into_iter().map(serde_json::Value::Object).collect();
+    assert!(held == expected, "content: every column of every entry, in order, none twice");
+    let c = |a: &AtomicUsize| a.load(Ordering::Relaxed);
+    eprintln!(
+        "chaos: {} dropped, {} reset mid-response, {} delayed, {} 5xx, {} passed; {failures} failed rounds; {:?}",
+        c(&chaos.dropped),
+        c(&chaos.reset_mid_response),
+        c(&chaos.delayed),
+        c(&chaos.injected_5xx),
+        c(&chaos.passed),
+        started.elapsed()
+    );
+    assert!(c(&chaos.dropped) > 0 && c(&chaos.reset_mid_response) > 0 && c(&chaos.injected_5xx) > 0);
+    assert!(failures >= 3, "the chaos was felt: {failures}");
+    let status = store.sync_status().unwrap();
+    assert_eq!((status.acked_seq, status.backlog, status.last_error), (10_000, 0, None));
+}
+
+fn office_entries(office: &Arc<Office>, gate: &str) -> Vec<serde_json::Value> {
+    office.entries(gate).unwrap()
+}
+
+fn post(addr: SocketAddr, gate: &str, body: &[u8], signature: &str) -> (u16, String) {
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let mut r = agent
+        .post(&format!("http://{addr}/v1/ingest"))
+        .header("x-sibi-gate", gate)
+        .header("x-sibi-signature", signature)
+        .send(body)
+        .unwrap();
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+}
+
+fn sign(key: &SigningKey, body: &[u8]) -> String {
+    use ed25519_dalek::Signer;
+    key.sign(body).to_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn the_office_refuses_unenrolled_tampered_and_foreign_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_bytes(&[1u8; 32]);
+    let stranger = SigningKey::from_bytes(&[2u8; 32]);
+    let (addr, office) = office(dir.path(), &[("gate-1", &key)]);
+    let row = |gate: &str, seq: i64| serde_json::json!({"gate_id": gate, "seq": seq, "at_ms": 1, "verdict": "pass"});
+    let body = serde_json::json!({"gate": "gate-1", "entries": [row("gate-1", 1)]}).to_string().into_bytes();
+
+    // An unenrolled gate.
+    let (status, text) = post(addr, "gate-9", &body, &sign(&stranger, &body));
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("not enrolled"));
+    // Enrolled id, somebody else's key.
+    let (status, text) = post(addr, "gate-1", &body, &sign(&stranger, &body));
+    assert_eq!((status, text.contains("does not verify")), (401, true), "{text}");
+    // Tampered in flight: a byte changed after signing.
+    let signature = sign(&key, &body);
+    let tampered = String::from_utf8(body.clone()).unwrap().replace("pass", "deny").into_bytes();
+    assert_eq!(post(addr, "gate-1", &tampered, &signature).0, 401);
+    // No signature at all.
+    assert_eq!(post(addr, "gate-1", &body, "").0, 401);
+    // Signed, but rows of another gate, or malformed.
+    let foreign = serde_json::json!({"gate": "gate-1", "entries": [row("gate-2", 1)]}).to_string().into_bytes();
+    assert_eq!(post(addr, "gate-1", &foreign, &sign(&key, &foreign)).0, 400);
+    let junk = b"{\"gate\": \"gate-1\", \"entries\": 5}".to_vec();
+    assert_eq!(post(addr, "gate-1", &junk, &sign(&key, &junk)).0, 400);
+    assert!(office.entries("gate-1").unwrap().is_empty(), "nothing refused was stored");
+    // The genuine batch, twice: stored once, acknowledged both times.
+    for _ in 0..2 {
+        let (status, text) = post(addr, "gate-1", &body, &signature);
+        assert_eq!((status, text.as_str()), (200, r#"{"acked":1}"#));
+    }
+    assert_eq!(office.entries("gate-1").unwrap().len(), 1);
+}
+
+#[test]
+fn sync_now_and_office_serve_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let out = crate::util::run(&["keygen", "--out", keys.to_str().unwrap(), "--name", "gate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let office_toml = dir.path().join("office.toml");
+    std::fs::write(
+        &office_toml,
+        format!(
+            "[office]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"office.db\"\nname = \"幸福街道办\"\n\n\
+             [[gate]]\nid = \"test-gate\"\nkey = \"keys/gate.pub\"\nname = \"幸福里东门\"\ncommunity = \"xingfuli\"\n"
+        ),
+    )
+    .unwrap();
+    let mut server =
+        crate::util::sibi().args(["office", "serve", "--config", office_toml.to_str().unwrap()]).spawn().unwrap();
+
+    let gate = crate::util::Gate::new(
+        "[[event]]\nat = 0.0\ntemperature = 36.5\n",
+        &format!(
+            "\n[sync]\noffice = \"http://127.0.0.1:{port}\"\ngate_key = {:?}\nsettle_ms = 0\n",
+            keys.join("gate.key").display().to_string()
+        ),
+        "",
+    );
+    Store::open(&gate.db(), "test-gate").unwrap().fill_synthetic(1234, T0).unwrap();
+    let config = gate.config();
+    let config = config.to_str().unwrap();
+    // Status only: nothing sent yet.
+    let out = crate::util::run(&["sync", "--config", config]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backlog 1234"), "{}", String::from_utf8_lossy(&out.stdout));
+    // The office may still be starting: the first attempts can fail.
+    let end = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let out = crate::util::run(&["sync", "--now", "--config", config]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.code() == Some(0) {
+            break text;
+        }
+        assert!(Instant::now() < end, "{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(text.contains("sent 1234 entries") && text.contains("backlog 0"), "{text}");
+    let page = ureq::get(&format!("http://127.0.0.1:{port}/")).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(page.contains("幸福街道办") && page.contains("幸福里东门") && page.contains("<td>1234</td>"), "{page}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
