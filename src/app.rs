@@ -371,7 +371,10 @@ const TICK: Duration = Duration::from_millis(100);
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<RunSummary> {
     std::fs::create_dir_all(&config.gate.state_dir)
         .with_context(|| format!("cannot create the state directory {}", config.gate.state_dir.display()))?;
-    let store = Store::open(&config.db_path, &config.gate.id)?;
+    let store = Store::open(&config.db_path, &config.gate.id)?.with_seal_key(config.seal_key.clone());
+    if config.seal_key.is_none() {
+        warn!("no [privacy] office_key: registrations keep only masked names, phones and ID numbers");
+    }
     let first_id = store.next_presentation_id()?;
     let (store, store_thread) = StoreHandle::spawn(store).context("cannot start the store thread")?;
     let devices = open_devices(&config)?;

@@ -85,6 +85,36 @@ pub enum EmergencyKind {
     Unspecified,
 }
 
+/// What the offline lane records about a person (信息必录): only these fields. Name, phone and ID number are
+/// sealed before they are stored; the gate keeps masked forms.
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Phone.
+    pub phone: Option<String>,
+    /// Resident ID number (optional).
+    pub id_number: Option<String>,
+    /// Where they are going (3栋201).
+    pub destination: Option<String>,
+    /// Why (探亲, 送货...).
+    pub reason: Option<String>,
+}
+
+impl Registration {
+    /// The identifiers to seal, if any were given.
+    pub fn personal(&self) -> Option<crate::privacy::Personal> {
+        let given = !self.name.is_empty() || self.phone.is_some() || self.id_number.is_some();
+        given.then(|| crate::privacy::Personal {
+            name: self.name.clone(),
+            phone: self.phone.clone(),
+            id_number: self.id_number.clone(),
+        })
+    }
+}
+
 /// Something the operator did on the console.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OperatorAction {
@@ -98,7 +128,7 @@ pub enum OperatorAction {
         reason: String,
     },
     /// The operator recorded the person's details (a visitor's registration; with no credential, a manual identity).
-    Registered,
+    Register(Registration),
     /// Emergency passage.
     Emergency(EmergencyKind),
     /// The person left; close the presentation.
@@ -238,6 +268,8 @@ pub struct Outcome {
     pub approval_reason: Option<String>,
     /// Emergency kind, for emergency passages.
     pub emergency: Option<EmergencyKind>,
+    /// What the operator registered, if anything (sealed and masked by the store).
+    pub registration: Option<Registration>,
 }
 
 /// A prompt for the operator's panel and the voice, without a decision to record.
@@ -275,6 +307,7 @@ struct Session {
     colour_by_operator: bool,
     approval_reason: Option<String>,
     emergency: Option<EmergencyKind>,
+    registration: Option<Registration>,
 }
 
 /// The checkpoint of one lane.
@@ -469,7 +502,8 @@ impl Checkpoint {
                 s.person.operator_approved = true;
                 s.approval_reason = Some(reason);
             }
-            OperatorAction::Registered => {
+            OperatorAction::Register(r) => {
+                s.registration = Some(r);
                 s.person.visitor_registered = true;
                 if s.person.identity == IdentityKind::None {
                     s.person.identity = IdentityKind::Manual;
@@ -498,6 +532,7 @@ impl Checkpoint {
             fever_recorded: false,
             colour_by_operator: false,
             approval_reason: None,
+            registration: None,
             emergency: None,
         });
     }
@@ -588,6 +623,7 @@ fn outcome_of(s: &Session, decision: Decision, is_final: bool, note: Option<Clos
         person: s.person.clone(),
         colour_by_operator: s.colour_by_operator,
         approval_reason: s.approval_reason.clone(),
+        registration: s.registration.clone(),
         emergency: s.emergency,
     }
 }

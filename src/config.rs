@@ -35,6 +35,17 @@ pub struct RawConfig {
     pub script: Option<RawScript>,
     /// `[sync]`: the street office this gate reports to.
     pub sync: Option<crate::sync::SyncSettings>,
+    /// `[privacy]`: how personal data rests on this box.
+    pub privacy: Option<RawPrivacy>,
+}
+
+/// `[privacy]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrivacy {
+    /// The street office's public sealing key (`sibi keygen --kind seal` at the office). Registrations' names, phones
+    /// and ID numbers are sealed to it; without it they are not kept at all, only their masked forms.
+    pub office_key: PathBuf,
 }
 
 /// `[gate]`.
@@ -244,6 +255,8 @@ pub struct Config {
     pub credentials: CredentialsConfig,
     /// `[sync]` with the gate's signing key loaded; `None`: records stay local.
     pub sync: Option<SyncConfig>,
+    /// The office's sealing key from `[privacy]`.
+    pub seal_key: Option<crypto_box::PublicKey>,
 }
 
 /// `[sync]`, validated, with the key loaded.
@@ -669,8 +682,15 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
         }
     });
 
+    let seal_key = raw.privacy.and_then(|p| {
+        crate::privacy::read_public(&resolve(base, &p.office_key))
+            .map_err(|e| problems.push(format!("`privacy.office_key`: {e}")))
+            .ok()
+    });
+
     match (gate, policy, devices) {
         (Some(gate), Some(policy), Some(devices)) if problems.is_empty() => Ok(Config {
+            seal_key,
             source: source.to_path_buf(),
             gate,
             policy,

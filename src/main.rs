@@ -48,9 +48,12 @@ enum Command {
         /// Directory for the key files.
         #[arg(long, default_value = ".")]
         out: PathBuf,
-        /// Base name of the files (community for pass signing).
+        /// Base name of the files (community for pass signing, gate for a gate's sync key).
         #[arg(long, default_value = "community")]
         name: String,
+        /// `sign` (Ed25519: passes, gates) or `seal` (X25519: the office's key that personal data is sealed to).
+        #[arg(long, default_value = "sign", value_parser = ["sign", "seal"])]
+        kind: String,
     },
     /// Community passes (居民通行证).
     Pass {
@@ -246,14 +249,24 @@ fn main() -> ExitCode {
         Command::Code { command: CodeCommand::Verify { text, image, trust, at, config } } => {
             code_verify(text, image, trust, at, config)
         }
-        Command::Keygen { out, name } => keygen(&out, &name),
+        Command::Keygen { out, name, kind } => keygen(&out, &name, &kind),
         Command::Pass {
             command: PassCommand::Issue { key, community, community_name, id, category, holder, from, until, out },
         } => pass_issue(PassArgs { key, community, community_name, id, category, holder, from, until, out }),
     }
 }
 
-fn keygen(dir: &std::path::Path, name: &str) -> ExitCode {
+fn keygen(dir: &std::path::Path, name: &str, kind: &str) -> ExitCode {
+    if kind == "seal" {
+        return match sibi::privacy::write_key_pair(dir, name) {
+            Ok((secret, public)) => {
+                println!("secret key: {} (stays at the office; it opens sealed personal data)", secret.display());
+                println!("public key: {} (give it to every gate: [privacy] office_key)", public.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage_error(&e),
+        };
+    }
     let key = match sibi::credential::pass::generate_key() {
         Ok(k) => k,
         Err(e) => {
@@ -263,8 +276,8 @@ fn keygen(dir: &std::path::Path, name: &str) -> ExitCode {
     };
     match sibi::credential::pass::write_key_pair(dir, name, &key) {
         Ok((private, public)) => {
-            println!("private key: {} (keep it offline; it signs passes)", private.display());
-            println!("public key:  {} (give it to every gate of the community)", public.display());
+            println!("private key: {} (keep it private: it signs passes, or this gate's batches)", private.display());
+            println!("public key:  {} (give it to the gates, or to the office to enroll this gate)", public.display());
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -201,13 +201,7 @@ impl PassVerifier {
 
 /// Make a new key pair from the operating system's randomness.
 pub fn generate_key() -> Result<SigningKey, String> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| format!("no randomness from the system: {e}"))?;
-    Ok(SigningKey::from_bytes(&seed))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    Ok(SigningKey::from_bytes(&crate::keys::random32()?))
 }
 
 /// Label of a private key file (so a public key can never be taken for one).
@@ -215,55 +209,23 @@ const PRIVATE_LABEL: &str = "sibi-ed25519-private:";
 /// Label of a public key file.
 const PUBLIC_LABEL: &str = "sibi-ed25519-public:";
 
-fn unhex32(s: &str) -> Option<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// Write `NAME.key` (private, mode 0600) and `NAME.pub` into `dir`; refuses to overwrite a key.
 pub fn write_key_pair(
     dir: &Path,
     name: &str,
     key: &SigningKey,
 ) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let private = dir.join(format!("{name}.key"));
-    let public = dir.join(format!("{name}.pub"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&private)
-        .map_err(|e| format!("cannot create {} (an existing key is never overwritten): {e}", private.display()))?;
-    f.write_all(format!("{PRIVATE_LABEL}{}\n", hex(&key.to_bytes())).as_bytes()).map_err(|e| e.to_string())?;
-    f.sync_all().map_err(|e| e.to_string())?;
-    std::fs::write(&public, format!("{PUBLIC_LABEL}{}\n", hex(key.verifying_key().as_bytes())))
-        .map_err(|e| format!("cannot write {}: {e}", public.display()))?;
-    Ok((private, public))
+    crate::keys::write_pair(dir, name, (PRIVATE_LABEL, &key.to_bytes()), (PUBLIC_LABEL, key.verifying_key().as_bytes()))
 }
 
 /// Read a private key file.
 pub fn read_signing_key(path: &Path) -> Result<SigningKey, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    text.trim()
-        .strip_prefix(PRIVATE_LABEL)
-        .and_then(unhex32)
-        .map(|b| SigningKey::from_bytes(&b))
-        .ok_or_else(|| format!("{} is not a sibi private key (made by `sibi keygen`)", path.display()))
+    crate::keys::read(path, PRIVATE_LABEL, "a sibi private signing key").map(|b| SigningKey::from_bytes(&b))
 }
 
 /// Parse public key file contents (`sibi-ed25519-public:` and 64 hex digits).
 pub fn parse_verifying_key(text: &str) -> Option<VerifyingKey> {
-    text.trim().strip_prefix(PUBLIC_LABEL).and_then(unhex32).and_then(|b| VerifyingKey::from_bytes(&b).ok())
+    crate::keys::parse(text, PUBLIC_LABEL).and_then(|b| VerifyingKey::from_bytes(&b).ok())
 }
 
 /// Read a public key file.

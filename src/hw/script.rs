@@ -90,6 +90,7 @@ struct RawOperator {
     approve: Option<String>,
     emergency: Option<EmergencyKind>,
     registered: Option<bool>,
+    register: Option<crate::checkpoint::Registration>,
     cancel: Option<bool>,
 }
 
@@ -170,14 +171,17 @@ impl Script {
                     actions.push(OperatorAction::Emergency(k));
                 }
                 if o.registered == Some(true) {
-                    actions.push(OperatorAction::Registered);
+                    actions.push(OperatorAction::Register(Default::default()));
+                }
+                if let Some(r) = o.register {
+                    actions.push(OperatorAction::Register(r));
                 }
                 if o.cancel == Some(true) {
                     actions.push(OperatorAction::Cancel);
                 }
                 if actions.len() != 1 {
                     return Err(bad(
-                        "`operator` must hold exactly one of mask, colour, approve, emergency, registered, cancel",
+                        "`operator` must hold exactly one of mask, colour, approve, emergency, registered, register, cancel",
                     ));
                 }
                 items.push(ScriptItem::Operator(OperatorInput::Action(actions.remove(0))));

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoint::{CloseNote, EmergencyKind, Outcome};
-use crate::domain::{Timestamp, Verdict};
+use crate::domain::{Timestamp, Verdict, mask_id_number, mask_name, mask_phone};
 
 /// What went wrong in the store, with the database path.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,9 @@ pub enum StoreError {
     /// The store thread is gone (the daemon is stopping).
     #[error("the store has stopped")]
     Stopped,
+    /// Personal data could not be sealed (so it was not written).
+    #[error("cannot seal personal data: {0}")]
+    Seal(String),
 }
 
 /// What the gate did for an entry.
@@ -160,6 +163,12 @@ const MIGRATIONS: &[&str] = &[
         last_error TEXT
     );
     INSERT INTO sync_state (id, acked_seq) VALUES (1, 0);",
+    // 3: registrations: identifiers sealed to the office, masked forms for the console.
+    "ALTER TABLE entries ADD COLUMN personal_sealed TEXT;
+    ALTER TABLE entries ADD COLUMN phone_masked TEXT;
+    ALTER TABLE entries ADD COLUMN id_masked TEXT;
+    ALTER TABLE entries ADD COLUMN destination TEXT;
+    ALTER TABLE entries ADD COLUMN visit_reason TEXT;",
 ];
 
 /// The database.
@@ -167,6 +176,8 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     gate_id: String,
+    /// The office's sealing key: without it, names, phones and ID numbers are not kept at all (only masked).
+    seal: Option<crypto_box::PublicKey>,
 }
 
 impl Store {
@@ -193,7 +204,13 @@ impl Store {
             tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64).map_err(e)?;
         }
         tx.commit().map_err(e)?;
-        Ok(Store { conn, path: path.to_path_buf(), gate_id: gate_id.to_string() })
+        Ok(Store { conn, path: path.to_path_buf(), gate_id: gate_id.to_string(), seal: None })
+    }
+
+    /// Seal registrations' names, phones and ID numbers to the office's key from now on.
+    pub fn with_seal_key(mut self, key: Option<crypto_box::PublicKey>) -> Store {
+        self.seal = key;
+        self
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -204,6 +221,17 @@ impl Store {
     pub fn insert_entry(&mut self, o: &Outcome) -> Result<i64, StoreError> {
         let d = &o.decision;
         let pd = d.people.first();
+        let reg = o.registration.as_ref();
+        let sealed = match (reg.and_then(|r| r.personal()), &self.seal) {
+            (Some(p), Some(key)) => Some(crate::privacy::seal(key, &p).map_err(StoreError::Seal)?),
+            _ => None,
+        };
+        let holder_masked = o
+            .credential
+            .as_ref()
+            .map(|c| c.holder.clone())
+            .filter(|h| !h.is_empty())
+            .or_else(|| reg.map(|r| mask_name(&r.name)).filter(|h| !h.is_empty()));
         let gate_action = if d.verdict == Verdict::Pass { GateAction::OpenPending } else { GateAction::KeptClosed };
         let reasons = pd.map(|p| p.reasons.iter().map(|r| r.id()).collect::<Vec<_>>()).unwrap_or_default();
         let actions = serde_json::to_string(&d.actions).unwrap_or_else(|_| "[]".into());
@@ -219,9 +247,9 @@ impl Store {
             "INSERT INTO entries (gate_id, presentation, is_final, at_ms, at, tier, policy_version, direction,
                 category, identity, credential_ref, holder_masked, code, colour_by_operator, temperature_centi, retest,
                 mask, verdict, rule, reasons, actions, musts, message_zh, note, approval_reason, emergency, flagged,
-                gate_action)
+                gate_action, personal_sealed, phone_masked, id_masked, destination, visit_reason)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
-                ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+                ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
             params![
                 self.gate_id,
                 o.presentation as i64,
@@ -234,7 +262,7 @@ impl Store {
                 o.person.category.as_str(),
                 o.person.identity.as_str(),
                 cred.map(|c| c.key.as_str()),
-                cred.map(|c| c.holder.as_str()).filter(|h| !h.is_empty()),
+                holder_masked,
                 o.person.code.as_str(),
                 o.colour_by_operator,
                 o.person.temperature.map(|t| i64::from(t.celsius.centi())),
@@ -251,6 +279,11 @@ impl Store {
                 o.emergency.map(EmergencyKind::as_str),
                 d.flagged,
                 gate_action.as_str(),
+                sealed,
+                reg.and_then(|r| r.phone.as_deref()).map(mask_phone),
+                reg.and_then(|r| r.id_number.as_deref()).map(mask_id_number),
+                reg.and_then(|r| r.destination.as_deref()),
+                reg.and_then(|r| r.reason.as_deref()),
             ],
         );
         res.map_err(|e| self.err(e))?;

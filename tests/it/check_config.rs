@@ -186,7 +186,11 @@ fn the_pi_config_on_a_machine_without_gpio_refuses_to_start_with_that_message() 
     let dir = tempfile::tempdir().unwrap();
     let example = std::fs::read_to_string(repo().join("config/gate.example.toml")).unwrap();
     let config = dir.path().join("gate.toml");
-    std::fs::write(&config, example.replace("state_dir = \"/var/lib/sibi\"", "state_dir = \"state\"")).unwrap();
+    let clips = format!("clips = {:?}", repo().join("voice").display().to_string());
+    let text = example
+        .replace("state_dir = \"/var/lib/sibi\"", "state_dir = \"state\"")
+        .replace("clips = \"../voice\"", &clips);
+    std::fs::write(&config, text).unwrap();
     let out = run(&["run", "--config", config.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

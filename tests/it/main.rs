@@ -11,6 +11,7 @@ mod decide_cli;
 mod decode;
 mod health_code;
 mod pass_cli;
+mod privacy;
 mod run_path;
 mod sync_office;
 mod thermometer;

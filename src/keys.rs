@@ -1,0 +1,64 @@
+//! Labelled key files: one line, `LABEL` then 64 hex digits. The label names the kind and half of the key
+//! (`sibi-ed25519-private:`, `sibi-x25519-public:`...), so a public key is never taken for a private one, nor a
+//! signing key for a sealing key. Private halves are written mode 0600 and never overwritten.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// 32 bytes from 64 hex digits.
+pub fn unhex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// 32 random bytes from the system.
+pub fn random32() -> Result<[u8; 32], String> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("no randomness from the system: {e}"))?;
+    Ok(seed)
+}
+
+/// The 32 bytes behind `label` in key file text.
+pub fn parse(text: &str, label: &str) -> Option<[u8; 32]> {
+    text.trim().strip_prefix(label).and_then(unhex32)
+}
+
+/// Read the key behind `label` from `path`, saying what was expected if it is not there.
+pub fn read(path: &Path, label: &str, what: &str) -> Result<[u8; 32], String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse(&text, label).ok_or_else(|| format!("{} is not {what} (made by `sibi keygen`)", path.display()))
+}
+
+/// Write `NAME.key` (private, mode 0600, fsynced) and `NAME.pub` into `dir`; refuses to overwrite a private key.
+pub fn write_pair(
+    dir: &Path,
+    name: &str,
+    private: (&str, &[u8]),
+    public: (&str, &[u8]),
+) -> Result<(PathBuf, PathBuf), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let private_path = dir.join(format!("{name}.key"));
+    let public_path = dir.join(format!("{name}.pub"));
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&private_path).map_err(|e| {
+            format!("cannot create {} (an existing key is never overwritten): {e}", private_path.display())
+        })?;
+    f.write_all(format!("{}{}\n", private.0, hex(private.1)).as_bytes()).map_err(|e| e.to_string())?;
+    f.sync_all().map_err(|e| e.to_string())?;
+    std::fs::write(&public_path, format!("{}{}\n", public.0, hex(public.1)))
+        .map_err(|e| format!("cannot write {}: {e}", public_path.display()))?;
+    Ok((private_path, public_path))
+}

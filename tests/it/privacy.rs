@@ -1,0 +1,107 @@
+//! The stolen-box test: a registration's name, phone and ID number are sealed to the office's key before they are
+//! written. Reading the gate's files directly finds none of them in clear; the office's secret key opens them.
+
+use rusqlite::Connection;
+
+use crate::util::{Gate, run};
+
+// Obviously synthetic: the GB 11643 specimen ID number and an unassigned phone number.
+const NAME: &str = "样例访客";
+const PHONE: &str = "13000000001";
+const ID: &str = "11010519491231002X";
+
+const SCENARIO: &str = r#"
+[[event]]
+at = 0.0
+credential = { key = "HC-1", identity = "health_code", category = "visitor", code = "green", holder = "" }
+[[event]]
+at = 0.2
+temperature = 36.4
+[[event]]
+at = 0.3
+button = "mask_confirmed"
+[[event]]
+at = 0.5
+operator = { register = { name = "样例访客", phone = "13000000001", id_number = "11010519491231002X", destination = "3栋201", reason = "探亲" } }
+"#;
+
+fn files_under(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn a_stolen_box_leaks_no_name_phone_or_id_number() {
+    let keys = tempfile::tempdir().unwrap();
+    let out = run(&["keygen", "--out", keys.path().to_str().unwrap(), "--name", "office-seal", "--kind", "seal"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let public = keys.path().join("office-seal.pub").display().to_string();
+    let gate = Gate::new(
+        SCENARIO,
+        &format!("speed = 4\nexit_when_done = true\n\n[privacy]\noffice_key = {public:?}\n"),
+        "session_timeout_secs = 2",
+    );
+    let out = run(&["run", "--config", gate.config().to_str().unwrap()]);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{log}");
+
+    // Everything the box wrote: database, WAL, logs.
+    let files = files_under(&gate.dir.path().join("state"));
+    assert!(files.iter().any(|(p, _)| p.ends_with("sibi.db")));
+    for (path, bytes) in &files {
+        for secret in [NAME, PHONE, ID] {
+            assert!(!contains(bytes, secret), "{secret} in clear in {path}");
+        }
+    }
+    for secret in [NAME, PHONE, ID] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+
+    // What the console has: masked forms. What the office has: the sealed originals.
+    let db = Connection::open(gate.db()).unwrap();
+    let (verdict, holder, phone, id, destination, sealed): (String, String, String, String, String, String) = db
+        .query_row(
+            "SELECT verdict, holder_masked, phone_masked, id_masked, destination, personal_sealed FROM entries
+             WHERE personal_sealed IS NOT NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )
+        .unwrap();
+    assert_eq!(verdict, "pass", "a registered visitor in low tier passes");
+    assert_eq!((holder.as_str(), phone.as_str(), destination.as_str()), ("样**客", "130****0001", "3栋201"));
+    assert!(id.starts_with("1101") && id.ends_with("002X") && id.contains('*'), "{id}");
+    let secret = sibi::privacy::read_secret(&keys.path().join("office-seal.key")).unwrap();
+    let p = sibi::privacy::unseal(&secret, &sealed).unwrap();
+    assert_eq!((p.name.as_str(), p.phone.as_deref(), p.id_number.as_deref()), (NAME, Some(PHONE), Some(ID)));
+}
+
+#[test]
+fn without_the_office_key_only_masked_forms_are_kept() {
+    let gate = Gate::new(SCENARIO, "speed = 4\nexit_when_done = true", "session_timeout_secs = 2");
+    let out = run(&["run", "--config", gate.config().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    for (path, bytes) in files_under(&gate.dir.path().join("state")) {
+        for secret in [NAME, PHONE, ID] {
+            assert!(!contains(&bytes, secret), "{secret} in clear in {path}");
+        }
+    }
+    let db = Connection::open(gate.db()).unwrap();
+    let (phone, sealed): (Option<String>, Option<String>) = db
+        .query_row("SELECT phone_masked, personal_sealed FROM entries WHERE phone_masked IS NOT NULL", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((phone.as_deref(), sealed), (Some("130****0001"), None));
+}
