@@ -440,6 +440,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     config.db_path.clone(),
                     config.gate.id.clone(),
                     s.key.clone(),
+                    config.retention_ms,
                     stop.clone(),
                 )
                 .context("cannot start the sync thread")?,

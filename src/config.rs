@@ -46,6 +46,8 @@ pub struct RawPrivacy {
     /// The street office's public sealing key (`sibi keygen --kind seal` at the office). Registrations' names, phones
     /// and ID numbers are sealed to it; without it they are not kept at all, only their masked forms.
     pub office_key: PathBuf,
+    /// Entries the office has acknowledged are deleted after this many days (default 28).
+    pub retention_days: Option<u32>,
 }
 
 /// `[gate]`.
@@ -257,6 +259,8 @@ pub struct Config {
     pub sync: Option<SyncConfig>,
     /// The office's sealing key from `[privacy]`.
     pub seal_key: Option<crypto_box::PublicKey>,
+    /// How long acknowledged entries are kept, ms.
+    pub retention_ms: i64,
 }
 
 /// `[sync]`, validated, with the key loaded.
@@ -682,6 +686,10 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
         }
     });
 
+    let retention_days = raw.privacy.as_ref().and_then(|p| p.retention_days).unwrap_or(28);
+    if !(1..=3650).contains(&retention_days) {
+        problems.push(format!("`privacy.retention_days` = {retention_days}: use 1–3650"));
+    }
     let seal_key = raw.privacy.and_then(|p| {
         crate::privacy::read_public(&resolve(base, &p.office_key))
             .map_err(|e| problems.push(format!("`privacy.office_key`: {e}")))
@@ -691,6 +699,7 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
     match (gate, policy, devices) {
         (Some(gate), Some(policy), Some(devices)) if problems.is_empty() => Ok(Config {
             seal_key,
+            retention_ms: i64::from(retention_days) * 86_400_000,
             source: source.to_path_buf(),
             gate,
             policy,

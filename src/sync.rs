@@ -199,11 +199,13 @@ pub fn backoff(attempt: u32, max: Duration) -> Duration {
 }
 
 /// Run the sync loop on a thread of its own until `stop`.
+/// Acknowledged entries older than `retention_ms` are purged at most once an hour, after a successful round.
 pub fn spawn(
     settings: SyncSettings,
     db: PathBuf,
     gate: String,
     key: SigningKey,
+    retention_ms: i64,
     stop: StopFlag,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("sync".into()).spawn(move || {
@@ -218,6 +220,7 @@ pub fn spawn(
         let interval = Duration::from_secs_f64(settings.interval_secs);
         let max = Duration::from_secs_f64(settings.max_backoff_secs);
         let mut failures = 0u32;
+        let mut last_purge: Option<std::time::Instant> = None;
         while !stop.is_stopped() {
             let wait = match client.drain(&mut store) {
                 Ok(n) => {
@@ -226,6 +229,14 @@ pub fn spawn(
                         tracing::info!(sent = n, backlog = s.map_or(-1, |s| s.backlog), "synced to the office");
                     }
                     failures = 0;
+                    if last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+                        last_purge = Some(std::time::Instant::now());
+                        match store.purge_synced(crate::hw::now(), retention_ms) {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(purged = n, "acknowledged entries past retention deleted"),
+                            Err(e) => tracing::warn!(error = %e, "purge failed"),
+                        }
+                    }
                     interval
                 }
                 Err(e) => {

@@ -472,6 +472,43 @@ impl Store {
         self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))
     }
 
+    /// Delete entries the office has acknowledged that are older than `retention_ms`, and journal the purge.
+    /// Returns how many were deleted. Entries not yet at the office are never purged, however old.
+    pub fn purge_synced(&mut self, now: Timestamp, retention_ms: i64) -> Result<usize, StoreError> {
+        let acked = self.acked_seq()?;
+        let cutoff = now.0 - retention_ms;
+        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
+        let (n, max): (i64, Option<i64>) = tx
+            .query_row("SELECT COUNT(*), MAX(seq) FROM entries WHERE seq <= ?1 AND at_ms < ?2
+                    AND seq < (SELECT MAX(seq) FROM entries)", params![acked, cutoff], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
+        if n > 0 {
+            // The newest entry always stays: presentation ids continue from it after a restart.
+            tx.execute(
+                "DELETE FROM entries WHERE seq <= ?1 AND at_ms < ?2 AND seq < (SELECT MAX(seq) FROM entries)",
+                params![acked, cutoff],
+            )
+                .and_then(|_| {
+                    tx.execute(
+                        "INSERT INTO journal (at_ms, kind, detail) VALUES (?1, 'purge', ?2)",
+                        params![
+                            now.0,
+                            format!(
+                                "{n} synced entries up to #{} older than {} days deleted",
+                                max.unwrap_or(0),
+                                retention_ms / 86_400_000
+                            )
+                        ],
+                    )
+                })
+                .map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
+        }
+        tx.commit().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
+        Ok(n as usize)
+    }
+
     /// Journal lines (kind, detail) in order.
     pub fn journal_lines(&self) -> Result<Vec<(String, String)>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT kind, detail FROM journal ORDER BY id").map_err(|e| self.err(e))?;

@@ -283,3 +283,25 @@ fn sync_now_and_office_serve_from_the_command_line() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn only_acknowledged_entries_past_retention_are_purged_and_the_purge_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_bytes(&[3u8; 32]);
+    let (addr, _office) = office(dir.path(), &[("gate-1", &key)]);
+    let mut store = Store::open(&dir.path().join("gate.db"), "gate-1").unwrap();
+    store.fill_synthetic(100, T0).unwrap();
+    let client = SyncClient::new(&settings(format!("http://{addr}")), "gate-1", key);
+    assert_eq!(client.drain(&mut store).unwrap(), 100);
+    store.fill_synthetic(10, T0.plus_ms(200_000)).unwrap(); // not yet at the office
+    let day = 86_400_000;
+    assert_eq!(store.purge_synced(T0.plus_ms(27 * day), 28 * day).unwrap(), 0, "not yet past retention");
+    assert_eq!(store.purge_synced(T0.plus_ms(40 * day), 28 * day).unwrap(), 100, "all acknowledged ones");
+    let left: Vec<i64> = store.entries().unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(left, (101..=110).collect::<Vec<_>>(), "unsynced entries are never purged");
+    assert!(store.journal_lines().unwrap().iter().any(|(k, d)| k == "purge" && d.starts_with("100 synced entries")));
+    // Everything synced and old: the newest entry stays, so presentation ids continue.
+    client.drain(&mut store).unwrap();
+    assert_eq!(store.purge_synced(T0.plus_ms(80 * day), 28 * day).unwrap(), 9);
+    assert_eq!(store.next_presentation_id().unwrap(), 111);
+}
