@@ -27,5 +27,6 @@ pub mod office;
 pub mod policy;
 pub mod privacy;
 pub mod probe;
+pub mod report;
 pub mod store;
 pub mod sync;

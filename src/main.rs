@@ -74,6 +74,21 @@ enum Command {
         #[arg(long)]
         now: bool,
     },
+    /// The daily report (日报告) for one day: text (Chinese), or --json; --csv writes a CSV file as well.
+    Report {
+        /// The gate config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The day, YYYY-MM-DD (China Standard Time); default today.
+        #[arg(long)]
+        date: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also write the report as CSV to this file.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
     /// The street office server.
     Office {
         #[command(subcommand)]
@@ -238,6 +253,7 @@ fn main() -> ExitCode {
         Command::Decide { config, input, pretty, at } => decide(config, input, pretty, at),
         Command::Probe { command } => probe(command),
         Command::Sync { config, now } => sync(config, now),
+        Command::Report { config, date, json, csv } => report(config, date, json, csv),
         Command::Office { command: OfficeCommand::Serve { config } } => office_serve(config),
         Command::VoiceList => {
             for v in sibi::policy::Voice::ALL {
@@ -563,6 +579,35 @@ fn sync(path: PathBuf, now: bool) -> ExitCode {
         Err(e) => return usage_error(&e.to_string()),
     }
     code
+}
+
+/// `sibi report`.
+fn report(path: PathBuf, date: Option<String>, json: bool, csv: Option<PathBuf>) -> ExitCode {
+    let config = match sibi::config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    let date = date.unwrap_or_else(|| sibi::hw::now().to_rfc3339()[..10].to_string());
+    let store = match sibi::store::Store::open(&config.db_path, &config.gate.id) {
+        Ok(s) => s,
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    let r = match sibi::report::daily(&store, &config.gate.id, &config.gate.community, &date) {
+        Ok(Some(r)) => r,
+        Ok(None) => return usage_error(&format!("--date `{date}`: give a day as YYYY-MM-DD")),
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    } else {
+        print!("{}", r.to_text());
+    }
+    if let Some(file) = csv
+        && let Err(e) = std::fs::write(&file, r.to_csv())
+    {
+        return usage_error(&format!("cannot write {}: {e}", file.display()));
+    }
+    ExitCode::SUCCESS
 }
 
 /// `sibi office serve`.

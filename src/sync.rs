@@ -224,6 +224,9 @@ pub fn spawn(
         while !stop.is_stopped() {
             let wait = match client.drain(&mut store) {
                 Ok(n) => {
+                    if failures > 0 {
+                        let _ = store.journal(crate::hw::now(), "sync_online", "office reachable again");
+                    }
                     if failures > 0 || n > 0 {
                         let s = store.sync_status().ok();
                         tracing::info!(sent = n, backlog = s.map_or(-1, |s| s.backlog), "synced to the office");
@@ -240,6 +243,9 @@ pub fn spawn(
                     interval
                 }
                 Err(e) => {
+                    if failures == 0 {
+                        let _ = store.journal(crate::hw::now(), "sync_offline", &e.to_string());
+                    }
                     failures += 1;
                     let wait = backoff(failures, max);
                     let backlog = store.sync_status().map_or(-1, |s| s.backlog);

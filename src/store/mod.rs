@@ -479,10 +479,12 @@ impl Store {
         let cutoff = now.0 - retention_ms;
         let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
         let (n, max): (i64, Option<i64>) = tx
-            .query_row("SELECT COUNT(*), MAX(seq) FROM entries WHERE seq <= ?1 AND at_ms < ?2
-                    AND seq < (SELECT MAX(seq) FROM entries)", params![acked, cutoff], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT COUNT(*), MAX(seq) FROM entries WHERE seq <= ?1 AND at_ms < ?2
+                    AND seq < (SELECT MAX(seq) FROM entries)",
+                params![acked, cutoff],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
         if n > 0 {
             // The newest entry always stays: presentation ids continue from it after a restart.
@@ -490,23 +492,52 @@ impl Store {
                 "DELETE FROM entries WHERE seq <= ?1 AND at_ms < ?2 AND seq < (SELECT MAX(seq) FROM entries)",
                 params![acked, cutoff],
             )
-                .and_then(|_| {
-                    tx.execute(
-                        "INSERT INTO journal (at_ms, kind, detail) VALUES (?1, 'purge', ?2)",
-                        params![
-                            now.0,
-                            format!(
-                                "{n} synced entries up to #{} older than {} days deleted",
-                                max.unwrap_or(0),
-                                retention_ms / 86_400_000
-                            )
-                        ],
-                    )
-                })
-                .map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
+            .and_then(|_| {
+                tx.execute(
+                    "INSERT INTO journal (at_ms, kind, detail) VALUES (?1, 'purge', ?2)",
+                    params![
+                        now.0,
+                        format!(
+                            "{n} synced entries up to #{} older than {} days deleted",
+                            max.unwrap_or(0),
+                            retention_ms / 86_400_000
+                        )
+                    ],
+                )
+            })
+            .map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
         }
         tx.commit().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
         Ok(n as usize)
+    }
+
+    /// The final entries in `[from, to)`: (verdict, category, rule, direction, identity, code, emergency).
+    pub fn final_rows_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<[Option<String>; 7]>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT verdict, category, rule, direction, identity, code, emergency FROM entries
+                 WHERE is_final = 1 AND at_ms >= ?1 AND at_ms < ?2 ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![from.0, to.0], |r| {
+                Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?])
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Journal lines (at, kind, detail) in `[from, to)`.
+    pub fn journal_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT at_ms, kind, detail FROM journal WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![from.0, to.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
     /// Journal lines (kind, detail) in order.

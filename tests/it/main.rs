@@ -12,6 +12,7 @@ mod decode;
 mod health_code;
 mod pass_cli;
 mod privacy;
+mod report;
 mod run_path;
 mod sync_office;
 mod thermometer;

@@ -7,7 +7,7 @@ use sibi::store::Store;
 
 use crate::util::{Gate, gate_commands, sibi};
 
-const SCENARIO: &str = r#"
+pub(crate) const SCENARIO: &str = r#"
 [[event]]
 at = 0.0
 credential = { key = "P1", identity = "pass", category = "resident", holder = "王小华", frames = 30 }
