@@ -35,6 +35,7 @@ fn main() {
         listen: "127.0.0.1:0".parse().unwrap(),
         database: dir.join("office.db"),
         name: "b".into(),
+        report_due_hour: 24,
         gates,
     };
     let addr = sibi::office::serve_in_background(Office::open(config).unwrap()).unwrap();
@@ -46,6 +47,7 @@ fn main() {
         timeout_ms: 30_000,
         settle_ms: 0,
         max_backoff_secs: 5.0,
+        report_hour: 22,
     };
     let client = SyncClient::new(&settings, "bench-gate", key.clone());
     let t = Instant::now();

@@ -439,6 +439,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     s.settings.clone(),
                     config.db_path.clone(),
                     config.gate.id.clone(),
+                    config.gate.community.clone(),
                     s.key.clone(),
                     config.retention_ms,
                     stop.clone(),

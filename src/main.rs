@@ -88,6 +88,9 @@ enum Command {
         /// Also write the report as CSV to this file.
         #[arg(long)]
         csv: Option<PathBuf>,
+        /// Queue it for the office (sent by the daemon's sync, or `sibi sync --now`).
+        #[arg(long)]
+        queue: bool,
     },
     /// The street office server.
     Office {
@@ -253,7 +256,7 @@ fn main() -> ExitCode {
         Command::Decide { config, input, pretty, at } => decide(config, input, pretty, at),
         Command::Probe { command } => probe(command),
         Command::Sync { config, now } => sync(config, now),
-        Command::Report { config, date, json, csv } => report(config, date, json, csv),
+        Command::Report { config, date, json, csv, queue } => report(config, date, json, csv, queue),
         Command::Office { command: OfficeCommand::Serve { config } } => office_serve(config),
         Command::VoiceList => {
             for v in sibi::policy::Voice::ALL {
@@ -566,8 +569,8 @@ fn sync(path: PathBuf, now: bool) -> ExitCode {
     let mut code = ExitCode::SUCCESS;
     if now {
         let client = sibi::sync::SyncClient::new(&s.settings, &config.gate.id, s.key.clone());
-        match client.drain(&mut store) {
-            Ok(n) => println!("sent {n} entries to {}", s.settings.office),
+        match client.drain(&mut store).and_then(|n| client.send_reports(&mut store).map(|r| (n, r))) {
+            Ok((n, r)) => println!("sent {n} entries and {r} daily reports to {}", s.settings.office),
             Err(e) => {
                 println!("sync failed: {e}");
                 code = ExitCode::from(1);
@@ -582,13 +585,13 @@ fn sync(path: PathBuf, now: bool) -> ExitCode {
 }
 
 /// `sibi report`.
-fn report(path: PathBuf, date: Option<String>, json: bool, csv: Option<PathBuf>) -> ExitCode {
+fn report(path: PathBuf, date: Option<String>, json: bool, csv: Option<PathBuf>, queue: bool) -> ExitCode {
     let config = match sibi::config::load(&path) {
         Ok(c) => c,
         Err(e) => return usage_error(&e.to_string()),
     };
     let date = date.unwrap_or_else(|| sibi::hw::now().to_rfc3339()[..10].to_string());
-    let store = match sibi::store::Store::open(&config.db_path, &config.gate.id) {
+    let mut store = match sibi::store::Store::open(&config.db_path, &config.gate.id) {
         Ok(s) => s,
         Err(e) => return usage_error(&e.to_string()),
     };
@@ -606,6 +609,12 @@ fn report(path: PathBuf, date: Option<String>, json: bool, csv: Option<PathBuf>)
         && let Err(e) = std::fs::write(&file, r.to_csv())
     {
         return usage_error(&format!("cannot write {}: {e}", file.display()));
+    }
+    if queue {
+        if let Err(e) = sibi::sync::queue_report(&mut store, &config.gate.id, &config.gate.community, &date) {
+            return usage_error(&e);
+        }
+        eprintln!("queued for the office");
     }
     ExitCode::SUCCESS
 }

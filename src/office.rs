@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,6 +40,8 @@ struct RawOffice {
     database: PathBuf,
     /// Display name (某某街道办事处).
     name: Option<String>,
+    /// A day's report is due by this hour of that day (UTC+8, 1–24; default 24: by midnight).
+    report_due_hour: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +76,8 @@ pub struct OfficeConfig {
     pub name: String,
     /// Enrolled gates by id.
     pub gates: BTreeMap<String, Enrolled>,
+    /// A day's report is due by this hour of that day (UTC+8).
+    pub report_due_hour: u8,
 }
 
 /// Load and check `office.toml`; every problem is listed.
@@ -83,6 +87,10 @@ pub fn load(path: &Path) -> Result<OfficeConfig, String> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut problems = Vec::new();
     let listen = raw.office.listen.parse::<SocketAddr>().map_err(|e| problems.push(format!("`office.listen`: {e}")));
+    let report_due_hour = raw.office.report_due_hour.unwrap_or(24);
+    if !(1..=24).contains(&report_due_hour) {
+        problems.push(format!("`office.report_due_hour` = {report_due_hour}: use 1–24"));
+    }
     let mut gates = BTreeMap::new();
     for (i, g) in raw.gate.into_iter().enumerate() {
         let text = if g.key.starts_with("sibi-ed25519-public:") {
@@ -110,6 +118,7 @@ pub fn load(path: &Path) -> Result<OfficeConfig, String> {
             database: base.join(raw.office.database),
             name: raw.office.name.unwrap_or_else(|| "街道办".into()),
             gates,
+            report_due_hour,
         }),
         _ => Err(format!("{} is not usable:\n  - {}", path.display(), problems.join("\n  - "))),
     }
@@ -160,6 +169,14 @@ impl OfficeDb {
                 body TEXT NOT NULL,
                 received_ms INTEGER NOT NULL,
                 PRIMARY KEY (gate_id, seq)
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS reports (
+                gate_id TEXT NOT NULL,
+                date TEXT NOT NULL,
+                body TEXT NOT NULL,
+                first_received_ms INTEGER NOT NULL,
+                received_ms INTEGER NOT NULL,
+                PRIMARY KEY (gate_id, date)
             ) WITHOUT ROWID;",
         )
         .map_err(e)?;
@@ -207,6 +224,32 @@ impl OfficeDb {
             .map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
         Ok(acked)
+    }
+
+    /// Store a gate's daily report: idempotent per (gate, date), the latest version kept, the first arrival time
+    /// (which decides on time or late) kept too.
+    pub fn store_report(&mut self, gate: &str, date: &str, body: &str, now: Timestamp) -> Result<(), String> {
+        self.conn
+            .execute(
+                "INSERT INTO reports (gate_id, date, body, first_received_ms, received_ms) VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT(gate_id, date) DO UPDATE SET body = ?3, received_ms = ?4",
+                params![gate, date, body, now.0],
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// When a gate's report for `date` first arrived, if it has.
+    pub fn report_received(&self, gate: &str, date: &str) -> Result<Option<i64>, String> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT first_received_ms FROM reports WHERE gate_id = ?1 AND date = ?2",
+                params![gate, date],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| e.to_string())
     }
 
     /// Every gate that has reported.
@@ -265,6 +308,7 @@ impl Office {
 pub fn router(office: Arc<Office>) -> Router {
     Router::new()
         .route("/v1/ingest", post(ingest))
+        .route("/v1/report", post(report))
         .route("/v1/gates", get(gates_json))
         .route("/", get(dashboard))
         .with_state(office)
@@ -282,10 +326,11 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
-async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
+/// The enrolled gate that signed `body`, or the refusal.
+fn signed_by(office: &Office, headers: &HeaderMap, body: &[u8]) -> Result<String, (StatusCode, String)> {
     let gate = headers.get("x-sibi-gate").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let Some(enrolled) = office.config.gates.get(&gate) else {
-        return refuse(StatusCode::FORBIDDEN, format!("gate `{gate}` is not enrolled"));
+        return Err((StatusCode::FORBIDDEN, format!("gate `{gate}` is not enrolled")));
     };
     let signature = headers
         .get("x-sibi-signature")
@@ -293,11 +338,42 @@ async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Byt
         .and_then(unhex)
         .and_then(|b| Signature::from_slice(&b).ok());
     let Some(signature) = signature else {
-        return refuse(StatusCode::UNAUTHORIZED, format!("gate `{gate}`: missing or malformed signature"));
+        return Err((StatusCode::UNAUTHORIZED, format!("gate `{gate}`: missing or malformed signature")));
     };
-    if enrolled.key.verify(&body, &signature).is_err() {
-        return refuse(StatusCode::UNAUTHORIZED, format!("gate `{gate}`: signature does not verify (tampered?)"));
+    if enrolled.key.verify(body, &signature).is_err() {
+        return Err((StatusCode::UNAUTHORIZED, format!("gate `{gate}`: signature does not verify (tampered?)")));
     }
+    Ok(gate)
+}
+
+async fn report(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
+    let gate = match signed_by(&office, &headers, &body) {
+        Ok(g) => g,
+        Err((status, why)) => return refuse(status, why),
+    };
+    let parsed: Result<crate::report::DailyReport, _> = serde_json::from_slice(&body);
+    let date = match parsed {
+        Ok(r) if r.gate == gate && crate::report::day_bounds(&r.date).is_some() => r.date,
+        Ok(_) => return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: a report that is not this gate's")),
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: malformed report: {e}")),
+    };
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let stored = office
+        .db
+        .lock()
+        .map_err(|_| "database lock poisoned".to_string())
+        .and_then(|mut db| db.store_report(&gate, &date, &text, crate::hw::now()));
+    match stored {
+        Ok(()) => axum::Json(serde_json::json!({ "date": date })).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "error": e }))).into_response(),
+    }
+}
+
+async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
+    let gate = match signed_by(&office, &headers, &body) {
+        Ok(g) => g,
+        Err((status, why)) => return refuse(status, why),
+    };
     #[derive(Deserialize)]
     struct Batch {
         gate: String,
@@ -337,11 +413,61 @@ async fn gates_json(State(office): State<Arc<Office>>) -> Response {
     }
 }
 
+/// Where a gate's report for a day stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportStatus {
+    /// Arrived by the due hour.
+    OnTime,
+    /// Arrived after it (迟报).
+    Late,
+    /// Not arrived, and the due hour has passed (漏报).
+    Missing,
+    /// Not arrived, not yet due.
+    Pending,
+}
+
+impl ReportStatus {
+    /// For the page.
+    pub fn zh(self) -> &'static str {
+        match self {
+            ReportStatus::OnTime => "已报",
+            ReportStatus::Late => "迟报",
+            ReportStatus::Missing => "漏报",
+            ReportStatus::Pending => "待报",
+        }
+    }
+}
+
+impl Office {
+    /// A gate's report status for `date`, as at `at`.
+    pub fn report_status(&self, gate: &str, date: &str, at: Timestamp) -> Result<ReportStatus, String> {
+        let (start, _) = crate::report::day_bounds(date).ok_or_else(|| format!("`{date}` is not a date"))?;
+        let due = start.plus_ms(i64::from(self.config.report_due_hour) * 3_600_000);
+        let received = self.db.lock().map_err(|_| "database lock poisoned".to_string())?.report_received(gate, date)?;
+        Ok(match received {
+            Some(t) if t <= due.0 => ReportStatus::OnTime,
+            Some(_) => ReportStatus::Late,
+            None if at >= due => ReportStatus::Missing,
+            None => ReportStatus::Pending,
+        })
+    }
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-async fn dashboard(State(office): State<Arc<Office>>) -> Response {
+#[derive(Deserialize)]
+struct DashboardQuery {
+    /// Show the page as at this time (RFC 3339), to review a past day.
+    at: Option<String>,
+}
+
+async fn dashboard(State(office): State<Arc<Office>>, Query(q): Query<DashboardQuery>) -> Response {
+    let at = q.at.as_deref().and_then(Timestamp::parse_rfc3339).unwrap_or_else(crate::hw::now);
+    let today = at.to_rfc3339()[..10].to_string();
+    let yesterday = at.plus_ms(-86_400_000).to_rfc3339()[..10].to_string();
     let seen: BTreeMap<String, GateState> = office
         .db
         .lock()
@@ -356,22 +482,34 @@ async fn dashboard(State(office): State<Arc<Office>>) -> Response {
         let s = seen.get(id);
         let contact =
             s.and_then(|s| s.last_contact_ms).map_or("从未联系".to_string(), |m| Timestamp(m).to_rfc3339());
+        let status = |date: &str| {
+            let s = office.report_status(id, date, at).unwrap_or(ReportStatus::Pending);
+            format!(
+                "<td class=\"{}\">{}</td>",
+                serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                s.zh()
+            )
+        };
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}{}</tr>",
             esc(&g.name),
             esc(&g.community),
             esc(&contact),
             s.map_or(0, |s| s.entries),
-            s.map_or(0, |s| s.acked_seq)
+            s.map_or(0, |s| s.acked_seq),
+            status(&yesterday),
+            status(&today),
         ));
     }
     let page = format!(
         "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>{name} · 闸口状态</title>\
          <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #999;padding:.4em .8em}}</style></head><body><h1>{name} · 闸口状态</h1>\
-         <table><tr><th>闸口</th><th>小区</th><th>最后联系</th><th>已收记录</th><th>已确认序号</th></tr>{rows}</table>\
-         </body></html>",
-        name = esc(&office.config.name)
+         td,th{{border:1px solid #999;padding:.4em .8em}}.missing,.late{{background:#fdd;color:#a00;font-weight:bold}}\
+         .on_time{{background:#dfd}}</style></head><body><h1>{name} · 闸口状态</h1><p>截至 {at}</p>\
+         <table><tr><th>闸口</th><th>小区</th><th>最后联系</th><th>已收记录</th><th>已确认序号</th>\
+         <th>日报 {yesterday}</th><th>日报 {today}</th></tr>{rows}</table></body></html>",
+        name = esc(&office.config.name),
+        at = at.to_rfc3339(),
     );
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], Html(page)).into_response()
 }

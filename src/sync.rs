@@ -40,6 +40,13 @@ pub struct SyncSettings {
     /// Longest wait between retries, seconds (default 300).
     #[serde(default = "default_max_backoff")]
     pub max_backoff_secs: f64,
+    /// Hour of the day (UTC+8, 0–23) at which the day's report is made and queued for the office (default 22).
+    #[serde(default = "default_report_hour")]
+    pub report_hour: u8,
+}
+
+fn default_report_hour() -> u8 {
+    22
 }
 
 fn default_interval() -> f64 {
@@ -78,6 +85,9 @@ impl SyncSettings {
         if !(0..=60_000).contains(&self.settle_ms) {
             p.push(format!("`sync.settle_ms` = {}: use 0–60000", self.settle_ms));
         }
+        if self.report_hour > 23 {
+            p.push(format!("`sync.report_hour` = {}: use 0–23", self.report_hour));
+        }
         if !(1.0..=86_400.0).contains(&self.max_backoff_secs) {
             p.push(format!("`sync.max_backoff_secs` = {}: use 1–86400", self.max_backoff_secs));
         }
@@ -99,7 +109,7 @@ pub enum SyncError {
 /// One gate's sync client.
 pub struct SyncClient {
     agent: ureq::Agent,
-    url: String,
+    base: String,
     key: SigningKey,
     gate: String,
     batch: usize,
@@ -121,7 +131,7 @@ impl SyncClient {
             .new_agent();
         SyncClient {
             agent,
-            url: format!("{}/v1/ingest", settings.office.trim_end_matches('/')),
+            base: settings.office.trim_end_matches('/').to_string(),
             key,
             gate: gate.to_string(),
             batch: settings.batch,
@@ -137,29 +147,13 @@ impl SyncClient {
         };
         let body = serde_json::to_vec(&serde_json::json!({ "gate": self.gate, "entries": rows }))
             .map_err(|e| SyncError::Office(format!("cannot encode the batch: {e}")))?;
-        let signature: String = self.key.sign(&body).to_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        let result = self
-            .agent
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("x-sibi-gate", &self.gate)
-            .header("x-sibi-signature", &signature)
-            .send(&body[..]);
-        let mut response = match result {
-            Ok(r) => r,
+        let text = match self.post_signed("/v1/ingest", &body) {
+            Ok(t) => t,
             Err(e) => {
-                let e = SyncError::Office(e.to_string());
                 store.sync_failed(&e.to_string(), now)?;
                 return Err(e);
             }
         };
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        if status != 200 {
-            let e = SyncError::Office(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()));
-            store.sync_failed(&e.to_string(), now)?;
-            return Err(e);
-        }
         let ack: Ack = match serde_json::from_str(&text) {
             Ok(a) => a,
             Err(e) => {
@@ -173,6 +167,36 @@ impl SyncClient {
         let before = store.acked_seq()?;
         store.sync_acked(acked, now)?;
         Ok(usize::try_from(acked - before).unwrap_or(0))
+    }
+
+    /// POST `body` signed with the gate key to `path`; the answer's text if the office said 200.
+    fn post_signed(&self, path: &str, body: &[u8]) -> Result<String, SyncError> {
+        let signature: String = self.key.sign(body).to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let mut response = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .header("x-sibi-gate", &self.gate)
+            .header("x-sibi-signature", &signature)
+            .send(body)
+            .map_err(|e| SyncError::Office(e.to_string()))?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        if status != 200 {
+            return Err(SyncError::Office(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>())));
+        }
+        Ok(text)
+    }
+
+    /// Send every queued daily report the office does not have yet; returns how many it took.
+    pub fn send_reports(&self, store: &mut Store) -> Result<usize, SyncError> {
+        let mut sent = 0;
+        for (date, body) in store.unsent_reports()? {
+            self.post_signed("/v1/report", body.as_bytes())?;
+            store.report_sent(&date, crate::hw::now())?;
+            sent += 1;
+        }
+        Ok(sent)
     }
 
     /// Rounds until the backlog is empty or a round fails.
@@ -199,11 +223,35 @@ pub fn backoff(attempt: u32, max: Duration) -> Duration {
 }
 
 /// Run the sync loop on a thread of its own until `stop`.
-/// Acknowledged entries older than `retention_ms` are purged at most once an hour, after a successful round.
+/// Make and queue `date`'s report.
+pub fn queue_report(store: &mut Store, gate: &str, community: &str, date: &str) -> Result<(), String> {
+    let r = crate::report::daily(store, gate, community, date)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("`{date}` is not a date"))?;
+    let body = serde_json::to_string(&r).map_err(|e| e.to_string())?;
+    store.queue_report(date, &body, crate::hw::now()).map_err(|e| e.to_string())
+}
+
+/// Queue today's report once its hour has come (UTC+8).
+fn report_if_due(store: &mut Store, gate: &str, community: &str, hour: u8) {
+    let now = crate::hw::now().to_rfc3339();
+    let (date, h) = (&now[..10], now[11..13].parse::<u8>().unwrap_or(0));
+    if h >= hour && !store.has_report(date).unwrap_or(true) {
+        match queue_report(store, gate, community, date) {
+            Ok(()) => tracing::info!(date, "daily report queued for the office"),
+            Err(e) => tracing::warn!(error = %e, "cannot make the daily report"),
+        }
+    }
+}
+
+/// Acknowledged entries older than `retention_ms` are purged at most once an hour, after a successful round. The
+/// day's report is made at `settings.report_hour` and sent with the entries.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     settings: SyncSettings,
     db: PathBuf,
     gate: String,
+    community: String,
     key: SigningKey,
     retention_ms: i64,
     stop: StopFlag,
@@ -222,7 +270,9 @@ pub fn spawn(
         let mut failures = 0u32;
         let mut last_purge: Option<std::time::Instant> = None;
         while !stop.is_stopped() {
-            let wait = match client.drain(&mut store) {
+            report_if_due(&mut store, &gate, &community, settings.report_hour);
+            let result = client.drain(&mut store).and_then(|n| client.send_reports(&mut store).map(|_| n));
+            let wait = match result {
                 Ok(n) => {
                     if failures > 0 {
                         let _ = store.journal(crate::hw::now(), "sync_online", "office reachable again");
@@ -300,6 +350,7 @@ mod tests {
             timeout_ms: 10_000,
             settle_ms: 2000,
             max_backoff_secs: 300.0,
+            report_hour: 22,
         };
         assert!(s("http://127.0.0.1:8700").problems().is_empty());
         assert!(s("https://office.example.gov.cn").problems().is_empty());

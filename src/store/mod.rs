@@ -169,6 +169,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE entries ADD COLUMN id_masked TEXT;
     ALTER TABLE entries ADD COLUMN destination TEXT;
     ALTER TABLE entries ADD COLUMN visit_reason TEXT;",
+    // 4: daily reports waiting for the office.
+    "CREATE TABLE reports (
+        date TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        made_ms INTEGER NOT NULL,
+        sent_ms INTEGER
+    );",
 ];
 
 /// The database.
@@ -538,6 +545,44 @@ impl Store {
             .query_map(params![from.0, to.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Queue the report for `date` (replacing an unsent or sent earlier version: the office keeps the latest).
+    pub fn queue_report(&mut self, date: &str, body: &str, now: Timestamp) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO reports (date, body, made_ms, sent_ms) VALUES (?1, ?2, ?3, NULL)
+                 ON CONFLICT(date) DO UPDATE SET body = ?2, made_ms = ?3, sent_ms = NULL",
+                params![date, body, now.0],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Reports not yet acknowledged by the office: (date, body), oldest first.
+    pub fn unsent_reports(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT date, body FROM reports WHERE sent_ms IS NULL ORDER BY date")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The office has the report for `date`.
+    pub fn report_sent(&mut self, date: &str, now: Timestamp) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE reports SET sent_ms = ?2 WHERE date = ?1", params![date, now.0])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Is there a report for `date` already?
+    pub fn has_report(&self, date: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM reports WHERE date = ?1", [date], |r| r.get::<_, i64>(0))
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
     }
 
     /// Journal lines (kind, detail) in order.

@@ -31,6 +31,7 @@ fn office(dir: &std::path::Path, gates: &[(&str, &SigningKey)]) -> (SocketAddr, 
                 )
             })
             .collect::<BTreeMap<_, _>>(),
+        report_due_hour: 24,
     };
     let office = Office::open(config).unwrap();
     (sibi::office::serve_in_background(office.clone()).unwrap(), office)
@@ -45,6 +46,7 @@ fn settings(url: String) -> SyncSettings {
         timeout_ms: 2000,
         settle_ms: 0,
         max_backoff_secs: 5.0,
+        report_hour: 22,
     }
 }
 
@@ -304,4 +306,53 @@ fn only_acknowledged_entries_past_retention_are_purged_and_the_purge_is_recorded
     client.drain(&mut store).unwrap();
     assert_eq!(store.purge_synced(T0.plus_ms(80 * day), 28 * day).unwrap(), 9);
     assert_eq!(store.next_presentation_id().unwrap(), 111);
+}
+
+#[test]
+fn daily_reports_reach_the_office_and_a_gate_that_missed_its_report_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ka, kb) = (SigningKey::from_bytes(&[4u8; 32]), SigningKey::from_bytes(&[5u8; 32]));
+    let (addr, office) = office(dir.path(), &[("gate-a", &ka), ("gate-b", &kb)]);
+    let date = T0.to_rfc3339()[..10].to_string();
+    let mut a = Store::open(&dir.path().join("a.db"), "gate-a").unwrap();
+    a.fill_synthetic(20, T0).unwrap();
+    sibi::sync::queue_report(&mut a, "gate-a", "c1", &date).unwrap();
+    let client = SyncClient::new(&settings(format!("http://{addr}")), "gate-a", ka);
+    assert_eq!(client.send_reports(&mut a).unwrap(), 1);
+    assert_eq!(client.send_reports(&mut a).unwrap(), 0, "sent once");
+    // Queued again (remade): the office keeps one per (gate, date), the latest.
+    sibi::sync::queue_report(&mut a, "gate-a", "c1", &date).unwrap();
+    assert_eq!(client.send_reports(&mut a).unwrap(), 1);
+
+    let (start, _) = sibi::report::day_bounds(&date).unwrap();
+    let next_morning = start.plus_ms(34 * 3_600_000);
+    let status = |gate: &str, at| office.report_status(gate, &date, at).unwrap();
+    assert_eq!(status("gate-b", start.plus_ms(3_600_000)), sibi::office::ReportStatus::Pending);
+    assert_eq!(status("gate-b", next_morning), sibi::office::ReportStatus::Missing);
+    // (gate-a's report arrived now, long after T0's day: late.)
+    assert_eq!(status("gate-a", next_morning), sibi::office::ReportStatus::Late);
+
+    // The page, as at the next morning: gate-b flagged 漏报 for that day.
+    let url = format!("http://{addr}/?at={}", next_morning.to_rfc3339().replace('+', "%2B"));
+    let page = ureq::get(&url).call().unwrap().body_mut().read_to_string().unwrap();
+    let row = |name: &str| page.split("<tr>").find(|r| r.contains(name)).unwrap_or("").to_string();
+    assert!(row("gate-b 东门").contains("<td class=\"missing\">漏报</td>"), "{page}");
+    assert!(row("gate-a 东门").contains("<td class=\"late\">迟报</td>"), "{page}");
+
+    // A report signed by gate-a but claiming gate-b's day is refused.
+    let body = serde_json::json!({"gate": "gate-b", "date": date}).to_string().into_bytes();
+    assert_eq!(post_to(addr, "/v1/report", "gate-a", &body, &sign(&SigningKey::from_bytes(&[4u8; 32]), &body)).0, 400);
+    let body = serde_json::json!({"gate": "gate-a", "date": "yesterday"}).to_string().into_bytes();
+    assert_eq!(post_to(addr, "/v1/report", "gate-a", &body, &sign(&SigningKey::from_bytes(&[4u8; 32]), &body)).0, 400);
+}
+
+fn post_to(addr: SocketAddr, path: &str, gate: &str, body: &[u8], signature: &str) -> (u16, String) {
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let mut r = agent
+        .post(&format!("http://{addr}{path}"))
+        .header("x-sibi-gate", gate)
+        .header("x-sibi-signature", signature)
+        .send(body)
+        .unwrap();
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
 }
