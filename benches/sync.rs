@@ -36,6 +36,7 @@ fn main() {
         database: dir.join("office.db"),
         name: "b".into(),
         report_due_hour: 24,
+        signing_key: None,
         gates,
     };
     let addr = sibi::office::serve_in_background(Office::open(config).unwrap()).unwrap();
@@ -48,6 +49,7 @@ fn main() {
         settle_ms: 0,
         max_backoff_secs: 5.0,
         report_hour: 22,
+        office_key: None,
     };
     let client = SyncClient::new(&settings, "bench-gate", key.clone());
     let t = Instant::now();

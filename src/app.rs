@@ -376,6 +376,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         warn!("no [privacy] office_key: registrations keep only masked names, phones and ID numbers");
     }
     let first_id = store.next_presentation_id()?;
+    // The last good policy bundle survives restarts: re-verified and applied before the first decision.
+    let stored_bundle = match (config.sync.as_ref().and_then(|s| s.office_key), store.applied_bundle()?) {
+        (Some(key), Some((_, text))) => match crate::bundle::verify(&text, &key, &config.gate.community, 0) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                warn!(error = %e, "the stored policy bundle no longer verifies; using the config's policy");
+                None
+            }
+        },
+        _ => None,
+    };
     let (store, store_thread) = StoreHandle::spawn(store).context("cannot start the store thread")?;
     let devices = open_devices(&config)?;
     let (gate, gate_task) = GateHandle::spawn(devices.gate, devices.pulse);
@@ -394,6 +405,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     store.journal(hw::now(), "start", format!("policy {} tier {}", config.policy.version, tier.tier.as_str())).await;
 
     let (tx, mut rx) = mpsc::channel::<SourceMsg>(1024);
+    // Only with [sync] and an office key: otherwise no extra sender keeps the channel open.
+    let mut bundle_sink = config
+        .sync
+        .as_ref()
+        .and_then(|s| s.office_key)
+        .map(|office| crate::sync::BundleSink { office, tx: tx.clone() });
     let stop = StopFlag::default();
     let mut threads = Vec::new();
     let mut cred = devices.credentials;
@@ -442,6 +459,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     config.gate.community.clone(),
                     s.key.clone(),
                     config.retention_ms,
+                    bundle_sink.take(),
                     stop.clone(),
                 )
                 .context("cannot start the sync thread")?,
@@ -450,7 +468,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         None => None,
     };
 
-    let checkpoint = Checkpoint::new(config.checkpoint, config.policy.clone(), config.gate.direction, first_id);
+    let mut checkpoint = Checkpoint::new(config.checkpoint, config.policy.clone(), config.gate.direction, first_id);
+    if let Some(b) = stored_bundle {
+        info!(version = b.version, "applying the stored policy bundle");
+        let tiers = b.tier_changes().unwrap_or_default();
+        checkpoint.handle(Event::Tiers { version: b.version, tiers }, hw::now());
+    }
     let voice = VoiceHandle::start(&config.devices.voice).context("cannot start the voice prompts")?;
     let mut pipeline = Pipeline::new(checkpoint, store.clone(), gate.clone()).with_voice(voice);
     let mut summary = RunSummary::default();

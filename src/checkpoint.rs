@@ -195,6 +195,13 @@ pub enum Event {
     },
     /// A device works again.
     Restored(DeviceKind),
+    /// The street office's signed bundle changed the tier schedule (already verified).
+    Tiers {
+        /// Bundle version.
+        version: u64,
+        /// The new schedule, sorted, non-empty.
+        tiers: Vec<crate::policy::TierChange>,
+    },
     /// A device needs attention but still works (a thermometer that has drifted).
     Notice {
         /// Which.
@@ -400,6 +407,20 @@ impl Checkpoint {
                 message_zh: format!("{}故障：请联系工作人员", device.zh()),
                 voice: Some(Voice::WaitForStaff),
             })),
+            Event::Tiers { version, tiers } => {
+                if !tiers.is_empty() {
+                    self.policy.tiers = tiers;
+                    if let Some(base) = self.policy.version.split("+bundle-").next().map(String::from) {
+                        self.policy.version = format!("{base}+bundle-{version}");
+                    }
+                }
+                let now_tier = self.policy.tier_at(now);
+                out.push(Effect::Prompt(Prompt {
+                    presentation: self.current.as_ref().map(|s| s.id),
+                    message_zh: format!("街道办更新风险等级（第{version}版）：当前{}", now_tier.tier.zh()),
+                    voice: None,
+                }));
+            }
             Event::Notice { message_zh, .. } => out.push(Effect::Prompt(Prompt {
                 presentation: self.current.as_ref().map(|s| s.id),
                 message_zh,

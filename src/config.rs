@@ -270,6 +270,8 @@ pub struct SyncConfig {
     pub settings: crate::sync::SyncSettings,
     /// The gate's signing key.
     pub key: ed25519_dalek::SigningKey,
+    /// The office's key that policy bundles must be signed with.
+    pub office_key: Option<ed25519_dalek::VerifyingKey>,
 }
 
 /// `[credentials]` and `[health_code]`, loaded and checked.
@@ -677,8 +679,13 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
     let sync = raw.sync.and_then(|mut s| {
         problems.extend(s.problems());
         s.gate_key = resolve(base, &s.gate_key);
+        let office_key = s.office_key.as_ref().map(|p| resolve(base, p)).and_then(|p| {
+            crate::credential::pass::read_verifying_key(&p)
+                .map_err(|e| problems.push(format!("`sync.office_key`: {e}")))
+                .ok()
+        });
         match crate::credential::pass::read_signing_key(&s.gate_key) {
-            Ok(key) => Some(SyncConfig { settings: s, key }),
+            Ok(key) => Some(SyncConfig { settings: s, key, office_key }),
             Err(e) => {
                 problems.push(format!("`sync.gate_key`: {e}"));
                 None

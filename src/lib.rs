@@ -16,6 +16,7 @@
 //! - [`app`]: wiring, tasks and the shutdown order.
 
 pub mod app;
+pub mod bundle;
 pub mod checkpoint;
 pub mod config;
 pub mod credential;

@@ -148,6 +148,24 @@ enum OfficeCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Publish the next signed policy bundle for a community: a tier change and/or revoked passes.
+    Publish {
+        /// The office config (with `signing_key`).
+        #[arg(long)]
+        config: PathBuf,
+        /// The community.
+        #[arg(long)]
+        community: String,
+        /// The new tier: low, medium or high.
+        #[arg(long)]
+        tier: Option<String>,
+        /// When it takes effect (RFC 3339; default now).
+        #[arg(long)]
+        effective: Option<String>,
+        /// A pass id to revoke; repeatable.
+        #[arg(long)]
+        revoke: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -258,6 +276,9 @@ fn main() -> ExitCode {
         Command::Sync { config, now } => sync(config, now),
         Command::Report { config, date, json, csv, queue } => report(config, date, json, csv, queue),
         Command::Office { command: OfficeCommand::Serve { config } } => office_serve(config),
+        Command::Office { command: OfficeCommand::Publish { config, community, tier, effective, revoke } } => {
+            office_publish(config, &community, tier, effective, &revoke)
+        }
         Command::VoiceList => {
             for v in sibi::policy::Voice::ALL {
                 println!("{}\t{}", v.key(), v.zh());
@@ -617,6 +638,53 @@ fn report(path: PathBuf, date: Option<String>, json: bool, csv: Option<PathBuf>,
         eprintln!("queued for the office");
     }
     ExitCode::SUCCESS
+}
+
+/// `sibi office publish`.
+fn office_publish(
+    path: PathBuf,
+    community: &str,
+    tier: Option<String>,
+    effective: Option<String>,
+    revoke: &[String],
+) -> ExitCode {
+    let config = match sibi::office::load(&path) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    let Some(key) = &config.signing_key else {
+        return usage_error(&format!("{} has no `office.signing_key`: bundles cannot be signed", path.display()));
+    };
+    let change = match tier {
+        None => None,
+        Some(t) => {
+            let Ok(tier) = serde_json::from_value::<sibi::domain::Tier>(serde_json::Value::String(t.clone())) else {
+                return usage_error(&format!("--tier `{t}`: use low, medium or high"));
+            };
+            let at = effective.clone().unwrap_or_else(|| sibi::hw::now().to_rfc3339());
+            if Timestamp::parse_rfc3339(&at).is_none() {
+                return usage_error(&format!("--effective `{at}` is not an RFC 3339 date-time"));
+            }
+            Some(sibi::bundle::BundleTier { tier, effective: at })
+        }
+    };
+    if change.is_none() && revoke.is_empty() {
+        return usage_error("give --tier and/or --revoke");
+    }
+    let published = sibi::office::OfficeDb::open(&config.database)
+        .and_then(|mut db| db.publish(key, community, change, revoke, sibi::hw::now()));
+    match published {
+        Ok(b) => {
+            println!(
+                "published bundle version {} for {community}: {} tier change(s), {} revoked pass(es)",
+                b.version,
+                b.tiers.len(),
+                b.revoked_passes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage_error(&e),
+    }
 }
 
 /// `sibi office serve`.

@@ -42,6 +42,8 @@ struct RawOffice {
     name: Option<String>,
     /// A day's report is due by this hour of that day (UTC+8, 1–24; default 24: by midnight).
     report_due_hour: Option<u8>,
+    /// The office's Ed25519 key that signs policy bundles (`sibi keygen --name office`); gates hold `office.pub`.
+    signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +80,8 @@ pub struct OfficeConfig {
     pub gates: BTreeMap<String, Enrolled>,
     /// A day's report is due by this hour of that day (UTC+8).
     pub report_due_hour: u8,
+    /// The key that signs policy bundles.
+    pub signing_key: Option<ed25519_dalek::SigningKey>,
 }
 
 /// Load and check `office.toml`; every problem is listed.
@@ -112,6 +116,11 @@ pub fn load(path: &Path) -> Result<OfficeConfig, String> {
             None => problems.push(format!("`gate[{i}].key`: not a gate public key (`sibi keygen --name gate`)")),
         }
     }
+    let signing_key = raw.office.signing_key.and_then(|p| {
+        crate::credential::pass::read_signing_key(&base.join(p))
+            .map_err(|e| problems.push(format!("`office.signing_key`: {e}")))
+            .ok()
+    });
     match (listen, problems.is_empty()) {
         (Ok(listen), true) => Ok(OfficeConfig {
             listen,
@@ -119,6 +128,7 @@ pub fn load(path: &Path) -> Result<OfficeConfig, String> {
             name: raw.office.name.unwrap_or_else(|| "街道办".into()),
             gates,
             report_due_hour,
+            signing_key,
         }),
         _ => Err(format!("{} is not usable:\n  - {}", path.display(), problems.join("\n  - "))),
     }
@@ -169,6 +179,12 @@ impl OfficeDb {
                 body TEXT NOT NULL,
                 received_ms INTEGER NOT NULL,
                 PRIMARY KEY (gate_id, seq)
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS bundles (
+                community TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                signed TEXT NOT NULL,
+                PRIMARY KEY (community, version)
             ) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS reports (
                 gate_id TEXT NOT NULL,
@@ -237,6 +253,63 @@ impl OfficeDb {
             )
             .map_err(|e| e.to_string())?;
         Ok(())
+    }
+
+    /// The latest signed bundle for `community`.
+    pub fn latest_bundle(&self, community: &str) -> Result<Option<String>, String> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT signed FROM bundles WHERE community = ?1 ORDER BY version DESC LIMIT 1",
+                [community],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| e.to_string())
+    }
+
+    /// Publish the next bundle for `community`: the previous schedule plus `change`, the previous revocations plus
+    /// `revoke`, signed with `key`. Returns it.
+    pub fn publish(
+        &mut self,
+        key: &ed25519_dalek::SigningKey,
+        community: &str,
+        change: Option<crate::bundle::BundleTier>,
+        revoke: &[String],
+        now: Timestamp,
+    ) -> Result<crate::bundle::Bundle, String> {
+        let previous = match self.latest_bundle(community)? {
+            Some(text) => {
+                crate::bundle::verify(&text, &key.verifying_key(), community, 0).map_err(|e| e.to_string())?
+            }
+            None => crate::bundle::Bundle {
+                version: 0,
+                community: community.into(),
+                issued_at: String::new(),
+                tiers: Vec::new(),
+                revoked_passes: Vec::new(),
+            },
+        };
+        let mut b = previous;
+        b.version += 1;
+        b.issued_at = now.to_rfc3339();
+        b.tiers.extend(change);
+        for r in revoke {
+            if !b.revoked_passes.contains(r) {
+                b.revoked_passes.push(r.clone());
+            }
+        }
+        if b.tier_changes().is_none() {
+            return Err("a bundle needs a tier: give --tier (and --effective) for the first one".into());
+        }
+        let signed = serde_json::to_string(&b.sign(key)).map_err(|e| e.to_string())?;
+        self.conn
+            .execute(
+                "INSERT INTO bundles (community, version, signed) VALUES (?1, ?2, ?3)",
+                params![community, b.version as i64, signed],
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(b)
     }
 
     /// When a gate's report for `date` first arrived, if it has.
@@ -309,6 +382,7 @@ pub fn router(office: Arc<Office>) -> Router {
     Router::new()
         .route("/v1/ingest", post(ingest))
         .route("/v1/report", post(report))
+        .route("/v1/bundle", get(bundle))
         .route("/v1/gates", get(gates_json))
         .route("/", get(dashboard))
         .with_state(office)
@@ -456,6 +530,24 @@ impl Office {
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[derive(Deserialize)]
+struct BundleQuery {
+    community: String,
+}
+
+async fn bundle(State(office): State<Arc<Office>>, Query(q): Query<BundleQuery>) -> Response {
+    match office
+        .db
+        .lock()
+        .map_err(|_| "database lock poisoned".to_string())
+        .and_then(|db| db.latest_bundle(&q.community))
+    {
+        Ok(Some(signed)) => ([(header::CONTENT_TYPE, "application/json")], signed).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no bundle for this community").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -40,6 +40,9 @@ pub struct SyncSettings {
     /// Longest wait between retries, seconds (default 300).
     #[serde(default = "default_max_backoff")]
     pub max_backoff_secs: f64,
+    /// The office's public signing key (`office.pub`): policy bundles are fetched and applied only if signed by it.
+    /// Without it no bundle is fetched.
+    pub office_key: Option<PathBuf>,
     /// Hour of the day (UTC+8, 0–23) at which the day's report is made and queued for the office (default 22).
     #[serde(default = "default_report_hour")]
     pub report_hour: u8,
@@ -199,6 +202,21 @@ impl SyncClient {
         Ok(sent)
     }
 
+    /// The office's current signed bundle for `community` as text, `None` if it has none.
+    pub fn fetch_bundle(&self, community: &str) -> Result<Option<String>, SyncError> {
+        let mut response = self
+            .agent
+            .get(&format!("{}/v1/bundle", self.base))
+            .query("community", community)
+            .call()
+            .map_err(|e| SyncError::Office(e.to_string()))?;
+        match response.status().as_u16() {
+            200 => Ok(Some(response.body_mut().read_to_string().map_err(|e| SyncError::Office(e.to_string()))?)),
+            404 => Ok(None),
+            s => Err(SyncError::Office(format!("bundle: HTTP {s}"))),
+        }
+    }
+
     /// Rounds until the backlog is empty or a round fails.
     pub fn drain(&self, store: &mut Store) -> Result<usize, SyncError> {
         let mut total = 0;
@@ -244,8 +262,48 @@ fn report_if_due(store: &mut Store, gate: &str, community: &str, hour: u8) {
     }
 }
 
+/// Where a fetched bundle goes: the office key to check it with, and the daemon's event channel.
+pub struct BundleSink {
+    /// The office's public signing key.
+    pub office: ed25519_dalek::VerifyingKey,
+    /// The daemon's source channel (the checkpoint receives `Event::Tiers`).
+    pub tx: tokio::sync::mpsc::Sender<crate::hw::SourceMsg>,
+}
+
+/// Fetch, verify and apply the office's bundle; a refusal is journaled once per distinct bundle.
+fn bundle_round(
+    client: &SyncClient,
+    store: &mut Store,
+    community: &str,
+    sink: &BundleSink,
+    last_refused: &mut Option<String>,
+) -> Result<(), SyncError> {
+    let Some(text) = client.fetch_bundle(community)? else { return Ok(()) };
+    let have = store.applied_bundle()?.map_or(0, |(v, _)| v);
+    match crate::bundle::verify(&text, &sink.office, community, have) {
+        Ok(bundle) => {
+            let now = crate::hw::now();
+            store.save_bundle(bundle.version, &text, now)?;
+            tracing::info!(version = bundle.version, "policy bundle applied");
+            let tiers = bundle.tier_changes().unwrap_or_default();
+            let event = crate::checkpoint::Event::Tiers { version: bundle.version, tiers };
+            let _ = sink.tx.blocking_send(crate::hw::SourceMsg::Event(crate::hw::Stamped { event, at: now }));
+        }
+        Err(crate::bundle::BundleError::Older { got, have }) if got == have => {}
+        Err(e) => {
+            if last_refused.as_deref() != Some(text.as_str()) {
+                tracing::warn!(error = %e, "policy bundle refused; the last good one stays");
+                store.journal(crate::hw::now(), "policy_bundle_refused", &e.to_string())?;
+                *last_refused = Some(text);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Acknowledged entries older than `retention_ms` are purged at most once an hour, after a successful round. The
-/// day's report is made at `settings.report_hour` and sent with the entries.
+/// day's report is made at `settings.report_hour` and sent with the entries; with a `bundles` sink, the office's
+/// policy bundle is fetched every round.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     settings: SyncSettings,
@@ -254,6 +312,7 @@ pub fn spawn(
     community: String,
     key: SigningKey,
     retention_ms: i64,
+    bundles: Option<BundleSink>,
     stop: StopFlag,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("sync".into()).spawn(move || {
@@ -269,9 +328,16 @@ pub fn spawn(
         let max = Duration::from_secs_f64(settings.max_backoff_secs);
         let mut failures = 0u32;
         let mut last_purge: Option<std::time::Instant> = None;
+        let mut last_refused = None;
         while !stop.is_stopped() {
             report_if_due(&mut store, &gate, &community, settings.report_hour);
-            let result = client.drain(&mut store).and_then(|n| client.send_reports(&mut store).map(|_| n));
+            let result =
+                client.drain(&mut store).and_then(|n| client.send_reports(&mut store).map(|_| n)).and_then(|n| {
+                    match &bundles {
+                        Some(sink) => bundle_round(&client, &mut store, &community, sink, &mut last_refused).map(|_| n),
+                        None => Ok(n),
+                    }
+                });
             let wait = match result {
                 Ok(n) => {
                     if failures > 0 {
@@ -351,6 +417,7 @@ mod tests {
             settle_ms: 2000,
             max_backoff_secs: 300.0,
             report_hour: 22,
+            office_key: None,
         };
         assert!(s("http://127.0.0.1:8700").problems().is_empty());
         assert!(s("https://office.example.gov.cn").problems().is_empty());

@@ -176,6 +176,13 @@ const MIGRATIONS: &[&str] = &[
         made_ms INTEGER NOT NULL,
         sent_ms INTEGER
     );",
+    // 5: the last policy bundle applied (as received, signature included).
+    "CREATE TABLE bundle (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL,
+        signed TEXT NOT NULL,
+        applied_ms INTEGER NOT NULL
+    );",
 ];
 
 /// The database.
@@ -583,6 +590,34 @@ impl Store {
             .query_row("SELECT COUNT(*) FROM reports WHERE date = ?1", [date], |r| r.get::<_, i64>(0))
             .map(|n| n > 0)
             .map_err(|e| self.err(e))
+    }
+
+    /// The last applied bundle: (version, signed text).
+    pub fn applied_bundle(&self) -> Result<Option<(u64, String)>, StoreError> {
+        self.conn
+            .query_row("SELECT version, signed FROM bundle WHERE id = 1", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Keep `signed` as the applied bundle and journal it.
+    pub fn save_bundle(&mut self, version: u64, signed: &str, now: Timestamp) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
+        tx.execute(
+            "INSERT INTO bundle (id, version, signed, applied_ms) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET version = ?1, signed = ?2, applied_ms = ?3",
+            params![version as i64, signed, now.0],
+        )
+        .and_then(|_| {
+            tx.execute(
+                "INSERT INTO journal (at_ms, kind, detail) VALUES (?1, 'policy_bundle', ?2)",
+                params![now.0, format!("applied version {version}")],
+            )
+        })
+        .map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
+        tx.commit().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })
     }
 
     /// Journal lines (kind, detail) in order.

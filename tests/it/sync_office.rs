@@ -32,6 +32,7 @@ fn office(dir: &std::path::Path, gates: &[(&str, &SigningKey)]) -> (SocketAddr, 
             })
             .collect::<BTreeMap<_, _>>(),
         report_due_hour: 24,
+        signing_key: None,
     };
     let office = Office::open(config).unwrap();
     (sibi::office::serve_in_background(office.clone()).unwrap(), office)
@@ -47,6 +48,7 @@ fn settings(url: String) -> SyncSettings {
         settle_ms: 0,
         max_backoff_secs: 5.0,
         report_hour: 22,
+        office_key: None,
     }
 }
 
@@ -251,8 +253,9 @@ fn sync_now_and_office_serve_from_the_command_line() {
         ),
     )
     .unwrap();
-    let mut server =
-        crate::util::sibi().args(["office", "serve", "--config", office_toml.to_str().unwrap()]).spawn().unwrap();
+    let _server = Killed(
+        crate::util::sibi().args(["office", "serve", "--config", office_toml.to_str().unwrap()]).spawn().unwrap(),
+    );
 
     let gate = crate::util::Gate::new(
         "[[event]]\nat = 0.0\ntemperature = 36.5\n",
@@ -282,8 +285,6 @@ fn sync_now_and_office_serve_from_the_command_line() {
     assert!(text.contains("sent 1234 entries") && text.contains("backlog 0"), "{text}");
     let page = ureq::get(&format!("http://127.0.0.1:{port}/")).call().unwrap().body_mut().read_to_string().unwrap();
     assert!(page.contains("幸福街道办") && page.contains("幸福里东门") && page.contains("<td>1234</td>"), "{page}");
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 #[test]
@@ -355,4 +356,114 @@ fn post_to(addr: SocketAddr, path: &str, gate: &str, body: &[u8], signature: &st
         .send(body)
         .unwrap();
     (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+}
+
+/// The office publishes a signed tier change; a running gate fetches, verifies and applies it before the next person;
+/// a bundle signed with another key is refused and journaled, and the gate keeps its last good one across restarts.
+#[test]
+fn a_signed_tier_change_from_the_office_reaches_the_gate_and_a_forged_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    for name in ["gate", "office", "impostor"] {
+        let out = crate::util::run(&["keygen", "--out", keys.to_str().unwrap(), "--name", name]);
+        assert_eq!(out.status.code(), Some(0));
+    }
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let office_toml = |signer: &str| {
+        let p = dir.path().join(format!("office-{signer}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "[office]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"office.db\"\nsigning_key = \"keys/{signer}.key\"\n\n\
+                 [[gate]]\nid = \"test-gate\"\nkey = \"keys/gate.pub\"\n"
+            ),
+        )
+        .unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let genuine = office_toml("office");
+    let publish = |config: &str, tier: &str| {
+        let out = crate::util::run(&[
+            "office",
+            "publish",
+            "--config",
+            config,
+            "--community",
+            "test-community",
+            "--tier",
+            tier,
+            "--effective",
+            "2020-01-01T00:00:00+08:00",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    publish(&genuine, "high");
+    let _server = Killed(crate::util::sibi().args(["office", "serve", "--config", &genuine]).spawn().unwrap());
+
+    let scenario = r#"
+[[event]]
+at = 3.0
+credential = { key = "P1", identity = "pass", category = "resident", holder = "王小华" }
+[[event]]
+at = 3.2
+temperature = 36.5
+[[event]]
+at = 3.4
+button = "mask_confirmed"
+"#;
+    let sync = format!(
+        "exit_when_done = true\n\n[sync]\noffice = \"http://127.0.0.1:{port}\"\ngate_key = {:?}\noffice_key = {:?}\n\
+         interval_secs = 0.3\nsettle_ms = 0\n",
+        keys.join("gate.key").display().to_string(),
+        keys.join("office.pub").display().to_string()
+    );
+    let gate = crate::util::Gate::new(scenario, &sync, "session_timeout_secs = 1");
+    let rules = |gate: &crate::util::Gate| -> Vec<String> {
+        Store::open(&gate.db(), "test-gate").unwrap().entries().unwrap().into_iter().map(|e| e.rule).collect()
+    };
+    let out = crate::util::run(&["run", "--config", gate.config().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Low tier in the config; high from the office: a resident coming in is referred to register the return.
+    assert_eq!(rules(&gate), vec!["tier.high.resident.in"; 2], "the refer, then its close when they walk away");
+    let journal = Store::open(&gate.db(), "test-gate").unwrap().journal_lines().unwrap();
+    assert!(journal.iter().any(|(k, d)| k == "policy_bundle" && d == "applied version 1"), "{journal:?}");
+
+    // An impostor's bundle (version 2, low) lands in the office database (a tampered server, or a man in the
+    // middle); the gate refuses it, says why, and stays high.
+    let forged = sibi::bundle::Bundle {
+        version: 2,
+        community: "test-community".into(),
+        issued_at: "2026-11-25T08:00:00+08:00".into(),
+        tiers: vec![sibi::bundle::BundleTier {
+            tier: sibi::domain::Tier::Low,
+            effective: "2020-01-01T00:00:00+08:00".into(),
+        }],
+        revoked_passes: vec![],
+    };
+    let impostor_key = sibi::credential::pass::read_signing_key(&keys.join("impostor.key")).unwrap();
+    rusqlite::Connection::open(dir.path().join("office.db"))
+        .unwrap()
+        .execute(
+            "INSERT INTO bundles (community, version, signed) VALUES ('test-community', 2, ?1)",
+            [serde_json::to_string(&forged.sign(&impostor_key)).unwrap()],
+        )
+        .unwrap();
+    let out = crate::util::run(&["run", "--config", gate.config().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(rules(&gate), vec!["tier.high.resident.in"; 4]);
+    let journal = Store::open(&gate.db(), "test-gate").unwrap().journal_lines().unwrap();
+    assert!(
+        journal.iter().any(|(k, d)| k == "policy_bundle_refused" && d.contains("signature does not verify")),
+        "{journal:?}"
+    );
+}
+
+/// A child process killed when the test ends, pass or fail.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -1,0 +1,161 @@
+//! Signed policy bundles from the street office: a community's tier schedule and revoked passes, versioned and signed
+//! with the office's Ed25519 key. A gate applies a bundle only if the signature verifies against the configured office
+//! key, the community is its own, and the version is newer than the one it has; otherwise it refuses it, says why, and
+//! keeps its last good bundle.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Tier, Timestamp};
+use crate::policy::TierChange;
+
+/// One tier change in a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleTier {
+    /// `low`, `medium` or `high`.
+    pub tier: Tier,
+    /// RFC 3339.
+    pub effective: String,
+}
+
+/// What the office decides for a community.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    /// Increases with every publication.
+    pub version: u64,
+    /// The community it is for.
+    pub community: String,
+    /// When it was published (RFC 3339).
+    pub issued_at: String,
+    /// The tier schedule (the latest entry whose time has come applies).
+    pub tiers: Vec<BundleTier>,
+    /// Revoked community pass ids.
+    #[serde(default)]
+    pub revoked_passes: Vec<String>,
+}
+
+/// A bundle as it travels: the exact JSON text and the office's signature over it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedBundle {
+    /// The bundle's JSON.
+    pub body: String,
+    /// Ed25519 signature over `body`, hex.
+    pub signature: String,
+}
+
+/// Why a bundle was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    /// Not a signed bundle at all.
+    #[error("malformed bundle: {0}")]
+    Malformed(String),
+    /// The signature does not verify against the office key.
+    #[error("the signature does not verify against the office key")]
+    Signature,
+    /// For another community.
+    #[error("the bundle is for community `{0}`, not this gate's")]
+    Community(String),
+    /// Not newer than what the gate has.
+    #[error("version {got} is not newer than the applied version {have}")]
+    Older {
+        /// The bundle's.
+        got: u64,
+        /// The gate's.
+        have: u64,
+    },
+}
+
+impl Bundle {
+    /// The tier schedule, sorted; `None` if a time does not parse or the list is empty.
+    pub fn tier_changes(&self) -> Option<Vec<TierChange>> {
+        let mut v: Vec<TierChange> = self
+            .tiers
+            .iter()
+            .map(|t| Timestamp::parse_rfc3339(&t.effective).map(|effective| TierChange { tier: t.tier, effective }))
+            .collect::<Option<_>>()?;
+        v.sort_by_key(|t| t.effective);
+        (!v.is_empty()).then_some(v)
+    }
+
+    /// Sign with the office key.
+    pub fn sign(&self, key: &ed25519_dalek::SigningKey) -> SignedBundle {
+        use ed25519_dalek::Signer;
+        let body = serde_json::to_string(self).unwrap_or_default();
+        let signature = crate::keys::hex(&key.sign(body.as_bytes()).to_bytes());
+        SignedBundle { body, signature }
+    }
+}
+
+/// Verify `text` (a [`SignedBundle`] as JSON) for a gate of `community` that has applied version `have`.
+pub fn verify(
+    text: &str,
+    office: &ed25519_dalek::VerifyingKey,
+    community: &str,
+    have: u64,
+) -> Result<Bundle, BundleError> {
+    use ed25519_dalek::Verifier;
+    let signed: SignedBundle = serde_json::from_str(text).map_err(|e| BundleError::Malformed(e.to_string()))?;
+    let sig = unhex64(&signed.signature).ok_or(BundleError::Signature)?;
+    office
+        .verify(signed.body.as_bytes(), &ed25519_dalek::Signature::from_bytes(&sig))
+        .map_err(|_| BundleError::Signature)?;
+    let bundle: Bundle = serde_json::from_str(&signed.body).map_err(|e| BundleError::Malformed(e.to_string()))?;
+    if bundle.community != community {
+        return Err(BundleError::Community(bundle.community));
+    }
+    if bundle.version <= have {
+        return Err(BundleError::Older { got: bundle.version, have });
+    }
+    if bundle.tier_changes().is_none() {
+        return Err(BundleError::Malformed("the tier schedule is empty or has a bad time".into()));
+    }
+    Ok(bundle)
+}
+
+fn unhex64(s: &str) -> Option<[u8; 64]> {
+    let (a, b) = (crate::keys::unhex32(s.get(..64)?)?, crate::keys::unhex32(s.get(64..)?)?);
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(&a);
+    out[32..].copy_from_slice(&b);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(version: u64) -> Bundle {
+        Bundle {
+            version,
+            community: "c1".into(),
+            issued_at: "2026-11-25T08:00:00+08:00".into(),
+            tiers: vec![BundleTier { tier: Tier::Medium, effective: "2026-11-25T12:00:00+08:00".into() }],
+            revoked_passes: vec!["XFL-0003".into()],
+        }
+    }
+
+    #[test]
+    fn only_a_newer_bundle_for_this_community_signed_by_the_office_is_accepted() {
+        let office = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let other = ed25519_dalek::SigningKey::from_bytes(&[2; 32]);
+        let text = |b: &Bundle, k: &ed25519_dalek::SigningKey| serde_json::to_string(&b.sign(k)).unwrap();
+        let vk = office.verifying_key();
+        assert_eq!(verify(&text(&bundle(3), &office), &vk, "c1", 2), Ok(bundle(3)));
+        assert_eq!(verify(&text(&bundle(3), &other), &vk, "c1", 2), Err(BundleError::Signature));
+        assert_eq!(verify(&text(&bundle(2), &office), &vk, "c1", 2), Err(BundleError::Older { got: 2, have: 2 }));
+        assert_eq!(verify(&text(&bundle(3), &office), &vk, "c2", 0), Err(BundleError::Community("c1".into())));
+        // Tampered: the body changed after signing.
+        let mut s = bundle(3).sign(&office);
+        s.body = s.body.replace("medium", "low");
+        assert_eq!(verify(&serde_json::to_string(&s).unwrap(), &vk, "c1", 0), Err(BundleError::Signature));
+        // Unsigned or garbage.
+        let unsigned = serde_json::json!({"body": serde_json::to_string(&bundle(3)).unwrap(), "signature": ""});
+        assert_eq!(verify(&unsigned.to_string(), &vk, "c1", 0), Err(BundleError::Signature));
+        assert!(matches!(verify("{", &vk, "c1", 0), Err(BundleError::Malformed(_))));
+        let mut empty = bundle(4);
+        empty.tiers.clear();
+        assert!(matches!(verify(&text(&empty, &office), &vk, "c1", 0), Err(BundleError::Malformed(_))));
+    }
+}
