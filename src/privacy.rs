@@ -77,7 +77,7 @@ mod tests {
         let p = Personal {
             name: "测试访客".into(),
             phone: Some("13800000000".into()),
-            id_number: Some("11010519491231002X".into()),
+            id_number: Some("TEST-ID-0001".into()),
         };
         let sealed = seal(&public, &p).unwrap();
         assert!(!sealed.contains("13800000000"));
