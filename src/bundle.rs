@@ -81,9 +81,8 @@ impl Bundle {
 
     /// Sign with the office key.
     pub fn sign(&self, key: &ed25519_dalek::SigningKey) -> SignedBundle {
-        use ed25519_dalek::Signer;
         let body = serde_json::to_string(self).unwrap_or_default();
-        let signature = crate::keys::hex(&key.sign(body.as_bytes()).to_bytes());
+        let signature = crate::keys::sign_hex(key, body.as_bytes());
         SignedBundle { body, signature }
     }
 }
@@ -97,10 +96,8 @@ pub fn verify(
 ) -> Result<Bundle, BundleError> {
     use ed25519_dalek::Verifier;
     let signed: SignedBundle = serde_json::from_str(text).map_err(|e| BundleError::Malformed(e.to_string()))?;
-    let sig = unhex64(&signed.signature).ok_or(BundleError::Signature)?;
-    office
-        .verify(signed.body.as_bytes(), &ed25519_dalek::Signature::from_bytes(&sig))
-        .map_err(|_| BundleError::Signature)?;
+    let sig = crate::keys::signature_from_hex(&signed.signature).ok_or(BundleError::Signature)?;
+    office.verify(signed.body.as_bytes(), &sig).map_err(|_| BundleError::Signature)?;
     let bundle: Bundle = serde_json::from_str(&signed.body).map_err(|e| BundleError::Malformed(e.to_string()))?;
     if bundle.community != community {
         return Err(BundleError::Community(bundle.community));
@@ -112,14 +109,6 @@ pub fn verify(
         return Err(BundleError::Malformed("the tier schedule is empty or has a bad time".into()));
     }
     Ok(bundle)
-}
-
-fn unhex64(s: &str) -> Option<[u8; 64]> {
-    let (a, b) = (crate::keys::unhex32(s.get(..64)?)?, crate::keys::unhex32(s.get(64..)?)?);
-    let mut out = [0u8; 64];
-    out[..32].copy_from_slice(&a);
-    out[32..].copy_from_slice(&b);
-    Some(out)
 }
 
 #[cfg(test)]

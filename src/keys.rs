@@ -24,6 +24,21 @@ pub fn unhex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// An Ed25519 signature over `body`, as hex (how gates sign batches and reports, and the office signs bundles).
+pub fn sign_hex(key: &ed25519_dalek::SigningKey, body: &[u8]) -> String {
+    use ed25519_dalek::Signer;
+    hex(&key.sign(body).to_bytes())
+}
+
+/// A hex Ed25519 signature, if it is one (128 hex digits).
+pub fn signature_from_hex(s: &str) -> Option<ed25519_dalek::Signature> {
+    let (a, b) = (unhex32(s.get(..64)?)?, unhex32(s.get(64..)?)?);
+    let mut bytes = [0u8; 64];
+    bytes[..32].copy_from_slice(&a);
+    bytes[32..].copy_from_slice(&b);
+    Some(ed25519_dalek::Signature::from_bytes(&bytes))
+}
+
 /// 32 random bytes from the system.
 pub fn random32() -> Result<[u8; 32], String> {
     let mut seed = [0u8; 32];

@@ -16,7 +16,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Verifier, VerifyingKey};
 use rusqlite::{Connection, params};
 use serde::Deserialize;
 
@@ -393,24 +393,14 @@ fn refuse(status: StatusCode, why: String) -> Response {
     (status, axum::Json(serde_json::json!({ "error": why }))).into_response()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
-
 /// The enrolled gate that signed `body`, or the refusal.
 fn signed_by(office: &Office, headers: &HeaderMap, body: &[u8]) -> Result<String, (StatusCode, String)> {
     let gate = headers.get("x-sibi-gate").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let Some(enrolled) = office.config.gates.get(&gate) else {
         return Err((StatusCode::FORBIDDEN, format!("gate `{gate}` is not enrolled")));
     };
-    let signature = headers
-        .get("x-sibi-signature")
-        .and_then(|v| v.to_str().ok())
-        .and_then(unhex)
-        .and_then(|b| Signature::from_slice(&b).ok());
+    let signature =
+        headers.get("x-sibi-signature").and_then(|v| v.to_str().ok()).and_then(crate::keys::signature_from_hex);
     let Some(signature) = signature else {
         return Err((StatusCode::UNAUTHORIZED, format!("gate `{gate}`: missing or malformed signature")));
     };

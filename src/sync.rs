@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ed25519_dalek::{Signer as _, SigningKey};
+use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 
 use crate::domain::Timestamp;
@@ -174,7 +174,7 @@ impl SyncClient {
 
     /// POST `body` signed with the gate key to `path`; the answer's text if the office said 200.
     fn post_signed(&self, path: &str, body: &[u8]) -> Result<String, SyncError> {
-        let signature: String = self.key.sign(body).to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let signature = crate::keys::sign_hex(&self.key, body);
         let mut response = self
             .agent
             .post(&format!("{}{path}", self.base))

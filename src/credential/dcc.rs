@@ -434,7 +434,7 @@ pub fn verify(text: &str, trust: &[Signer], at: Timestamp) -> Result<Verified, D
     };
     let candidates: Vec<&Signer> = trust.iter().filter(|s| s.kid.as_slice() == kid.as_slice()).collect();
     if candidates.is_empty() {
-        return fail(Stage::Kid, format!("no trusted signer has key id {}", hex_of(&kid)));
+        return fail(Stage::Kid, format!("no trusted signer has key id {}", crate::keys::hex(&kid)));
     }
     let mut last = None;
     for signer in candidates {
@@ -449,10 +449,6 @@ pub fn verify(text: &str, trust: &[Signer], at: Timestamp) -> Result<Verified, D
     Err(last.unwrap_or(DccError { stage: Stage::Signature, detail: "no signer verified".into() }))
 }
 
-fn hex_of(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// CBOR → JSON for comparing a decoded DGC with its expected JSON (tags are dropped, bytes become hex).
 pub fn to_json(v: &Value) -> serde_json::Value {
     use serde_json::Value as J;
@@ -463,7 +459,7 @@ pub fn to_json(v: &Value) -> serde_json::Value {
         }
         Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
         Value::Text(s) => J::String(s.clone()),
-        Value::Bytes(b) => J::String(hex_of(b)),
+        Value::Bytes(b) => J::String(crate::keys::hex(b)),
         Value::Bool(b) => J::Bool(*b),
         Value::Null => J::Null,
         Value::Tag(_, inner) => to_json(inner),

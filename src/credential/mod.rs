@@ -175,7 +175,7 @@ pub fn verify_text(text: &str, trust: &Trust, at: Timestamp) -> VerifyReport {
         Format::Dcc => match dcc::verify(text, &trust.dcc, at) {
             Ok(v) => {
                 let mut d = serde_json::Map::new();
-                d.insert("kid".into(), v.kid.iter().map(|b| format!("{b:02x}")).collect::<String>().into());
+                d.insert("kid".into(), crate::keys::hex(&v.kid).into());
                 d.insert("issuer".into(), v.cwt.iss.clone().into());
                 d.insert("kinds".into(), serde_json::to_value(v.cwt.kinds()).unwrap_or_default());
                 d.insert("holder".into(), mask_name(&v.cwt.holder()).into());

@@ -43,7 +43,7 @@ impl CameraCredentials {
 
 fn digest_key(prefix: &str, text: &str) -> String {
     let d = Sha256::digest(text.as_bytes());
-    format!("{prefix}:{}", d[..8].iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!("{prefix}:{}", crate::keys::hex(&d[..8]))
 }
 
 fn read(identity: IdentityKind, category: Category, code: CodeStatus, key: String, holder: String) -> CredentialRead {

@@ -400,7 +400,7 @@ impl Store {
                         ValueRef::Integer(n) => n.into(),
                         ValueRef::Real(f) => f.into(),
                         ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
-                        ValueRef::Blob(b) => b.iter().map(|x| format!("{x:02x}")).collect::<String>().into(),
+                        ValueRef::Blob(b) => crate::keys::hex(b).into(),
                     };
                     m.insert(name.clone(), v);
                 }

@@ -56,16 +56,13 @@ fn verify(v: &Value, dir: &Path, at: &str) -> (Option<i32>, Value) {
     let der = base64::engine::general_purpose::STANDARD.decode(v["TESTCTX"]["CERTIFICATE"].as_str().unwrap()).unwrap();
     let cert = dir.join("signer.der");
     std::fs::write(&cert, der).unwrap();
-    let out = run(&[
-        "code",
-        "verify",
-        "--text",
-        v["PREFIX"].as_str().unwrap(),
-        "--trust",
-        cert.to_str().unwrap(),
-        "--at",
-        at,
-    ]);
+    verify_with(v, &cert, at)
+}
+
+/// `sibi code verify` of a vector's text against the trust file `trust` at `at`: (exit code, JSON).
+fn verify_with(v: &Value, trust: &Path, at: &str) -> (Option<i32>, Value) {
+    let text = v["PREFIX"].as_str().unwrap();
+    let out = run(&["code", "verify", "--text", text, "--trust", trust.to_str().unwrap(), "--at", at]);
     let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out.status.code(), json)
 }
@@ -132,19 +129,8 @@ fn trust_lists_in_json_and_multi_certificate_pem_verify_each_signer() {
     std::fs::write(&pem, block(b64(&at)) + &block(b64(&de))).unwrap();
     for list in [&json, &pem] {
         for v in [&at, &de] {
-            let clock = v["TESTCTX"]["VALIDATIONCLOCK"].as_str().unwrap();
-            let out = run(&[
-                "code",
-                "verify",
-                "--text",
-                v["PREFIX"].as_str().unwrap(),
-                "--trust",
-                list.to_str().unwrap(),
-                "--at",
-                clock,
-            ]);
-            let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert_eq!((out.status.code(), r["stage"].as_str()), (Some(0), Some("ok")), "{} {r}", list.display());
+            let (code, r) = verify_with(v, list, v["TESTCTX"]["VALIDATIONCLOCK"].as_str().unwrap());
+            assert_eq!((code, r["stage"].as_str()), (Some(0), Some("ok")), "{} {r}", list.display());
         }
     }
     // A trust list with a broken entry is a usage error that says which entry.

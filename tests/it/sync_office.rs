@@ -185,20 +185,8 @@ fn office_entries(office: &Arc<Office>, gate: &str) -> Vec<serde_json::Value> {
     office.entries(gate).unwrap()
 }
 
-fn post(addr: SocketAddr, gate: &str, body: &[u8], signature: &str) -> (u16, String) {
-    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    let mut r = agent
-        .post(&format!("http://{addr}/v1/ingest"))
-        .header("x-sibi-gate", gate)
-        .header("x-sibi-signature", signature)
-        .send(body)
-        .unwrap();
-    (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
-}
-
 fn sign(key: &SigningKey, body: &[u8]) -> String {
-    use ed25519_dalek::Signer;
-    key.sign(body).to_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    sibi::keys::sign_hex(key, body)
 }
 
 #[test]
@@ -211,27 +199,27 @@ fn the_office_refuses_unenrolled_tampered_and_foreign_batches() {
     let body = serde_json::json!({"gate": "gate-1", "entries": [row("gate-1", 1)]}).to_string().into_bytes();
 
     // An unenrolled gate.
-    let (status, text) = post(addr, "gate-9", &body, &sign(&stranger, &body));
+    let (status, text) = post_to(addr, "/v1/ingest", "gate-9", &body, &sign(&stranger, &body));
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("not enrolled"));
     // Enrolled id, somebody else's key.
-    let (status, text) = post(addr, "gate-1", &body, &sign(&stranger, &body));
+    let (status, text) = post_to(addr, "/v1/ingest", "gate-1", &body, &sign(&stranger, &body));
     assert_eq!((status, text.contains("does not verify")), (401, true), "{text}");
     // Tampered in flight: a byte changed after signing.
     let signature = sign(&key, &body);
     let tampered = String::from_utf8(body.clone()).unwrap().replace("pass", "deny").into_bytes();
-    assert_eq!(post(addr, "gate-1", &tampered, &signature).0, 401);
+    assert_eq!(post_to(addr, "/v1/ingest", "gate-1", &tampered, &signature).0, 401);
     // No signature at all.
-    assert_eq!(post(addr, "gate-1", &body, "").0, 401);
+    assert_eq!(post_to(addr, "/v1/ingest", "gate-1", &body, "").0, 401);
     // Signed, but rows of another gate, or malformed.
     let foreign = serde_json::json!({"gate": "gate-1", "entries": [row("gate-2", 1)]}).to_string().into_bytes();
-    assert_eq!(post(addr, "gate-1", &foreign, &sign(&key, &foreign)).0, 400);
+    assert_eq!(post_to(addr, "/v1/ingest", "gate-1", &foreign, &sign(&key, &foreign)).0, 400);
     let junk = b"{\"gate\": \"gate-1\", \"entries\": 5}".to_vec();
-    assert_eq!(post(addr, "gate-1", &junk, &sign(&key, &junk)).0, 400);
+    assert_eq!(post_to(addr, "/v1/ingest", "gate-1", &junk, &sign(&key, &junk)).0, 400);
     assert!(office.entries("gate-1").unwrap().is_empty(), "nothing refused was stored");
     // The genuine batch, twice: stored once, acknowledged both times.
     for _ in 0..2 {
-        let (status, text) = post(addr, "gate-1", &body, &signature);
+        let (status, text) = post_to(addr, "/v1/ingest", "gate-1", &body, &signature);
         assert_eq!((status, text.as_str()), (200, r#"{"acked":1}"#));
     }
     assert_eq!(office.entries("gate-1").unwrap().len(), 1);
