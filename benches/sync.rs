@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use ed25519_dalek::SigningKey;
 use sibi::domain::Timestamp;
-use sibi::office::{Enrolled, Office, OfficeConfig, OfficeDb};
+use sibi::office::{Database, Enrolled, Office, OfficeConfig, OfficeDb};
 use sibi::store::Store;
 use sibi::sync::{SyncClient, SyncSettings};
 
@@ -31,14 +31,7 @@ fn main() {
         "bench-gate".to_string(),
         Enrolled { key: key.verifying_key(), name: "bench".into(), community: "c".into() },
     )]);
-    let config = OfficeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database: dir.join("office.db"),
-        name: "b".into(),
-        report_due_hour: 24,
-        signing_key: None,
-        gates,
-    };
+    let config = OfficeConfig::new(Database::Sqlite(dir.join("office.db")), gates);
     let addr = sibi::office::serve_in_background(Office::open(config).unwrap()).unwrap();
     let settings = SyncSettings {
         office: format!("http://{addr}"),
@@ -68,7 +61,7 @@ fn main() {
         rows.extend(page.into_iter().map(serde_json::Value::Object));
         copy.sync_acked(last, t0).unwrap();
     }
-    let mut db = OfficeDb::open(&dir.join("office-ingest.db")).unwrap();
+    let mut db = OfficeDb::open(&Database::Sqlite(dir.join("office-ingest.db"))).unwrap();
     let t = Instant::now();
     for chunk in rows.chunks(500) {
         db.ingest("bench-gate", chunk, t0).unwrap();

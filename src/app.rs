@@ -48,6 +48,8 @@ pub struct OpenDevices {
     pub gate: Box<dyn GateOutput>,
     /// Relay pulse length.
     pub pulse: Duration,
+    /// The camera reader's trust (pass keys, revocations, signers, issuers, the office's lists).
+    pub trust: crate::credential::SharedTrust,
 }
 
 /// Open every device the config names.
@@ -57,7 +59,7 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
         .as_ref()
         .map(|s| (s, Playback { start: std::time::Instant::now(), speed: s.speed, repeat: s.repeat }));
     let script = || playback.clone().context("a scripted device needs the [script] section");
-    let trust = || config.credentials.trust(&config.gate.community, &config.gate.id);
+    let trust = config.credentials.trust(&config.gate.community, &config.gate.id).shared();
     let credentials: Box<dyn CredentialSource> = match &config.devices.credentials {
         CredentialBackend::Script => {
             let (s, p) = script()?;
@@ -65,11 +67,11 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
         }
         CredentialBackend::Frames { folder, fps, repeat, decoder } => {
             let frames = FolderFrames::open(folder, *fps, *repeat).map_err(anyhow::Error::msg)?;
-            Box::new(CameraCredentials::new(Box::new(frames), decoder.decoder(), trust()))
+            Box::new(CameraCredentials::with_shared(Box::new(frames), decoder.decoder(), trust.clone()))
         }
         CredentialBackend::V4l2 { settings, decoder } => {
             let camera = V4l2Camera::start(settings.clone()).context("cannot start the camera thread")?;
-            Box::new(CameraCredentials::new(Box::new(camera), decoder.decoder(), trust()))
+            Box::new(CameraCredentials::with_shared(Box::new(camera), decoder.decoder(), trust.clone()))
         }
     };
     let thermometer: Box<dyn Thermometer> = match &config.devices.thermometer {
@@ -99,7 +101,7 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
             (Box::new(gpio::pi::gate(settings).map_err(anyhow::Error::msg)?), *pulse)
         }
     };
-    Ok(OpenDevices { credentials, thermometer, operator, gate, pulse })
+    Ok(OpenDevices { credentials, thermometer, operator, gate, pulse, trust })
 }
 
 enum GateRequest {
@@ -367,6 +369,33 @@ pub struct RunSummary {
 
 const TICK: Duration = Duration::from_millis(100);
 
+/// The last good policy bundle in the gate's database, re-verified against the configured office key.
+fn stored_bundle(config: &Config, store: &Store) -> anyhow::Result<Option<crate::bundle::Bundle>> {
+    Ok(match (config.sync.as_ref().and_then(|s| s.office_key), store.applied_bundle()?) {
+        (Some(key), Some((_, text))) => match crate::bundle::verify(&text, &key, &config.gate.community, 0) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                warn!(error = %e, "the stored policy bundle no longer verifies; using the config's policy");
+                None
+            }
+        },
+        _ => None,
+    })
+}
+
+/// The trust a gate applies now: its config's, plus the lists of the last good bundle in its database (if the
+/// database exists; it is not created here).
+pub fn current_trust(config: &Config) -> anyhow::Result<crate::credential::Trust> {
+    let mut trust = config.credentials.trust(&config.gate.community, &config.gate.id);
+    if config.db_path.exists() {
+        let store = Store::open(&config.db_path, &config.gate.id)?;
+        if let Some(b) = stored_bundle(config, &store)? {
+            trust.apply_bundle(&b).map_err(anyhow::Error::msg)?;
+        }
+    }
+    Ok(trust)
+}
+
 /// Run the gate daemon until `shutdown` resolves (or the scenario has played, with `exit_when_done`).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<RunSummary> {
     std::fs::create_dir_all(&config.gate.state_dir)
@@ -377,16 +406,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     let first_id = store.next_presentation_id()?;
     // The last good policy bundle survives restarts: re-verified and applied before the first decision.
-    let stored_bundle = match (config.sync.as_ref().and_then(|s| s.office_key), store.applied_bundle()?) {
-        (Some(key), Some((_, text))) => match crate::bundle::verify(&text, &key, &config.gate.community, 0) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                warn!(error = %e, "the stored policy bundle no longer verifies; using the config's policy");
-                None
-            }
-        },
-        _ => None,
-    };
+    let stored_bundle = stored_bundle(&config, &store)?;
     let (store, store_thread) = StoreHandle::spawn(store).context("cannot start the store thread")?;
     let devices = open_devices(&config)?;
     let (gate, gate_task) = GateHandle::spawn(devices.gate, devices.pulse);
@@ -406,11 +426,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let (tx, mut rx) = mpsc::channel::<SourceMsg>(1024);
     // Only with [sync] and an office key: otherwise no extra sender keeps the channel open.
-    let mut bundle_sink = config
-        .sync
-        .as_ref()
-        .and_then(|s| s.office_key)
-        .map(|office| crate::sync::BundleSink { office, tx: tx.clone() });
+    let mut bundle_sink = config.sync.as_ref().and_then(|s| s.office_key).map(|office| crate::sync::BundleSink {
+        office,
+        tx: tx.clone(),
+        trust: devices.trust.clone(),
+    });
     let stop = StopFlag::default();
     let mut threads = Vec::new();
     let mut cred = devices.credentials;
@@ -471,6 +491,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut checkpoint = Checkpoint::new(config.checkpoint, config.policy.clone(), config.gate.direction, first_id);
     if let Some(b) = stored_bundle {
         info!(version = b.version, "applying the stored policy bundle");
+        if let Err(e) = devices.trust.write().unwrap_or_else(std::sync::PoisonError::into_inner).apply_bundle(&b) {
+            warn!(error = %e, "the stored policy bundle's lists are unusable");
+        }
         let tiers = b.tier_changes().unwrap_or_default();
         checkpoint.handle(Event::Tiers { version: b.version, tiers }, hw::now());
     }

@@ -33,6 +33,18 @@ pub struct Bundle {
     /// Revoked community pass ids.
     #[serde(default)]
     pub revoked_passes: Vec<String>,
+    /// Pass ids of people under home quarantine (居家隔离): they may not go out.
+    #[serde(default)]
+    pub quarantine: Vec<String>,
+    /// Pass ids on the courier registry (快递外卖登记).
+    #[serde(default)]
+    pub couriers: Vec<String>,
+    /// Health-code issuers the office trusts, added to the gate's own registry.
+    #[serde(default)]
+    pub issuers: Vec<crate::credential::health_code::Issuer>,
+    /// DCC document signer certificates (base64 DER), added to the gate's own trust list.
+    #[serde(default)]
+    pub dcc_signers: Vec<String>,
 }
 
 /// A bundle as it travels: the exact JSON text and the office's signature over it.
@@ -87,6 +99,61 @@ impl Bundle {
     }
 }
 
+/// What one publication changes, relative to the community's previous bundle.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// A tier change to add to the schedule.
+    pub tier: Option<BundleTier>,
+    /// Pass ids to revoke.
+    pub revoke: Vec<String>,
+    /// Pass ids to put under home quarantine.
+    pub quarantine: Vec<String>,
+    /// Pass ids to release from it.
+    pub release: Vec<String>,
+    /// Pass ids to add to the courier registry.
+    pub couriers: Vec<String>,
+    /// Health-code issuers to trust (replacing one of the same name).
+    pub issuers: Vec<crate::credential::health_code::Issuer>,
+    /// DCC signer certificates to trust (base64 DER).
+    pub dcc_signers: Vec<String>,
+}
+
+impl Changes {
+    /// True if nothing would change.
+    pub fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+
+    /// The next bundle: `previous` with these changes, its version one higher, issued `now`.
+    pub fn apply(&self, previous: Bundle, now: Timestamp) -> Result<Bundle, String> {
+        fn add(list: &mut Vec<String>, more: &[String]) {
+            for m in more {
+                if !list.contains(m) {
+                    list.push(m.clone());
+                }
+            }
+        }
+        let mut b = previous;
+        b.version += 1;
+        b.issued_at = now.to_rfc3339();
+        b.tiers.extend(self.tier.clone());
+        add(&mut b.revoked_passes, &self.revoke);
+        add(&mut b.quarantine, &self.quarantine);
+        b.quarantine.retain(|id| !self.release.contains(id));
+        add(&mut b.couriers, &self.couriers);
+        for i in &self.issuers {
+            b.issuers.retain(|old| old.name != i.name);
+            b.issuers.push(i.clone());
+        }
+        add(&mut b.dcc_signers, &self.dcc_signers);
+        if b.tier_changes().is_none() {
+            return Err("a bundle needs a tier: give --tier (and --effective) for the first one".into());
+        }
+        b.signers()?;
+        Ok(b)
+    }
+}
+
 /// Verify `text` (a [`SignedBundle`] as JSON) for a gate of `community` that has applied version `have`.
 pub fn verify(
     text: &str,
@@ -108,7 +175,54 @@ pub fn verify(
     if bundle.tier_changes().is_none() {
         return Err(BundleError::Malformed("the tier schedule is empty or has a bad time".into()));
     }
+    bundle.signers().map_err(BundleError::Malformed)?;
     Ok(bundle)
+}
+
+impl Bundle {
+    /// An empty bundle (version 0) for `community`.
+    pub fn empty(community: &str) -> Bundle {
+        Bundle {
+            version: 0,
+            community: community.into(),
+            issued_at: String::new(),
+            tiers: Vec::new(),
+            revoked_passes: Vec::new(),
+            quarantine: Vec::new(),
+            couriers: Vec::new(),
+            issuers: Vec::new(),
+            dcc_signers: Vec::new(),
+        }
+    }
+
+    /// The DCC signer certificates, parsed; an error names the entry that does not parse.
+    pub fn signers(&self) -> Result<Vec<crate::credential::dcc::Signer>, String> {
+        use base64::Engine;
+        self.dcc_signers
+            .iter()
+            .enumerate()
+            .map(|(i, b64)| {
+                let der = base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| format!("dcc_signers[{i}]: not base64: {e}"))?;
+                crate::credential::dcc::Signer::from_der(&der).map_err(|e| format!("dcc_signers[{i}]: {e}"))
+            })
+            .collect()
+    }
+
+    /// One line for the journal: what the bundle carries.
+    pub fn summary(&self) -> String {
+        format!(
+            "applied version {}: {} tier change(s), {} revoked, {} quarantined, {} courier(s), {} issuer(s), {} DCC signer(s)",
+            self.version,
+            self.tiers.len(),
+            self.revoked_passes.len(),
+            self.quarantine.len(),
+            self.couriers.len(),
+            self.issuers.len(),
+            self.dcc_signers.len()
+        )
+    }
 }
 
 #[cfg(test)]
@@ -118,10 +232,10 @@ mod tests {
     fn bundle(version: u64) -> Bundle {
         Bundle {
             version,
-            community: "c1".into(),
             issued_at: "2026-11-25T08:00:00+08:00".into(),
             tiers: vec![BundleTier { tier: Tier::Medium, effective: "2026-11-25T12:00:00+08:00".into() }],
             revoked_passes: vec!["XFL-0003".into()],
+            ..Bundle::empty("c1")
         }
     }
 

@@ -307,6 +307,7 @@ impl CredentialsConfig {
                 community: Some(community.to_string()),
                 revoked: self.revoked_passes.iter().cloned().collect(),
             },
+            ..Default::default()
         }
     }
 }

@@ -31,3 +31,4 @@ pub mod probe;
 pub mod report;
 pub mod store;
 pub mod sync;
+pub mod table;

@@ -85,9 +85,9 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
-        /// Also write the report as CSV to this file.
-        #[arg(long)]
-        csv: Option<PathBuf>,
+        /// Also write the report to this file: XLSX if it ends in .xlsx, CSV otherwise.
+        #[arg(long, alias = "csv")]
+        out: Option<PathBuf>,
         /// Queue it for the office (sent by the daemon's sync, or `sibi sync --now`).
         #[arg(long)]
         queue: bool,
@@ -165,6 +165,40 @@ enum OfficeCommand {
         /// A pass id to revoke; repeatable.
         #[arg(long)]
         revoke: Vec<String>,
+        /// A pass id to put under home quarantine (居家隔离); repeatable.
+        #[arg(long)]
+        quarantine: Vec<String>,
+        /// A pass id to release from home quarantine; repeatable.
+        #[arg(long)]
+        release: Vec<String>,
+        /// A pass id to add to the courier registry; repeatable.
+        #[arg(long)]
+        courier: Vec<String>,
+        /// A health-code issuer to trust, as `name,region,prefix`; repeatable.
+        #[arg(long)]
+        issuer: Vec<String>,
+        /// A DCC document signer certificate to trust (DER or PEM file); repeatable.
+        #[arg(long)]
+        dcc_signer: Vec<PathBuf>,
+    },
+    /// Export entries or daily reports for a date range as CSV or XLSX (by the file's extension). Personal data is
+    /// opened with `office.seal_key`; without it the masked forms are written.
+    Export {
+        /// The office config.
+        #[arg(long)]
+        config: PathBuf,
+        /// `entries` or `reports`.
+        #[arg(long, default_value = "entries")]
+        what: String,
+        /// First day, YYYY-MM-DD (China Standard Time).
+        #[arg(long)]
+        from: String,
+        /// Last day (inclusive); default the first.
+        #[arg(long)]
+        to: Option<String>,
+        /// Output file: .csv or .xlsx.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -274,10 +308,31 @@ fn main() -> ExitCode {
         Command::Decide { config, input, pretty, at } => decide(config, input, pretty, at),
         Command::Probe { command } => probe(command),
         Command::Sync { config, now } => sync(config, now),
-        Command::Report { config, date, json, csv, queue } => report(config, date, json, csv, queue),
+        Command::Report { config, date, json, out, queue } => report(config, date, json, out, queue),
         Command::Office { command: OfficeCommand::Serve { config } } => office_serve(config),
-        Command::Office { command: OfficeCommand::Publish { config, community, tier, effective, revoke } } => {
-            office_publish(config, &community, tier, effective, &revoke)
+        Command::Office {
+            command:
+                OfficeCommand::Publish {
+                    config,
+                    community,
+                    tier,
+                    effective,
+                    revoke,
+                    quarantine,
+                    release,
+                    courier,
+                    issuer,
+                    dcc_signer,
+                },
+        } => office_publish(
+            config,
+            &community,
+            tier,
+            effective,
+            PublishLists { revoke, quarantine, release, courier, issuer, dcc_signer },
+        ),
+        Command::Office { command: OfficeCommand::Export { config, what, from, to, out } } => {
+            office_export(config, &what, &from, to.as_deref(), &out)
         }
         Command::VoiceList => {
             for v in sibi::policy::Voice::ALL {
@@ -438,7 +493,10 @@ fn code_verify(
     };
     let mut trusted = match config.map(|p| sibi::config::load(&p)) {
         None => Trust::default(),
-        Some(Ok(c)) => c.credentials.trust(&c.gate.community, &c.gate.id),
+        Some(Ok(c)) => match sibi::app::current_trust(&c) {
+            Ok(t) => t,
+            Err(e) => return usage(format!("{e:#}")),
+        },
         Some(Err(e)) => return usage(format!("{e}")),
     };
     for path in &trust {
@@ -606,7 +664,7 @@ fn sync(path: PathBuf, now: bool) -> ExitCode {
 }
 
 /// `sibi report`.
-fn report(path: PathBuf, date: Option<String>, json: bool, csv: Option<PathBuf>, queue: bool) -> ExitCode {
+fn report(path: PathBuf, date: Option<String>, json: bool, out: Option<PathBuf>, queue: bool) -> ExitCode {
     let config = match sibi::config::load(&path) {
         Ok(c) => c,
         Err(e) => return usage_error(&e.to_string()),
@@ -626,10 +684,10 @@ fn report(path: PathBuf, date: Option<String>, json: bool, csv: Option<PathBuf>,
     } else {
         print!("{}", r.to_text());
     }
-    if let Some(file) = csv
-        && let Err(e) = std::fs::write(&file, r.to_csv())
+    if let Some(file) = out
+        && let Err(e) = r.to_table().write(&file)
     {
-        return usage_error(&format!("cannot write {}: {e}", file.display()));
+        return usage_error(&e);
     }
     if queue {
         if let Err(e) = sibi::sync::queue_report(&mut store, &config.gate.id, &config.gate.community, &date) {
@@ -640,14 +698,25 @@ fn report(path: PathBuf, date: Option<String>, json: bool, csv: Option<PathBuf>,
     ExitCode::SUCCESS
 }
 
+/// The list changes of `sibi office publish`.
+struct PublishLists {
+    revoke: Vec<String>,
+    quarantine: Vec<String>,
+    release: Vec<String>,
+    courier: Vec<String>,
+    issuer: Vec<String>,
+    dcc_signer: Vec<PathBuf>,
+}
+
 /// `sibi office publish`.
 fn office_publish(
     path: PathBuf,
     community: &str,
     tier: Option<String>,
     effective: Option<String>,
-    revoke: &[String],
+    lists: PublishLists,
 ) -> ExitCode {
+    use base64::Engine;
     let config = match sibi::office::load(&path) {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
@@ -668,19 +737,111 @@ fn office_publish(
             Some(sibi::bundle::BundleTier { tier, effective: at })
         }
     };
-    if change.is_none() && revoke.is_empty() {
-        return usage_error("give --tier and/or --revoke");
+    let mut issuers = Vec::new();
+    for i in &lists.issuer {
+        match i.splitn(3, ',').collect::<Vec<_>>()[..] {
+            [name, region, prefix] if !name.is_empty() && !prefix.is_empty() => {
+                issuers.push(sibi::credential::health_code::Issuer {
+                    name: name.into(),
+                    region: region.into(),
+                    prefixes: vec![prefix.into()],
+                })
+            }
+            _ => return usage_error(&format!("--issuer `{i}`: expected `name,region,prefix`")),
+        }
+    }
+    let mut dcc_signers = Vec::new();
+    for p in &lists.dcc_signer {
+        let bytes = match std::fs::read(p) {
+            Ok(b) => b,
+            Err(e) => return usage_error(&format!("--dcc-signer `{}`: {e}", p.display())),
+        };
+        let der = match x509_der(&bytes) {
+            Ok(d) => d,
+            Err(e) => return usage_error(&format!("--dcc-signer `{}`: {e}", p.display())),
+        };
+        dcc_signers.push(base64::engine::general_purpose::STANDARD.encode(der));
+    }
+    let changes = sibi::bundle::Changes {
+        tier: change,
+        revoke: lists.revoke,
+        quarantine: lists.quarantine,
+        release: lists.release,
+        couriers: lists.courier,
+        issuers,
+        dcc_signers,
+    };
+    if changes.is_empty() {
+        return usage_error(
+            "nothing to publish: give --tier, --revoke, --quarantine, --release, --courier, --issuer or --dcc-signer",
+        );
     }
     let published = sibi::office::OfficeDb::open(&config.database)
-        .and_then(|mut db| db.publish(key, community, change, revoke, sibi::hw::now()));
+        .and_then(|mut db| db.publish(key, community, &changes, sibi::hw::now()));
     match published {
         Ok(b) => {
-            println!(
-                "published bundle version {} for {community}: {} tier change(s), {} revoked pass(es)",
-                b.version,
-                b.tiers.len(),
-                b.revoked_passes.len()
-            );
+            println!("published bundle for {community}: {}", b.summary().replacen("applied ", "", 1));
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage_error(&e),
+    }
+}
+
+/// A certificate file's DER: PEM (the first CERTIFICATE block) or DER as is.
+fn x509_der(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        let pem = x509_parser::pem::Pem::iter_from_buffer(bytes)
+            .filter_map(Result::ok)
+            .find(|p| p.label == "CERTIFICATE")
+            .ok_or("no CERTIFICATE block in the PEM file")?;
+        Ok(pem.contents)
+    } else {
+        sibi::credential::dcc::Signer::from_der(bytes)?;
+        Ok(bytes.to_vec())
+    }
+}
+
+/// `sibi office export`.
+fn office_export(path: PathBuf, what: &str, from: &str, to: Option<&str>, out: &std::path::Path) -> ExitCode {
+    let config = match sibi::office::load(&path) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    let to = to.unwrap_or(from);
+    let (Some((start, _)), Some((_, end))) = (sibi::report::day_bounds(from), sibi::report::day_bounds(to)) else {
+        return usage_error(&format!("--from `{from}` / --to `{to}`: use YYYY-MM-DD"));
+    };
+    if end <= start {
+        return usage_error("--to is before --from");
+    }
+    let mut db = match sibi::office::OfficeDb::open(&config.database) {
+        Ok(db) => db,
+        Err(e) => return usage_error(&e),
+    };
+    let table = match what {
+        "entries" => {
+            let secret = match config.seal_key.as_deref().map(sibi::privacy::read_secret) {
+                None => {
+                    eprintln!("note: no `office.seal_key`: names, phones and ID numbers are written masked");
+                    None
+                }
+                Some(Ok(k)) => Some(k),
+                Some(Err(e)) => return usage_error(&format!("`office.seal_key`: {e}")),
+            };
+            match db.entries_between(start, end) {
+                Ok(rows) => sibi::office::export::entries_table(&rows, secret.as_ref()),
+                Err(e) => return usage_error(&e),
+            }
+        }
+        "reports" => match db.reports_between(from, to) {
+            Ok(reports) => sibi::office::export::reports_table(&reports, config.report_due_hour),
+            Err(e) => return usage_error(&e),
+        },
+        other => return usage_error(&format!("--what `{other}`: use entries or reports")),
+    };
+    match table.write(out) {
+        Ok(()) => {
+            println!("wrote {} {what} row(s) from {from} to {to} to {}", table.rows.len(), out.display());
             ExitCode::SUCCESS
         }
         Err(e) => usage_error(&e),

@@ -155,13 +155,18 @@ impl DailyReport {
         )
     }
 
-    /// One CSV row per counted item (`section,key,count`), with a header; UTF-8 with BOM so spreadsheet programs
-    /// open the Chinese correctly.
-    pub fn to_csv(&self) -> String {
-        let mut out = String::from("\u{feff}gate,date,section,key,count\n");
+    /// One row per counted item (`gate,date,section,key,count`), for CSV or XLSX.
+    pub fn to_table(&self) -> crate::table::Table {
+        use crate::table::Cell;
+        let mut t = crate::table::Table::new("日报", &["gate", "date", "section", "key", "count"]);
         let mut row = |section: &str, key: &str, n: i64| {
-            let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-            out.push_str(&format!("{},{},{},{},{n}\n", q(&self.gate), self.date, section, q(key)));
+            t.rows.push(vec![
+                self.gate.clone().into(),
+                self.date.clone().into(),
+                section.into(),
+                key.into(),
+                Cell::Int(n),
+            ]);
         };
         row("total", "", self.total);
         for (section, m) in [
@@ -181,6 +186,6 @@ impl DailyReport {
         row("emergency_passages", "", self.emergency_passages);
         row("device_faults", "", self.device_faults.len() as i64);
         row("zero_report", "", i64::from(self.zero_report));
-        out
+        t
     }
 }

@@ -268,6 +268,8 @@ pub struct BundleSink {
     pub office: ed25519_dalek::VerifyingKey,
     /// The daemon's source channel (the checkpoint receives `Event::Tiers`).
     pub tx: tokio::sync::mpsc::Sender<crate::hw::SourceMsg>,
+    /// The camera reader's trust, which takes the bundle's lists.
+    pub trust: crate::credential::SharedTrust,
 }
 
 /// Fetch, verify and apply the office's bundle; a refusal is journaled once per distinct bundle.
@@ -283,8 +285,13 @@ fn bundle_round(
     match crate::bundle::verify(&text, &sink.office, community, have) {
         Ok(bundle) => {
             let now = crate::hw::now();
-            store.save_bundle(bundle.version, &text, now)?;
-            tracing::info!(version = bundle.version, "policy bundle applied");
+            sink.trust
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .apply_bundle(&bundle)
+                .map_err(|e| SyncError::Office(format!("policy bundle: {e}")))?;
+            store.save_bundle(bundle.version, &text, &bundle.summary(), now)?;
+            tracing::info!(version = bundle.version, "policy bundle {}", bundle.summary());
             let tiers = bundle.tier_changes().unwrap_or_default();
             let event = crate::checkpoint::Event::Tiers { version: bundle.version, tiers };
             let _ = sink.tx.blocking_send(crate::hw::SourceMsg::Event(crate::hw::Stamped { event, at: now }));

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::CodeStatus;
 
 /// One issuer in the registry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Issuer {
     /// Name (湖北健康码).

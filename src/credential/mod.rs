@@ -9,6 +9,9 @@ pub mod pass;
 pub mod qr;
 pub mod reader;
 
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
 use crate::domain::{CodeStatus, Timestamp, mask_name};
 
 /// What kind of credential a QR text is.
@@ -51,7 +54,25 @@ pub struct Trust {
     pub health: Option<health_code::HealthCodeClient>,
     /// The category a health-code holder is taken for until the roster says otherwise (visitor: the stricter).
     pub health_code_category: crate::domain::Category,
+    /// Pass ids under home quarantine (from the office's bundle).
+    pub quarantined: HashSet<String>,
+    /// Pass ids on the courier registry (from the office's bundle).
+    pub couriers: HashSet<String>,
+    /// What the applied bundle changed, so that a newer one replaces it.
+    pub applied: Applied,
 }
+
+/// What an applied bundle added to a [`Trust`].
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    /// The config's own revocations.
+    config_revoked: Option<HashSet<String>>,
+    /// How many DCC signers and issuers at the end of the lists came from the bundle.
+    added: (usize, usize),
+}
+
+/// The trust a running gate's camera reader uses, shared with the sync thread that applies the office's bundles.
+pub type SharedTrust = Arc<RwLock<Trust>>;
 
 impl Default for Trust {
     fn default() -> Trust {
@@ -61,11 +82,37 @@ impl Default for Trust {
             registry: health_code::Registry::default(),
             health: None,
             health_code_category: crate::domain::Category::Visitor,
+            quarantined: HashSet::new(),
+            couriers: HashSet::new(),
+            applied: Applied::default(),
         }
     }
 }
 
 impl Trust {
+    /// Apply the office's lists from a verified bundle: revoked passes join the config's own, the quarantine list and
+    /// courier registry replace the previous bundle's, and its issuers and DCC signers replace the previous bundle's
+    /// additions (the config's own stay). Nothing changes if a signer certificate does not parse.
+    pub fn apply_bundle(&mut self, bundle: &crate::bundle::Bundle) -> Result<(), String> {
+        let signers = bundle.signers()?;
+        let base = self.applied.config_revoked.get_or_insert_with(|| self.pass.revoked.clone()).clone();
+        self.pass.revoked = base.into_iter().chain(bundle.revoked_passes.iter().cloned()).collect();
+        self.quarantined = bundle.quarantine.iter().cloned().collect();
+        self.couriers = bundle.couriers.iter().cloned().collect();
+        let (dcc_added, issuers_added) = self.applied.added;
+        self.dcc.truncate(self.dcc.len() - dcc_added);
+        self.registry.issuers.truncate(self.registry.issuers.len() - issuers_added);
+        self.applied.added = (signers.len(), bundle.issuers.len());
+        self.dcc.extend(signers);
+        self.registry.issuers.extend(bundle.issuers.iter().cloned());
+        Ok(())
+    }
+
+    /// Share with the sync thread.
+    pub fn shared(self) -> SharedTrust {
+        Arc::new(RwLock::new(self))
+    }
+
     /// Add what one `--trust` file holds: a sibi pass public key, one or more signer certificates (DER, or PEM with
     /// any number of `CERTIFICATE` blocks), or a JSON trust list (an array, or an object with a `certificates` array,
     /// of base64 DER strings or of objects carrying the certificate in `rawData` / `certificate`, as the EU gateway
@@ -163,11 +210,17 @@ pub fn verify_text(text: &str, trust: &Trust, at: Timestamp) -> VerifyReport {
             Ok(p) => {
                 let mut d = serde_json::Map::new();
                 d.insert("community".into(), p.community.into());
-                d.insert("id".into(), p.id.into());
+                d.insert("id".into(), p.id.clone().into());
                 d.insert("category".into(), p.category.as_str().into());
                 d.insert("holder".into(), mask_name(&p.holder).into());
                 d.insert("valid_from".into(), p.valid_from.into());
                 d.insert("valid_until".into(), p.valid_until.into());
+                if trust.quarantined.contains(&p.id) {
+                    d.insert("quarantined".into(), true.into());
+                }
+                if trust.couriers.contains(&p.id) {
+                    d.insert("courier_registered".into(), true.into());
+                }
                 VerifyReport { format: Format::Pass, valid: true, stage: "ok", error: None, details: Some(d) }
             }
             Err(e) => VerifyReport::failed(Format::Pass, e.stage.as_str(), e.detail),

@@ -25,7 +25,7 @@ const SAME_SCENE: f64 = 2.0;
 pub struct CameraCredentials {
     frames: Box<dyn FrameSource>,
     decoder: Contained,
-    trust: Trust,
+    trust: super::SharedTrust,
     last_thumb: Vec<u8>,
     last_found: bool,
     /// Frames decoded and skipped (for the log and the benchmark).
@@ -37,6 +37,15 @@ pub struct CameraCredentials {
 impl CameraCredentials {
     /// A reader over `frames`, decoding with `decoder`, verifying with `trust`.
     pub fn new(frames: Box<dyn FrameSource>, decoder: Contained, trust: Trust) -> CameraCredentials {
+        CameraCredentials::with_shared(frames, decoder, trust.shared())
+    }
+
+    /// A reader verifying with `trust`, which the sync thread updates as the office's bundles arrive.
+    pub fn with_shared(
+        frames: Box<dyn FrameSource>,
+        decoder: Contained,
+        trust: super::SharedTrust,
+    ) -> CameraCredentials {
         CameraCredentials { frames, decoder, trust, last_thumb: Vec::new(), last_found: false, decoded: 0, skipped: 0 }
     }
 }
@@ -55,7 +64,16 @@ pub fn credential_of(text: &str, trust: &Trust, at: Timestamp) -> Option<Credent
     match classify(text, &trust.registry) {
         super::Format::Pass => Some(match trust.pass.verify(text, at) {
             Ok(p) => {
-                read(IdentityKind::Pass, p.category, CodeStatus::None, format!("pass:{}", p.id), mask_name(&p.holder))
+                let mut c = read(
+                    IdentityKind::Pass,
+                    p.category,
+                    CodeStatus::None,
+                    format!("pass:{}", p.id),
+                    mask_name(&p.holder),
+                );
+                c.quarantined = trust.quarantined.contains(&p.id);
+                c.courier_registered = trust.couriers.contains(&p.id);
+                c
             }
             Err(e) => {
                 tracing::warn!(stage = e.stage.as_str(), "community pass refused: {}", e.stage.zh());
@@ -127,7 +145,9 @@ impl CredentialSource for CameraCredentials {
         self.decoded += 1;
         let texts = self.decoder.decode(&frame).unwrap_or_default();
         let at = now();
-        let found = texts.iter().find_map(|t| credential_of(t, &self.trust, at));
+        let trust = self.trust.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let found = texts.iter().find_map(|t| credential_of(t, &trust, at));
+        drop(trust);
         self.last_found = found.is_some();
         Ok(found.map_or(Polled::Idle, Polled::Item))
     }

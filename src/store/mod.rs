@@ -602,8 +602,8 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Keep `signed` as the applied bundle and journal it.
-    pub fn save_bundle(&mut self, version: u64, signed: &str, now: Timestamp) -> Result<(), StoreError> {
+    /// Keep `signed` as the applied bundle and journal `summary`.
+    pub fn save_bundle(&mut self, version: u64, signed: &str, summary: &str, now: Timestamp) -> Result<(), StoreError> {
         let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
         tx.execute(
             "INSERT INTO bundle (id, version, signed, applied_ms) VALUES (1, ?1, ?2, ?3)
@@ -613,7 +613,7 @@ impl Store {
         .and_then(|_| {
             tx.execute(
                 "INSERT INTO journal (at_ms, kind, detail) VALUES (?1, 'policy_bundle', ?2)",
-                params![now.0, format!("applied version {version}")],
+                params![now.0, summary],
             )
         })
         .map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;

@@ -11,6 +11,9 @@ mod decide_cli;
 mod decode;
 mod health_code;
 mod pass_cli;
+#[path = "../support/pg.rs"]
+mod pg;
+mod postgres_office;
 mod privacy;
 mod report;
 mod run_path;

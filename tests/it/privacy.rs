@@ -85,6 +85,55 @@ fn a_stolen_box_leaks_no_name_phone_or_id_number() {
     let secret = sibi::privacy::read_secret(&keys.path().join("office-seal.key")).unwrap();
     let p = sibi::privacy::unseal(&secret, &sealed).unwrap();
     assert_eq!((p.name.as_str(), p.phone.as_deref(), p.id_number.as_deref()), (NAME, Some(PHONE), Some(ID)));
+
+    // At the office: the rows as the sync client sends them, ingested; `sibi office export` opens them only with the
+    // office's secret key.
+    let office_dir = tempfile::tempdir().unwrap();
+    let store = sibi::store::Store::open(&gate.db(), "test-gate").unwrap();
+    let rows: Vec<serde_json::Value> = store
+        .outbox_batch(1000, sibi::domain::Timestamp(i64::MAX / 4), 0)
+        .unwrap()
+        .into_iter()
+        .map(serde_json::Value::Object)
+        .collect();
+    let db = sibi::office::Database::Sqlite(office_dir.path().join("office.db"));
+    sibi::office::OfficeDb::open(&db).unwrap().ingest("test-gate", &rows, sibi::hw::now()).unwrap();
+    let date = sibi::domain::Timestamp(rows[0]["at_ms"].as_i64().unwrap()).to_rfc3339()[..10].to_string();
+    let export = |seal_key: &str, out: &str| {
+        let toml = office_dir.path().join("office.toml");
+        std::fs::write(&toml, format!("[office]\nlisten = \"127.0.0.1:0\"\ndatabase = \"office.db\"\n{seal_key}"))
+            .unwrap();
+        let out_path = office_dir.path().join(out);
+        let args = [
+            "office",
+            "export",
+            "--config",
+            toml.to_str().unwrap(),
+            "--from",
+            &date,
+            "--out",
+            out_path.to_str().unwrap(),
+        ];
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        out_path
+    };
+    let with_key = export(
+        &format!("seal_key = {:?}\n", keys.path().join("office-seal.key").display().to_string()),
+        "entries.xlsx",
+    );
+    let strings = crate::util::xlsx_strings(&with_key);
+    for s in [NAME, PHONE, ID, "3栋201", "探亲", "已解密", "通行"] {
+        assert!(strings.iter().any(|x| x == s), "{s} in {strings:?}");
+    }
+    let without = std::fs::read_to_string(export("", "entries.csv")).unwrap();
+    assert!(
+        without.contains("样**客") && without.contains("130****0001") && without.contains("未解密（无私钥）"),
+        "{without}"
+    );
+    for secret in [NAME, PHONE, ID] {
+        assert!(!without.contains(secret), "{secret} exported without the key");
+    }
 }
 
 #[test]

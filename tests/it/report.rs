@@ -33,7 +33,16 @@ fn the_morning_is_counted_and_is_not_a_zero_report() {
     assert_eq!(r["zero_report"], false);
     let csv = std::fs::read_to_string(csv).unwrap();
     assert!(csv.starts_with("\u{feff}gate,date,section,key,count\n"));
-    assert!(csv.contains(&format!("\"test-gate\",{date},verdict,\"deny\",2")), "{csv}");
+    assert!(csv.contains(&format!("test-gate,{date},verdict,deny,2\n")), "{csv}");
+    // The same as a workbook.
+    let xlsx = gate.dir.path().join("report.xlsx");
+    let config = gate.config();
+    let args = ["report", "--config", config.to_str().unwrap(), "--date", &date, "--out", xlsx.to_str().unwrap()];
+    assert_eq!(run(&args).status.code(), Some(0));
+    let strings = crate::util::xlsx_strings(&xlsx);
+    for s in ["gate", "test-gate", "verdict", "deny", "fevers"] {
+        assert!(strings.iter().any(|x| x == s), "{s} in {strings:?}");
+    }
     // Text, in Chinese, for the office.
     let out = run(&["report", "--config", gate.config().to_str().unwrap(), "--date", &date]);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -18,21 +18,15 @@ const T0: Timestamp = Timestamp(1_790_000_000_000);
 
 /// An office on a loopback port, served by its own runtime thread. Returns its address and the office.
 fn office(dir: &std::path::Path, gates: &[(&str, &SigningKey)]) -> (SocketAddr, Arc<Office>) {
+    let gates = gates
+        .iter()
+        .map(|(id, k)| {
+            (id.to_string(), Enrolled { key: k.verifying_key(), name: format!("{id} 东门"), community: "c1".into() })
+        })
+        .collect::<BTreeMap<_, _>>();
     let config = OfficeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database: dir.join("office.db"),
         name: "测试街道办".into(),
-        gates: gates
-            .iter()
-            .map(|(id, k)| {
-                (
-                    id.to_string(),
-                    Enrolled { key: k.verifying_key(), name: format!("{id} 东门"), community: "c1".into() },
-                )
-            })
-            .collect::<BTreeMap<_, _>>(),
-        report_due_hour: 24,
-        signing_key: None,
+        ..OfficeConfig::new(sibi::office::Database::Sqlite(dir.join("office.db")), gates)
     };
     let office = Office::open(config).unwrap();
     (sibi::office::serve_in_background(office.clone()).unwrap(), office)
@@ -414,19 +408,18 @@ button = "mask_confirmed"
     // Low tier in the config; high from the office: a resident coming in is referred to register the return.
     assert_eq!(rules(&gate), vec!["tier.high.resident.in"; 2], "the refer, then its close when they walk away");
     let journal = Store::open(&gate.db(), "test-gate").unwrap().journal_lines().unwrap();
-    assert!(journal.iter().any(|(k, d)| k == "policy_bundle" && d == "applied version 1"), "{journal:?}");
+    assert!(journal.iter().any(|(k, d)| k == "policy_bundle" && d.starts_with("applied version 1:")), "{journal:?}");
 
     // An impostor's bundle (version 2, low) lands in the office database (a tampered server, or a man in the
     // middle); the gate refuses it, says why, and stays high.
     let forged = sibi::bundle::Bundle {
         version: 2,
-        community: "test-community".into(),
         issued_at: "2026-11-25T08:00:00+08:00".into(),
         tiers: vec![sibi::bundle::BundleTier {
             tier: sibi::domain::Tier::Low,
             effective: "2020-01-01T00:00:00+08:00".into(),
         }],
-        revoked_passes: vec![],
+        ..sibi::bundle::Bundle::empty("test-community")
     };
     let impostor_key = sibi::credential::pass::read_signing_key(&keys.join("impostor.key")).unwrap();
     rusqlite::Connection::open(dir.path().join("office.db"))

@@ -93,3 +93,17 @@ pub fn gate_commands(path: &Path) -> Vec<(String, Option<i64>)> {
         })
         .collect()
 }
+
+/// The shared strings of an XLSX workbook (every text cell), in order.
+pub fn xlsx_strings(path: &Path) -> Vec<String> {
+    use std::io::Read;
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).expect("an XLSX file is a zip archive");
+    let mut xml = String::new();
+    zip.by_name("xl/sharedStrings.xml").expect("a workbook with text").read_to_string(&mut xml).unwrap();
+    xml.split("<t>")
+        .skip(1)
+        .chain(xml.split("<t xml:space=\"preserve\">").skip(1))
+        .filter_map(|t| t.split("</t>").next())
+        .map(|t| t.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\""))
+        .collect()
+}

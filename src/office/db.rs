@@ -1,0 +1,459 @@
+//! The office database: embedded SQLite by default, PostgreSQL (`database_url = "postgres://..."`) for a district or
+//! city that runs many offices against one server. Both hold the same tables and give the same answers.
+//!
+//! Invariants: entries are keyed by (gate, seq) and a row already held is never changed, so a resent batch changes
+//! nothing; a batch is one transaction, committed before the acknowledgement is returned; a gate's acknowledged
+//! sequence number only grows.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::domain::Timestamp;
+
+/// Where the office keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection string (`postgres://user@host:port/db` or `host=... user=...`).
+    Postgres(String),
+}
+
+impl Database {
+    /// For logs: the file, or the server without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(p) => p.display().to_string(),
+            Database::Postgres(url) => match url.split_once('@') {
+                Some((_, host)) => format!("postgres://…@{host}"),
+                None => "postgres".into(),
+            },
+        }
+    }
+}
+
+/// One gate as the office sees it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GateState {
+    /// Gate id.
+    pub gate: String,
+    /// Last accepted batch (ms).
+    pub last_contact_ms: Option<i64>,
+    /// Highest sequence number held.
+    pub acked_seq: i64,
+    /// Entries held.
+    pub entries: i64,
+}
+
+/// A stored daily report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReport {
+    /// Gate id.
+    pub gate: String,
+    /// The day (YYYY-MM-DD, UTC+8).
+    pub date: String,
+    /// The report as the gate signed it (JSON).
+    pub body: String,
+    /// When it first arrived (ms).
+    pub first_received_ms: i64,
+}
+
+enum Backend {
+    Sqlite(Connection),
+    Postgres(Box<postgres::Client>),
+}
+
+/// The office database.
+pub struct OfficeDb {
+    backend: Backend,
+}
+
+const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
+        gate_id TEXT PRIMARY KEY,
+        last_contact_ms INTEGER,
+        acked_seq INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE IF NOT EXISTS entries (
+        gate_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        verdict TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        category TEXT NOT NULL,
+        body TEXT NOT NULL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (gate_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS entries_at ON entries (at_ms);
+    CREATE TABLE IF NOT EXISTS bundles (
+        community TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        signed TEXT NOT NULL,
+        PRIMARY KEY (community, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS reports (
+        gate_id TEXT NOT NULL,
+        date TEXT NOT NULL,
+        body TEXT NOT NULL,
+        first_received_ms INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (gate_id, date)
+    ) WITHOUT ROWID;";
+
+const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
+        gate_id TEXT PRIMARY KEY,
+        last_contact_ms BIGINT,
+        acked_seq BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE IF NOT EXISTS entries (
+        gate_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        verdict TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        category TEXT NOT NULL,
+        body TEXT NOT NULL,
+        received_ms BIGINT NOT NULL,
+        PRIMARY KEY (gate_id, seq)
+    );
+    CREATE INDEX IF NOT EXISTS entries_at ON entries (at_ms);
+    CREATE TABLE IF NOT EXISTS bundles (
+        community TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        signed TEXT NOT NULL,
+        PRIMARY KEY (community, version)
+    );
+    CREATE TABLE IF NOT EXISTS reports (
+        gate_id TEXT NOT NULL,
+        date TEXT NOT NULL,
+        body TEXT NOT NULL,
+        first_received_ms BIGINT NOT NULL,
+        received_ms BIGINT NOT NULL,
+        PRIMARY KEY (gate_id, date)
+    );";
+
+fn pg(e: postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("postgres: {}: {}", d.code().code(), d.message()),
+        None => format!("postgres: {e}"),
+    }
+}
+
+fn lite(e: rusqlite::Error) -> String {
+    e.to_string()
+}
+
+impl OfficeDb {
+    /// Open (creating the tables) the database.
+    pub fn open(database: &Database) -> Result<OfficeDb, String> {
+        match database {
+            Database::Sqlite(path) => OfficeDb::open_sqlite(path),
+            Database::Postgres(url) => {
+                let mut client = postgres::Client::connect(url, postgres::NoTls)
+                    .map_err(|e| format!("cannot connect to {}: {}", database.describe(), pg(e)))?;
+                client.batch_execute(POSTGRES_SCHEMA).map_err(pg)?;
+                Ok(OfficeDb { backend: Backend::Postgres(Box::new(client)) })
+            }
+        }
+    }
+
+    fn open_sqlite(path: &Path) -> Result<OfficeDb, String> {
+        if let Some(d) = path.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        let e = |e: rusqlite::Error| format!("{}: {e}", path.display());
+        let conn = Connection::open(path).map_err(e)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(e)?;
+        conn.execute_batch(SQLITE_SCHEMA).map_err(e)?;
+        Ok(OfficeDb { backend: Backend::Sqlite(conn) })
+    }
+
+    /// Store a verified batch; returns the highest sequence number now held for the gate.
+    pub fn ingest(&mut self, gate: &str, rows: &[serde_json::Value], now: Timestamp) -> Result<i64, String> {
+        let int = |row: &serde_json::Value, k: &str| row.get(k).and_then(serde_json::Value::as_i64).unwrap_or(0);
+        let text =
+            |row: &serde_json::Value, k: &str| row.get(k).and_then(serde_json::Value::as_str).unwrap_or("").to_string();
+        let max = rows.iter().map(|r| int(r, "seq")).max().unwrap_or(0);
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let tx = conn.transaction().map_err(lite)?;
+                {
+                    let mut insert = tx
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO entries (gate_id, seq, at_ms, verdict, rule, category, body, \
+                             received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        )
+                        .map_err(lite)?;
+                    for row in rows {
+                        insert
+                            .execute(params![
+                                gate,
+                                int(row, "seq"),
+                                int(row, "at_ms"),
+                                text(row, "verdict"),
+                                text(row, "rule"),
+                                text(row, "category"),
+                                row.to_string(),
+                                now.0
+                            ])
+                            .map_err(lite)?;
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO gates (gate_id, last_contact_ms, acked_seq) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(gate_id) DO UPDATE SET last_contact_ms = ?2, acked_seq = MAX(acked_seq, ?3)",
+                    params![gate, now.0, max],
+                )
+                .map_err(lite)?;
+                let acked: i64 = tx
+                    .query_row("SELECT acked_seq FROM gates WHERE gate_id = ?1", [gate], |r| r.get(0))
+                    .map_err(lite)?;
+                tx.commit().map_err(lite)?;
+                Ok(acked)
+            }
+            Backend::Postgres(client) => {
+                // One statement per batch: the columns travel as arrays and UNNEST turns them back into rows.
+                let col = |k: &str| rows.iter().map(|r| text(r, k)).collect::<Vec<String>>();
+                let seqs: Vec<i64> = rows.iter().map(|r| int(r, "seq")).collect();
+                let ats: Vec<i64> = rows.iter().map(|r| int(r, "at_ms")).collect();
+                let bodies: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+                let (verdicts, rules, categories) = (col("verdict"), col("rule"), col("category"));
+                let mut tx = client.transaction().map_err(pg)?;
+                tx.execute(
+                    "INSERT INTO entries (gate_id, seq, at_ms, verdict, rule, category, body, received_ms)
+                     SELECT $1, s, a, v, r, c, b, $8
+                     FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
+                       AS t(s, a, v, r, c, b)
+                     ON CONFLICT (gate_id, seq) DO NOTHING",
+                    &[&gate, &seqs, &ats, &verdicts, &rules, &categories, &bodies, &now.0],
+                )
+                .map_err(pg)?;
+                let row = tx
+                    .query_one(
+                        "INSERT INTO gates (gate_id, last_contact_ms, acked_seq) VALUES ($1, $2, $3)
+                         ON CONFLICT (gate_id) DO UPDATE SET last_contact_ms = EXCLUDED.last_contact_ms,
+                           acked_seq = GREATEST(gates.acked_seq, EXCLUDED.acked_seq)
+                         RETURNING acked_seq",
+                        &[&gate, &now.0, &max],
+                    )
+                    .map_err(pg)?;
+                tx.commit().map_err(pg)?;
+                Ok(row.get(0))
+            }
+        }
+    }
+
+    /// Store a gate's daily report: idempotent per (gate, date), the latest version kept, the first arrival time
+    /// (which decides on time or late) kept too.
+    pub fn store_report(&mut self, gate: &str, date: &str, body: &str, now: Timestamp) -> Result<(), String> {
+        match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .execute(
+                    "INSERT INTO reports (gate_id, date, body, first_received_ms, received_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?4)
+                     ON CONFLICT(gate_id, date) DO UPDATE SET body = ?3, received_ms = ?4",
+                    params![gate, date, body, now.0],
+                )
+                .map(drop)
+                .map_err(lite),
+            Backend::Postgres(client) => client
+                .execute(
+                    "INSERT INTO reports (gate_id, date, body, first_received_ms, received_ms)
+                     VALUES ($1, $2, $3, $4, $4)
+                     ON CONFLICT (gate_id, date) DO UPDATE SET body = EXCLUDED.body, received_ms = EXCLUDED.received_ms",
+                    &[&gate, &date, &body, &now.0],
+                )
+                .map(drop)
+                .map_err(pg),
+        }
+    }
+
+    /// The latest signed bundle for `community`.
+    pub fn latest_bundle(&mut self, community: &str) -> Result<Option<String>, String> {
+        match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .query_row(
+                    "SELECT signed FROM bundles WHERE community = ?1 ORDER BY version DESC LIMIT 1",
+                    [community],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(lite),
+            Backend::Postgres(client) => client
+                .query_opt(
+                    "SELECT signed FROM bundles WHERE community = $1 ORDER BY version DESC LIMIT 1",
+                    &[&community],
+                )
+                .map(|r| r.map(|r| r.get(0)))
+                .map_err(pg),
+        }
+    }
+
+    /// Keep a newly signed bundle; a version already held for the community is an error.
+    pub fn insert_bundle(&mut self, community: &str, version: u64, signed: &str) -> Result<(), String> {
+        let version = version as i64;
+        match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .execute(
+                    "INSERT INTO bundles (community, version, signed) VALUES (?1, ?2, ?3)",
+                    params![community, version, signed],
+                )
+                .map(drop)
+                .map_err(lite),
+            Backend::Postgres(client) => client
+                .execute(
+                    "INSERT INTO bundles (community, version, signed) VALUES ($1, $2, $3)",
+                    &[&community, &version, &signed],
+                )
+                .map(drop)
+                .map_err(pg),
+        }
+    }
+
+    /// Publish the next bundle for `community`: the previous one with `changes` applied, signed with `key`.
+    pub fn publish(
+        &mut self,
+        key: &ed25519_dalek::SigningKey,
+        community: &str,
+        changes: &crate::bundle::Changes,
+        now: Timestamp,
+    ) -> Result<crate::bundle::Bundle, String> {
+        let previous = match self.latest_bundle(community)? {
+            Some(text) => {
+                crate::bundle::verify(&text, &key.verifying_key(), community, 0).map_err(|e| e.to_string())?
+            }
+            None => crate::bundle::Bundle::empty(community),
+        };
+        let b = changes.apply(previous, now)?;
+        let signed = serde_json::to_string(&b.sign(key)).map_err(|e| e.to_string())?;
+        self.insert_bundle(community, b.version, &signed)?;
+        Ok(b)
+    }
+
+    /// When a gate's report for `date` first arrived, if it has.
+    pub fn report_received(&mut self, gate: &str, date: &str) -> Result<Option<i64>, String> {
+        match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .query_row(
+                    "SELECT first_received_ms FROM reports WHERE gate_id = ?1 AND date = ?2",
+                    params![gate, date],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(lite),
+            Backend::Postgres(client) => client
+                .query_opt("SELECT first_received_ms FROM reports WHERE gate_id = $1 AND date = $2", &[&gate, &date])
+                .map(|r| r.map(|r| r.get(0)))
+                .map_err(pg),
+        }
+    }
+
+    /// Every gate that has sent anything.
+    pub fn gates(&mut self) -> Result<Vec<GateState>, String> {
+        const SQL: &str = "SELECT g.gate_id, g.last_contact_ms, g.acked_seq,
+                (SELECT COUNT(*) FROM entries e WHERE e.gate_id = g.gate_id)
+             FROM gates g ORDER BY g.gate_id";
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let mut stmt = conn.prepare(SQL).map_err(lite)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok(GateState {
+                            gate: r.get(0)?,
+                            last_contact_ms: r.get(1)?,
+                            acked_seq: r.get(2)?,
+                            entries: r.get(3)?,
+                        })
+                    })
+                    .map_err(lite)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(lite)
+            }
+            Backend::Postgres(client) => Ok(client
+                .query(SQL, &[])
+                .map_err(pg)?
+                .iter()
+                .map(|r| GateState {
+                    gate: r.get(0),
+                    last_contact_ms: r.get(1),
+                    acked_seq: r.get(2),
+                    entries: r.get(3),
+                })
+                .collect()),
+        }
+    }
+
+    /// A gate's entries as received, in order.
+    pub fn entries(&mut self, gate: &str) -> Result<Vec<serde_json::Value>, String> {
+        let bodies: Vec<String> = match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let mut stmt =
+                    conn.prepare("SELECT body FROM entries WHERE gate_id = ?1 ORDER BY seq").map_err(lite)?;
+                let rows = stmt.query_map([gate], |r| r.get::<_, String>(0)).map_err(lite)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(lite)?
+            }
+            Backend::Postgres(client) => client
+                .query("SELECT body FROM entries WHERE gate_id = $1 ORDER BY seq", &[&gate])
+                .map_err(pg)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+        };
+        bodies.iter().map(|t| serde_json::from_str(t).map_err(|e| e.to_string())).collect()
+    }
+
+    /// Every gate's entries whose decision time is in `[from, to)`, by time.
+    pub fn entries_between(&mut self, from: Timestamp, to: Timestamp) -> Result<Vec<serde_json::Value>, String> {
+        let bodies: Vec<String> = match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let mut stmt = conn
+                    .prepare("SELECT body FROM entries WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY at_ms, gate_id, seq")
+                    .map_err(lite)?;
+                let rows = stmt.query_map([from.0, to.0], |r| r.get::<_, String>(0)).map_err(lite)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(lite)?
+            }
+            Backend::Postgres(client) => client
+                .query(
+                    "SELECT body FROM entries WHERE at_ms >= $1 AND at_ms < $2 ORDER BY at_ms, gate_id, seq",
+                    &[&from.0, &to.0],
+                )
+                .map_err(pg)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+        };
+        bodies.iter().map(|t| serde_json::from_str(t).map_err(|e| e.to_string())).collect()
+    }
+
+    /// Every daily report for a day in `[from, to]` (YYYY-MM-DD), by date and gate.
+    pub fn reports_between(&mut self, from: &str, to: &str) -> Result<Vec<StoredReport>, String> {
+        const SQLITE: &str = "SELECT gate_id, date, body, first_received_ms FROM reports
+            WHERE date >= ?1 AND date <= ?2 ORDER BY date, gate_id";
+        const POSTGRES: &str = "SELECT gate_id, date, body, first_received_ms FROM reports
+            WHERE date >= $1 AND date <= $2 ORDER BY date, gate_id";
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let mut stmt = conn.prepare(SQLITE).map_err(lite)?;
+                let rows = stmt
+                    .query_map([from, to], |r| {
+                        Ok(StoredReport {
+                            gate: r.get(0)?,
+                            date: r.get(1)?,
+                            body: r.get(2)?,
+                            first_received_ms: r.get(3)?,
+                        })
+                    })
+                    .map_err(lite)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(lite)
+            }
+            Backend::Postgres(client) => Ok(client
+                .query(POSTGRES, &[&from, &to])
+                .map_err(pg)?
+                .iter()
+                .map(|r| StoredReport { gate: r.get(0), date: r.get(1), body: r.get(2), first_received_ms: r.get(3) })
+                .collect()),
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! The street office server (`sibi office serve`): enrolled gates, signed ingest idempotent on (gate, seq), and a
+//! Chinese status page.
+//!
+//! Invariants: a batch is accepted only from an enrolled gate whose signature over the exact body verifies, and only
+//! if every row belongs to that gate; rows are committed (WAL, `synchronous=FULL`) before the acknowledgement is sent;
+//! a row already held is left as it is, so a resent batch changes nothing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use ed25519_dalek::{Verifier, VerifyingKey};
+use serde::Deserialize;
+
+use crate::domain::Timestamp;
+
+pub mod db;
+pub mod export;
+pub mod gateway;
+
+pub use db::{Database, GateState, OfficeDb, StoredReport};
+
+/// `office.toml` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOfficeConfig {
+    office: RawOffice,
+    #[serde(default)]
+    gate: Vec<RawEnrollment>,
+    health_code: Option<gateway::RawGateway>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOffice {
+    /// Address to listen on (`127.0.0.1:8700`; put TLS in front for anything else).
+    listen: String,
+    /// SQLite database file, relative to this file…
+    database: Option<PathBuf>,
+    /// …or a PostgreSQL server (`postgres://user@host:port/dbname`).
+    database_url: Option<String>,
+    /// The office's secret sealing key (`sibi keygen --kind seal`), to open personal data in exports.
+    seal_key: Option<PathBuf>,
+    /// Display name (某某街道办事处).
+    name: Option<String>,
+    /// A day's report is due by this hour of that day (UTC+8, 1–24; default 24: by midnight).
+    report_due_hour: Option<u8>,
+    /// The office's Ed25519 key that signs policy bundles (`sibi keygen --name office`); gates hold `office.pub`.
+    signing_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnrollment {
+    id: String,
+    /// `sibi-ed25519-public:...` (the gate's `gate.pub`), inline or as a path.
+    key: String,
+    name: Option<String>,
+    community: Option<String>,
+}
+
+/// An enrolled gate.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    /// Its public key.
+    pub key: VerifyingKey,
+    /// Display name.
+    pub name: String,
+    /// Community.
+    pub community: String,
+}
+
+/// The office's validated configuration.
+#[derive(Debug, Clone)]
+pub struct OfficeConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// The database.
+    pub database: Database,
+    /// The secret sealing key's file (read only when exporting).
+    pub seal_key: Option<PathBuf>,
+    /// The health-code verification gateway.
+    pub gateway: gateway::GatewayConfig,
+    /// Display name.
+    pub name: String,
+    /// Enrolled gates by id.
+    pub gates: BTreeMap<String, Enrolled>,
+    /// A day's report is due by this hour of that day (UTC+8).
+    pub report_due_hour: u8,
+    /// The key that signs policy bundles.
+    pub signing_key: Option<ed25519_dalek::SigningKey>,
+}
+
+impl OfficeConfig {
+    /// An office on `database` with these gates and every other setting at its default (loopback, any port; report
+    /// due by midnight; no signing or sealing key; no gateway endpoints).
+    pub fn new(database: Database, gates: BTreeMap<String, Enrolled>) -> OfficeConfig {
+        OfficeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database,
+            seal_key: None,
+            gateway: gateway::GatewayConfig { timeout: std::time::Duration::from_secs(2), ..Default::default() },
+            name: "街道办".into(),
+            gates,
+            report_due_hour: 24,
+            signing_key: None,
+        }
+    }
+}
+
+/// Load and check `office.toml`; every problem is listed.
+pub fn load(path: &Path) -> Result<OfficeConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let raw: RawOfficeConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut problems = Vec::new();
+    let listen = raw.office.listen.parse::<SocketAddr>().map_err(|e| problems.push(format!("`office.listen`: {e}")));
+    let report_due_hour = raw.office.report_due_hour.unwrap_or(24);
+    if !(1..=24).contains(&report_due_hour) {
+        problems.push(format!("`office.report_due_hour` = {report_due_hour}: use 1–24"));
+    }
+    let mut gates = BTreeMap::new();
+    for (i, g) in raw.gate.into_iter().enumerate() {
+        let text = if g.key.starts_with("sibi-ed25519-public:") {
+            g.key.clone()
+        } else {
+            std::fs::read_to_string(base.join(&g.key)).unwrap_or_default()
+        };
+        match crate::credential::pass::parse_verifying_key(&text) {
+            Some(key) => {
+                let e = Enrolled {
+                    key,
+                    name: g.name.unwrap_or_else(|| g.id.clone()),
+                    community: g.community.unwrap_or_default(),
+                };
+                if gates.insert(g.id.clone(), e).is_some() {
+                    problems.push(format!("`gate[{i}]`: gate `{}` is enrolled twice", g.id));
+                }
+            }
+            None => problems.push(format!("`gate[{i}].key`: not a gate public key (`sibi keygen --name gate`)")),
+        }
+    }
+    let signing_key = raw.office.signing_key.and_then(|p| {
+        crate::credential::pass::read_signing_key(&base.join(p))
+            .map_err(|e| problems.push(format!("`office.signing_key`: {e}")))
+            .ok()
+    });
+    let database = match (raw.office.database, raw.office.database_url) {
+        (Some(path), None) => Some(Database::Sqlite(base.join(path))),
+        (None, Some(url)) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Some(Database::Postgres(url))
+        }
+        (None, Some(_)) => {
+            problems.push("`office.database_url`: only postgres:// URLs are supported".into());
+            None
+        }
+        (Some(_), Some(_)) => {
+            problems.push("give `office.database` (SQLite) or `office.database_url` (PostgreSQL), not both".into());
+            None
+        }
+        (None, None) => {
+            problems.push("`office.database` (an SQLite file) or `office.database_url` is required".into());
+            None
+        }
+    };
+    let gateway = gateway::GatewayConfig::load(raw.health_code, base).map_err(|e| problems.push(e)).ok();
+    match (listen, database, gateway, problems.is_empty()) {
+        (Ok(listen), Some(database), Some(gateway), true) => Ok(OfficeConfig {
+            listen,
+            database,
+            seal_key: raw.office.seal_key.map(|p| base.join(p)),
+            gateway,
+            name: raw.office.name.unwrap_or_else(|| "街道办".into()),
+            gates,
+            report_due_hour,
+            signing_key,
+        }),
+        _ => Err(format!("{} is not usable:\n  - {}", path.display(), problems.join("\n  - "))),
+    }
+}
+
+/// Shared server state.
+pub struct Office {
+    config: OfficeConfig,
+    db: Mutex<OfficeDb>,
+}
+
+impl Office {
+    /// Open the database for `config`.
+    pub fn open(config: OfficeConfig) -> Result<Arc<Office>, String> {
+        let db = OfficeDb::open(&config.database)?;
+        Ok(Arc::new(Office { config, db: Mutex::new(db) }))
+    }
+
+    /// Run `f` on the database (blocking; from async code use [`blocking`]).
+    pub fn with_db<T>(&self, f: impl FnOnce(&mut OfficeDb) -> Result<T, String>) -> Result<T, String> {
+        f(&mut *self.db.lock().map_err(|_| "database lock poisoned".to_string())?)
+    }
+
+    /// A gate's entries as held, in sequence order.
+    pub fn entries(&self, gate: &str) -> Result<Vec<serde_json::Value>, String> {
+        self.with_db(|db| db.entries(gate))
+    }
+
+    /// Every gate that has reported.
+    pub fn gates(&self) -> Result<Vec<GateState>, String> {
+        self.with_db(|db| db.gates())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OfficeConfig {
+        &self.config
+    }
+}
+
+/// Run `f` off the async workers: the database calls block (and the PostgreSQL client runs its own runtime).
+async fn blocking<T: Send + 'static>(
+    office: &Arc<Office>,
+    f: impl FnOnce(&Office) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let office = office.clone();
+    tokio::task::spawn_blocking(move || f(&office)).await.map_err(|e| format!("database task failed: {e}"))?
+}
+
+fn unavailable(e: String) -> Response {
+    tracing::error!(error = %e, "office database");
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "error": e }))).into_response()
+}
+
+/// The HTTP routes.
+pub fn router(office: Arc<Office>) -> Router {
+    Router::new()
+        .route("/v1/ingest", post(ingest))
+        .route("/v1/report", post(report))
+        .route("/v1/bundle", get(bundle))
+        .route("/v1/gates", get(gates_json))
+        .route("/v1/health-code/verify", post(health_code))
+        .route("/", get(dashboard))
+        .with_state(office)
+}
+
+fn refuse(status: StatusCode, why: String) -> Response {
+    tracing::warn!(%why, "batch refused");
+    (status, axum::Json(serde_json::json!({ "error": why }))).into_response()
+}
+
+/// The enrolled gate that signed `body`, or the refusal.
+fn signed_by(office: &Office, headers: &HeaderMap, body: &[u8]) -> Result<String, (StatusCode, String)> {
+    let gate = headers.get("x-sibi-gate").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let Some(enrolled) = office.config.gates.get(&gate) else {
+        return Err((StatusCode::FORBIDDEN, format!("gate `{gate}` is not enrolled")));
+    };
+    let signature =
+        headers.get("x-sibi-signature").and_then(|v| v.to_str().ok()).and_then(crate::keys::signature_from_hex);
+    let Some(signature) = signature else {
+        return Err((StatusCode::UNAUTHORIZED, format!("gate `{gate}`: missing or malformed signature")));
+    };
+    if enrolled.key.verify(body, &signature).is_err() {
+        return Err((StatusCode::UNAUTHORIZED, format!("gate `{gate}`: signature does not verify (tampered?)")));
+    }
+    Ok(gate)
+}
+
+async fn report(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
+    let gate = match signed_by(&office, &headers, &body) {
+        Ok(g) => g,
+        Err((status, why)) => return refuse(status, why),
+    };
+    let parsed: Result<crate::report::DailyReport, _> = serde_json::from_slice(&body);
+    let date = match parsed {
+        Ok(r) if r.gate == gate && crate::report::day_bounds(&r.date).is_some() => r.date,
+        Ok(_) => return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: a report that is not this gate's")),
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: malformed report: {e}")),
+    };
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let day = date.clone();
+    let stored = blocking(&office, move |o| o.with_db(|db| db.store_report(&gate, &day, &text, crate::hw::now())));
+    match stored.await {
+        Ok(()) => axum::Json(serde_json::json!({ "date": date })).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
+    let gate = match signed_by(&office, &headers, &body) {
+        Ok(g) => g,
+        Err((status, why)) => return refuse(status, why),
+    };
+    #[derive(Deserialize)]
+    struct Batch {
+        gate: String,
+        entries: Vec<serde_json::Value>,
+    }
+    let batch: Batch = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: malformed batch: {e}")),
+    };
+    if batch.gate != gate
+        || batch.entries.iter().any(|r| {
+            r.get("gate_id").and_then(|g| g.as_str()) != Some(gate.as_str())
+                || r.get("seq").and_then(serde_json::Value::as_i64).is_none_or(|s| s < 1)
+        })
+    {
+        return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: rows that are not this gate's"));
+    }
+    match blocking(&office, move |o| o.with_db(|db| db.ingest(&gate, &batch.entries, crate::hw::now()))).await {
+        Ok(acked) => axum::Json(serde_json::json!({ "acked": acked })).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn gates_json(State(office): State<Arc<Office>>) -> Response {
+    match blocking(&office, |o| o.gates()).await {
+        Ok(g) => axum::Json(g).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn health_code(State(office): State<Arc<Office>>, body: Bytes) -> Response {
+    let req: crate::credential::health_code::VerifyRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("malformed health-code check: {e}")),
+    };
+    if !office.config.gates.contains_key(&req.gate) {
+        return refuse(StatusCode::FORBIDDEN, format!("gate `{}` is not enrolled", req.gate));
+    }
+    let answer = blocking(&office, move |o| Ok(gateway::check(&o.config.gateway, &req))).await;
+    match answer {
+        Ok(a) => (StatusCode::from_u16(a.http).unwrap_or(StatusCode::BAD_GATEWAY), axum::Json(a)).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Where a gate's report for a day stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportStatus {
+    /// Arrived by the due hour.
+    OnTime,
+    /// Arrived after it (迟报).
+    Late,
+    /// Not arrived, and the due hour has passed (漏报).
+    Missing,
+    /// Not arrived, not yet due.
+    Pending,
+}
+
+impl ReportStatus {
+    /// For the page.
+    pub fn zh(self) -> &'static str {
+        match self {
+            ReportStatus::OnTime => "已报",
+            ReportStatus::Late => "迟报",
+            ReportStatus::Missing => "漏报",
+            ReportStatus::Pending => "待报",
+        }
+    }
+}
+
+impl Office {
+    /// A gate's report status for `date`, as at `at`.
+    pub fn report_status(&self, gate: &str, date: &str, at: Timestamp) -> Result<ReportStatus, String> {
+        let (start, _) = crate::report::day_bounds(date).ok_or_else(|| format!("`{date}` is not a date"))?;
+        let due = start.plus_ms(i64::from(self.config.report_due_hour) * 3_600_000);
+        let received = self.with_db(|db| db.report_received(gate, date))?;
+        Ok(match received {
+            Some(t) if t <= due.0 => ReportStatus::OnTime,
+            Some(_) => ReportStatus::Late,
+            None if at >= due => ReportStatus::Missing,
+            None => ReportStatus::Pending,
+        })
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[derive(Deserialize)]
+struct BundleQuery {
+    community: String,
+}
+
+async fn bundle(State(office): State<Arc<Office>>, Query(q): Query<BundleQuery>) -> Response {
+    match blocking(&office, move |o| o.with_db(|db| db.latest_bundle(&q.community))).await {
+        Ok(Some(signed)) => ([(header::CONTENT_TYPE, "application/json")], signed).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no bundle for this community").into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct DashboardQuery {
+    /// Show the page as at this time (RFC 3339), to review a past day.
+    at: Option<String>,
+}
+
+async fn dashboard(State(office): State<Arc<Office>>, Query(q): Query<DashboardQuery>) -> Response {
+    let at = q.at.as_deref().and_then(Timestamp::parse_rfc3339).unwrap_or_else(crate::hw::now);
+    match blocking(&office, move |o| o.dashboard_page(at)).await {
+        Ok(page) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], Html(page)).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// A community's standing as the office last published it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CommunityState {
+    /// Community id.
+    pub community: String,
+    /// The tier in force at the time asked (none: nothing published yet).
+    pub tier: Option<crate::domain::Tier>,
+    /// Since when (RFC 3339).
+    pub since: Option<String>,
+    /// The latest bundle's version.
+    pub version: u64,
+    /// People under home quarantine.
+    pub quarantined: usize,
+    /// Revoked passes.
+    pub revoked: usize,
+}
+
+impl Office {
+    /// Every enrolled gate's community with its tier at `at`, from the latest published bundles.
+    pub fn communities(&self, at: Timestamp) -> Result<Vec<CommunityState>, String> {
+        let names: std::collections::BTreeSet<&str> =
+            self.config.gates.values().map(|g| g.community.as_str()).filter(|c| !c.is_empty()).collect();
+        let mut out = Vec::new();
+        for c in names {
+            let latest = self.with_db(|db| db.latest_bundle(c))?;
+            let bundle = latest
+                .and_then(|t| serde_json::from_str::<crate::bundle::SignedBundle>(&t).ok())
+                .and_then(|s| serde_json::from_str::<crate::bundle::Bundle>(&s.body).ok());
+            let current = bundle
+                .as_ref()
+                .and_then(|b| b.tier_changes())
+                .and_then(|v| v.into_iter().rev().find(|t| t.effective <= at));
+            out.push(CommunityState {
+                community: c.to_string(),
+                tier: current.map(|t| t.tier),
+                since: current.map(|t| t.effective.to_rfc3339()),
+                version: bundle.as_ref().map_or(0, |b| b.version),
+                quarantined: bundle.as_ref().map_or(0, |b| b.quarantine.len()),
+                revoked: bundle.as_ref().map_or(0, |b| b.revoked_passes.len()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The dashboard page as at `at`.
+    pub fn dashboard_page(&self, at: Timestamp) -> Result<String, String> {
+        let today = at.to_rfc3339()[..10].to_string();
+        let yesterday = at.plus_ms(-86_400_000).to_rfc3339()[..10].to_string();
+        let seen: BTreeMap<String, GateState> = self.gates()?.into_iter().map(|g| (g.gate.clone(), g)).collect();
+        let mut rows = String::new();
+        for (id, g) in &self.config.gates {
+            let s = seen.get(id);
+            let contact =
+                s.and_then(|s| s.last_contact_ms).map_or("从未联系".to_string(), |m| Timestamp(m).to_rfc3339());
+            let status = |date: &str| -> Result<String, String> {
+                let s = self.report_status(id, date, at)?;
+                Ok(format!(
+                    "<td class=\"{}\">{}</td>",
+                    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                    s.zh()
+                ))
+            };
+            rows.push_str(&format!(
+                "<tr data-gate=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}{}</tr>",
+                esc(id),
+                esc(&g.name),
+                esc(&g.community),
+                esc(&contact),
+                s.map_or(0, |s| s.entries),
+                s.map_or(0, |s| s.acked_seq),
+                status(&yesterday)?,
+                status(&today)?,
+            ));
+        }
+        let mut tiers = String::new();
+        for c in self.communities(at)? {
+            let (class, tier) = match c.tier {
+                Some(t) => (t.as_str(), t.zh()),
+                None => ("none", "未发布"),
+            };
+            tiers.push_str(&format!(
+                "<tr data-community=\"{}\"><td>{}</td><td class=\"tier-{class}\">{tier}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td></tr>",
+                esc(&c.community),
+                esc(&c.community),
+                esc(c.since.as_deref().unwrap_or("—")),
+                c.version,
+                c.quarantined,
+                c.revoked
+            ));
+        }
+        Ok(format!(
+            "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{name} · 闸口状态</title>\
+             <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:2em}}\
+             td,th{{border:1px solid #999;padding:.4em .8em}}.missing,.late{{background:#fdd;color:#a00;font-weight:bold}}\
+             .on_time{{background:#dfd}}.tier-high{{background:#d00;color:#fff}}.tier-medium{{background:#f90}}\
+             .tier-low{{background:#dfd}}</style></head><body><h1>{name} · 闸口状态</h1><p>截至 {at}</p>\
+             <h2>小区风险等级</h2><table id=\"communities\"><tr><th>小区</th><th>风险等级</th><th>生效时间</th>\
+             <th>策略版本</th><th>居家隔离</th><th>已撤销通行证</th></tr>{tiers}</table>\
+             <h2>闸口</h2><table id=\"gates\"><tr><th>闸口</th><th>小区</th><th>最后联系</th><th>已收记录</th>\
+             <th>已确认序号</th><th>日报 {yesterday}</th><th>日报 {today}</th></tr>{rows}</table></body></html>",
+            name = esc(&self.config.name),
+            at = at.to_rfc3339(),
+        ))
+    }
+}
+
+/// Serve `office` on a loopback port from a runtime thread of its own, for the rest of the process (tests and
+/// benchmarks). Returns the address.
+pub fn serve_in_background(office: Arc<Office>) -> std::io::Result<SocketAddr> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new().name("office".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return drop(tx.send(Err(e))),
+        };
+        rt.block_on(async move {
+            let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                Ok(l) => l,
+                Err(e) => return drop(tx.send(Err(e))),
+            };
+            let _ = tx.send(listener.local_addr());
+            if let Err(e) = serve(office, listener, std::future::pending()).await {
+                tracing::error!(error = %e, "office server stopped");
+            }
+        });
+    })?;
+    rx.recv().map_err(|_| std::io::Error::other("the office thread ended"))?
+}
+
+/// Serve until `shutdown` resolves.
+pub async fn serve(
+    office: Arc<Office>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(office)).with_graceful_shutdown(shutdown).await
+}
