@@ -159,3 +159,58 @@ fn code_verify_with_a_config_asks_the_gateway_named_there() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("gate.toml"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The office's gateway between the gate and the province: colours relayed, a slow or failing province and an unknown
+/// region give no colour (the gate falls back to the operator's look), drill codes are answered from the roster
+/// without reaching the province, and a gate that is not enrolled is refused.
+#[test]
+fn the_office_gateway_relays_the_province_and_answers_drills_from_its_roster() {
+    let (province, seen) = gateway();
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::util::run(&["keygen", "--out", dir.path().join("keys").to_str().unwrap(), "--name", "gate"]);
+    assert_eq!(out.status.code(), Some(0));
+    std::fs::write(dir.path().join("drill.csv"), "code,status\nHCT:drill-red,red\nHCT:drill-green,green\n").unwrap();
+    let toml = dir.path().join("office.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[office]\nlisten = \"127.0.0.1:0\"\ndatabase = \"office.db\"\n\n[[gate]]\nid = \"gate-7\"\n\
+             key = \"keys/gate.pub\"\n\n[health_code]\ntimeout_ms = 400\n\n[[health_code.provincial]]\n\
+             region = \"420000\"\nurl = \"{province}/v1/health-code/verify\"\n\n[health_code.drill]\nroster = \"drill.csv\"\n"
+        ),
+    )
+    .unwrap();
+    let office = sibi::office::Office::open(sibi::office::load(&toml).unwrap()).unwrap();
+    let addr = sibi::office::serve_in_background(office).unwrap();
+    let client = HealthCodeClient::new(&format!("http://{addr}"), Duration::from_secs(3), "gate-7");
+    let hubei = Issuer { name: "测试健康码".into(), region: "420000".into(), prefixes: vec!["HCT:".into()] };
+    for (code, want) in [
+        ("HCT:green", CodeStatus::Green),
+        ("HCT:red", CodeStatus::Red),
+        ("HCT:yellow", CodeStatus::Yellow),
+        ("HCT:gone", CodeStatus::NotFound),
+        ("HCT:slow", CodeStatus::Unverified),
+        ("HCT:boom", CodeStatus::Unverified),
+        ("HCT:junk", CodeStatus::Unverified),
+        ("HCT:drill-red", CodeStatus::Red),
+        ("HCT:drill-green", CodeStatus::Green),
+    ] {
+        assert_eq!(client.verify(&hubei, code), want, "{code}");
+    }
+    let forwarded: Vec<String> =
+        seen.lock().unwrap().iter().map(|v| v["code"].as_str().unwrap_or("").to_string()).collect();
+    assert!(forwarded.iter().all(|c| !c.contains("drill")), "drill codes stay at the office: {forwarded:?}");
+    assert!(forwarded.contains(&"HCT:green".to_string()) && forwarded.len() == 7, "{forwarded:?}");
+    assert!(seen.lock().unwrap().iter().all(|v| v["gate"] == "gate-7" && v["region"] == "420000"));
+    // No endpoint for this region: no colour.
+    let beijing = Issuer { region: "110000".into(), ..hubei.clone() };
+    assert_eq!(client.verify(&beijing, "HCT:green"), CodeStatus::Unverified);
+    // A box the office does not know gets nothing.
+    let stranger = HealthCodeClient::new(&format!("http://{addr}"), Duration::from_secs(3), "stranger");
+    assert_eq!(stranger.verify(&hubei, "HCT:green"), CodeStatus::Unverified);
+    assert_eq!(seen.lock().unwrap().len(), 7, "neither reached the province");
+    // A roster with a colour the gateway does not know is a config error naming the line.
+    std::fs::write(dir.path().join("drill.csv"), "HCT:x,purple\n").unwrap();
+    let err = sibi::office::load(&toml).unwrap_err();
+    assert!(err.contains("drill.csv line 1") && err.contains("purple"), "{err}");
+}

@@ -10,6 +10,7 @@ mod dcc_vectors;
 mod decide_cli;
 mod decode;
 mod health_code;
+mod office_lists;
 mod pass_cli;
 #[path = "../support/pg.rs"]
 mod pg;

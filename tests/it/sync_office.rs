@@ -14,6 +14,8 @@ use sibi::office::{Enrolled, Office, OfficeConfig};
 use sibi::store::Store;
 use sibi::sync::{SyncClient, SyncSettings};
 
+use crate::util::Killed;
+
 const T0: Timestamp = Timestamp(1_790_000_000_000);
 
 /// An office on a loopback port, served by its own runtime thread. Returns its address and the office.
@@ -437,14 +439,4 @@ button = "mask_confirmed"
         journal.iter().any(|(k, d)| k == "policy_bundle_refused" && d.contains("signature does not verify")),
         "{journal:?}"
     );
-}
-
-/// A child process killed when the test ends, pass or fail.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -107,3 +107,22 @@ pub fn xlsx_strings(path: &Path) -> Vec<String> {
         .map(|t| t.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\""))
         .collect()
 }
+
+/// A child process killed when the test ends, pass or fail.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait until something accepts TCP connections on `port` (a server just spawned), at most 20 s.
+pub fn wait_for_port(port: u16) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < end, "nothing listens on port {port}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
