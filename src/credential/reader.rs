@@ -152,3 +152,62 @@ impl CredentialSource for CameraCredentials {
         Ok(found.map_or(Polled::Idle, Polled::Item))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::pass::{Pass, PassVerifier};
+
+    #[test]
+    fn the_offices_lists_flag_quarantined_and_courier_passes_and_a_newer_bundle_replaces_them() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let text = |id: &str| {
+            Pass {
+                community: "c1".into(),
+                id: id.into(),
+                category: Category::Resident,
+                holder: "王五".into(),
+                valid_from: 0,
+                valid_until: 4_000_000_000,
+            }
+            .encode(&key)
+        };
+        let mut trust = Trust {
+            pass: PassVerifier {
+                keys: vec![key.verifying_key()],
+                community: Some("c1".into()),
+                revoked: ["P-0".to_string()].into(),
+            },
+            ..Default::default()
+        };
+        let at = Timestamp(1_790_000_000_000);
+        let mut bundle = crate::bundle::Bundle {
+            version: 1,
+            revoked_passes: vec!["P-1".into()],
+            quarantine: vec!["P-2".into()],
+            couriers: vec!["P-3".into()],
+            ..crate::bundle::Bundle::empty("c1")
+        };
+        trust.apply_bundle(&bundle).unwrap();
+        let read = |t: &Trust, id: &str| credential_of(&text(id), t, at).unwrap();
+        assert_eq!(read(&trust, "P-0").code, CodeStatus::Failed, "the config's revocation");
+        assert_eq!(read(&trust, "P-1").code, CodeStatus::Failed, "the office's revocation");
+        assert!(read(&trust, "P-2").quarantined && !read(&trust, "P-2").courier_registered);
+        assert!(read(&trust, "P-3").courier_registered && !read(&trust, "P-3").quarantined);
+        let plain = read(&trust, "P-4");
+        assert!(plain.code == CodeStatus::None && !plain.quarantined && !plain.courier_registered);
+        // The next bundle un-revokes P-1 (the office's list is the whole list), releases P-2; the config's P-0 stays.
+        bundle.version = 2;
+        bundle.revoked_passes.clear();
+        bundle.quarantine.clear();
+        trust.apply_bundle(&bundle).unwrap();
+        assert_eq!(read(&trust, "P-0").code, CodeStatus::Failed);
+        assert_eq!(read(&trust, "P-1").code, CodeStatus::None);
+        assert!(!read(&trust, "P-2").quarantined);
+        // A bundle whose signer does not parse changes nothing.
+        bundle.quarantine = vec!["P-9".into()];
+        bundle.dcc_signers = vec!["bm90IGEgY2VydA==".into()];
+        assert!(trust.apply_bundle(&bundle).is_err());
+        assert!(!read(&trust, "P-9").quarantined);
+    }
+}

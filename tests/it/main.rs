@@ -1,6 +1,7 @@
 //! One integration-test binary (as ripgrep does): the command-line contracts, the config checks, the daemon's real
 //! run path with simulated devices, its shutdown, and a crash test.
 
+mod browser;
 mod camera_fault;
 mod camera_path;
 mod check_config;
