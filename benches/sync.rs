@@ -46,6 +46,7 @@ fn main() {
         max_backoff_secs: 5.0,
         report_hour: 22,
         office_key: None,
+        ca_file: None,
     };
     let client = SyncClient::new(&settings, "bench-gate", key.clone());
     let t = Instant::now();

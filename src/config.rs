@@ -680,6 +680,10 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
     let sync = raw.sync.and_then(|mut s| {
         problems.extend(s.problems());
         s.gate_key = resolve(base, &s.gate_key);
+        s.ca_file = s.ca_file.as_ref().map(|p| resolve(base, p));
+        if let Some(Err(e)) = s.ca_file.as_deref().map(crate::sync::tls_trusting) {
+            problems.push(format!("`sync.ca_file`: {e}"));
+        }
         let office_key = s.office_key.as_ref().map(|p| resolve(base, p)).and_then(|p| {
             crate::credential::pass::read_verifying_key(&p)
                 .map_err(|e| problems.push(format!("`sync.office_key`: {e}")))

@@ -100,6 +100,7 @@ fn a_gate_syncs_to_an_office_on_postgresql_and_the_office_exports_from_it() {
         max_backoff_secs: 1.0,
         report_hour: 22,
         office_key: None,
+        ca_file: None,
     };
     assert_eq!(SyncClient::new(&settings, "pg-gate", key).drain(&mut store).unwrap(), 3000);
     assert_eq!(office.entries("pg-gate").unwrap(), expected, "exactly the gate's rows, in order");

@@ -45,6 +45,7 @@ pub(crate) fn settings(url: String) -> SyncSettings {
         max_backoff_secs: 5.0,
         report_hour: 22,
         office_key: None,
+        ca_file: None,
     }
 }
 
@@ -59,7 +60,7 @@ struct Chaos {
 }
 
 /// One HTTP/1.1 message (headers and a content-length body), or `None` at end of stream.
-fn read_message(stream: &mut TcpStream) -> Option<Vec<u8>> {
+fn read_message(stream: &mut impl Read) -> Option<Vec<u8>> {
     let mut msg = Vec::new();
     let mut byte = [0u8; 1];
     while !msg.ends_with(b"\r\n\r\n") {
@@ -439,4 +440,83 @@ button = "mask_confirmed"
         journal.iter().any(|(k, d)| k == "policy_bundle_refused" && d.contains("signature does not verify")),
         "{journal:?}"
     );
+}
+
+/// A TLS front for the office (as nginx would be): a certificate for `localhost` signed by a private CA. Returns the
+/// port and the CA's PEM.
+fn tls_front(upstream: SocketAddr) -> (u16, String) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "测试街道办 CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &rcgen::Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(leaf.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        )
+        .unwrap();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let Ok(conn) = rustls::ServerConnection::new(config) else { return };
+                let mut tls = rustls::StreamOwned::new(conn, client);
+                while let Some(request) = read_message(&mut tls) {
+                    let Ok(mut server) = TcpStream::connect(upstream) else { return };
+                    let Some(answer) = server.write_all(&request).ok().and_then(|_| read_message(&mut server)) else {
+                        return;
+                    };
+                    if tls.write_all(&answer).and_then(|_| tls.flush()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, ca.pem())
+}
+
+/// Between boxes the gate speaks TLS (rustls): it trusts the office's CA given in `sync.ca_file`, and refuses a
+/// certificate it cannot verify without losing a record.
+#[test]
+fn over_tls_the_gate_verifies_the_offices_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_bytes(&[8u8; 32]);
+    let (addr, office) = office(dir.path(), &[("gate-1", &key)]);
+    let (port, ca_pem) = tls_front(addr);
+    let ca_file = dir.path().join("office-ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let mut store = Store::open(&dir.path().join("gate.db"), "gate-1").unwrap();
+    store.fill_synthetic(700, T0).unwrap();
+    let settings = SyncSettings { office: format!("https://localhost:{port}"), ..settings(String::new()) };
+    assert!(settings.problems().is_empty(), "https is allowed to any host");
+
+    // Without the CA the certificate does not verify: nothing is sent, nothing is lost.
+    let err = SyncClient::new(&settings, "gate-1", key.clone()).drain(&mut store).unwrap_err().to_string();
+    assert!(err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"), "{err}");
+    assert_eq!(store.sync_status().unwrap().backlog, 700);
+    assert!(office.entries("gate-1").unwrap().is_empty());
+
+    let trusted = SyncSettings { ca_file: Some(ca_file.clone()), ..settings };
+    assert_eq!(SyncClient::new(&trusted, "gate-1", key).drain(&mut store).unwrap(), 700);
+    assert_eq!(office.entries("gate-1").unwrap().len(), 700);
+    assert_eq!(store.sync_status().unwrap().backlog, 0);
+
+    // A CA file that holds no certificate is a config error.
+    std::fs::write(&ca_file, "not a certificate").unwrap();
+    let err = sibi::sync::tls_trusting(&ca_file).unwrap_err();
+    assert!(err.contains("no CERTIFICATE"), "{err}");
 }
