@@ -209,12 +209,62 @@ pub struct Pipeline {
     voice: Option<VoiceHandle>,
     /// The last prompt spoken and for which presentation: the same words to the same person are not repeated.
     last_said: Option<(Option<u64>, crate::policy::Voice)>,
+    /// The operator console's live channel.
+    live: Option<crate::console::LiveSender>,
 }
 
 impl Pipeline {
     /// A pipeline over an opened store and a running gate controller.
     pub fn new(checkpoint: Checkpoint, store: StoreHandle, gate: GateHandle) -> Pipeline {
-        Pipeline { checkpoint, store, gate, voice: None, last_said: None }
+        Pipeline { checkpoint, store, gate, voice: None, last_said: None, live: None }
+    }
+
+    /// Publish what the operator's panel shows on `live` (the console's live channel).
+    pub fn with_live(mut self, live: crate::console::LiveSender) -> Pipeline {
+        self.live = Some(live);
+        self.refresh_gate_view(crate::hw::now());
+        self
+    }
+
+    /// The tier, the vehicle in progress: published only when they change.
+    fn refresh_gate_view(&self, now: Timestamp) {
+        let Some(live) = &self.live else { return };
+        let tier = self.checkpoint.policy().tier_at(now);
+        let vehicle = self.checkpoint.vehicle().map(|(plate, category, expected, decided)| {
+            crate::console::VehicleView { plate: plate.to_string(), category: category.zh(), expected, decided }
+        });
+        live.send_if_modified(|l| {
+            let before = (l.gate.tier, l.gate.tier_since.clone(), l.panel.vehicle.clone());
+            l.gate.tier = tier.tier.as_str();
+            l.gate.tier_zh = tier.tier.zh();
+            l.gate.tier_since = tier.effective.to_rfc3339();
+            l.panel.vehicle = vehicle.clone();
+            let changed = before != (l.gate.tier, l.gate.tier_since.clone(), l.panel.vehicle.clone());
+            if changed {
+                l.panel.update += 1;
+            }
+            changed
+        });
+    }
+
+    fn publish_prompt(&self, presentation: Option<u64>, message: &str) {
+        let Some(live) = &self.live else { return };
+        live.send_modify(|l| {
+            l.panel.update += 1;
+            if presentation.is_some() && presentation != l.panel.presentation {
+                // Someone new is being checked: nothing decided yet.
+                l.panel = crate::console::Panel {
+                    update: l.panel.update,
+                    presentation,
+                    state: "pending",
+                    headline: "请稍候",
+                    message: message.to_string(),
+                    vehicle: l.panel.vehicle.clone(),
+                    ..Default::default()
+                };
+            }
+            l.panel.prompt = Some(message.to_string());
+        });
     }
 
     /// Speak prompts and decisions through `voice` (queued: never blocks a decision).
@@ -249,8 +299,17 @@ impl Pipeline {
             }
             _ => {}
         }
+        if let Some(live) = &self.live {
+            match &event {
+                Event::Fault { device, .. } => crate::console::device_health(live, *device, false),
+                Event::Restored(device) => crate::console::device_health(live, *device, true),
+                _ => {}
+            }
+        }
         let effects = self.checkpoint.handle(event, at);
-        self.execute(effects).await
+        let done = self.execute(effects).await;
+        self.refresh_gate_view(at);
+        done
     }
 
     /// Close any open presentation as a record (stopping).
@@ -271,6 +330,7 @@ impl Pipeline {
                     let span = info_span!("presentation", p = p.presentation);
                     let voice = p.voice.map(|v| v.zh()).unwrap_or("-");
                     span.in_scope(|| info!(voice, "提示: {}", p.message_zh));
+                    self.publish_prompt(p.presentation, &p.message_zh);
                     self.say(p.presentation, p.voice);
                 }
             }
@@ -286,6 +346,8 @@ impl Pipeline {
         let voice = o.note.is_none().then(|| o.decision.rule.voice());
         let presentation = o.presentation;
         let summary = Summary::of(&o);
+        let o_vehicle_occupant = o.vehicle.as_ref().is_some_and(|v| v.occupant);
+        let panel = self.live.as_ref().map(|_| crate::console::Panel::of(&o, true));
         let seq = match self.store.insert(o).await {
             Ok(seq) => seq,
             Err(e) => {
@@ -295,7 +357,10 @@ impl Pipeline {
                 return Executed { seq: None, verdict, gate: GateAction::KeptClosed };
             }
         };
-        let gate = if verdict == Verdict::Pass {
+        let occupant = o_vehicle_occupant;
+        let gate = if occupant {
+            GateAction::KeptClosed
+        } else if verdict == Verdict::Pass {
             match self.gate.open(seq).await {
                 Ok(()) => GateAction::Opened,
                 Err(e) => {
@@ -326,6 +391,13 @@ impl Pipeline {
             verdict.zh(),
             summary.message
         );
+        if let (Some(live), Some(mut panel)) = (&self.live, panel) {
+            live.send_modify(|l| {
+                panel.update = l.panel.update + 1;
+                panel.vehicle = l.panel.vehicle.clone();
+                l.panel = panel;
+            });
+        }
         // Spoken after the gate has been told: the voice never delays the relay.
         self.say(Some(presentation), voice);
         Executed { seq: Some(seq), verdict, gate }
@@ -431,6 +503,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tx: tx.clone(),
         trust: devices.trust.clone(),
     });
+    let console_tx = config.console.as_ref().map(|_| tx.clone());
     let stop = StopFlag::default();
     let mut threads = Vec::new();
     let mut cred = devices.credentials;
@@ -499,6 +572,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     let voice = VoiceHandle::start(&config.devices.voice).context("cannot start the voice prompts")?;
     let mut pipeline = Pipeline::new(checkpoint, store.clone(), gate.clone()).with_voice(voice);
+    let console_task = match &config.console {
+        Some(c) => {
+            let (live_tx, live_rx) = tokio::sync::watch::channel(crate::console::Live::default());
+            pipeline = pipeline.with_live(live_tx);
+            let console = crate::console::Console::new(
+                c.clone(),
+                console_tx.clone().context("internal: the console's sender")?,
+                live_rx,
+                store.clone(),
+                config.db_path.clone(),
+                config.gate.id.clone(),
+            );
+            let listener = tokio::net::TcpListener::bind(c.listen)
+                .await
+                .with_context(|| format!("cannot serve the console on {} (`console.listen`)", c.listen))?;
+            info!(address = %listener.local_addr().map_or(c.listen, |a| a), "operator console: http://{}/", c.listen);
+            Some(tokio::spawn(async move {
+                if let Err(e) = crate::console::serve(console, listener, std::future::pending()).await {
+                    error!(error = %e, "the operator console stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let mut summary = RunSummary::default();
     let count = |done: Vec<Executed>, s: &mut RunSummary| {
         s.recorded += done.iter().filter(|e| e.seq.is_some()).count();
@@ -545,6 +642,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         drop(pipeline);
+        if let Some(t) = console_task {
+            t.abort();
+        }
         drop(gate);
         let _ = gate_task.await;
         store.journal(hw::now(), "stop", "clean shutdown").await;

@@ -101,6 +101,10 @@ pub struct Registration {
     pub destination: Option<String>,
     /// Why (探亲, 送货...).
     pub reason: Option<String>,
+    /// Who they are, when the operator registers someone who showed nothing (a resident from the roster, a visitor);
+    /// default visitor, the stricter.
+    #[serde(default)]
+    pub category: Option<Category>,
 }
 
 impl Registration {
@@ -133,6 +137,19 @@ pub enum OperatorAction {
     Emergency(EmergencyKind),
     /// The person left; close the presentation.
     Cancel,
+    /// The operator starts the re-measurement of a fever: the person is asked to measure again.
+    Remeasure,
+    /// A guard starts checking a vehicle: each occupant then presents or is registered in turn.
+    VehicleStart {
+        /// The plate (validated by the console).
+        plate: String,
+        /// The vehicle's category.
+        category: Category,
+        /// How many occupants (1–9); the vehicle is decided when that many have been decided.
+        occupants: u8,
+    },
+    /// Decide the vehicle now, with the occupants decided so far.
+    VehicleFinish,
 }
 
 /// A physical button on the gate.
@@ -277,6 +294,28 @@ pub struct Outcome {
     pub emergency: Option<EmergencyKind>,
     /// What the operator registered, if anything (sealed and masked by the store).
     pub registration: Option<Registration>,
+    /// The vehicle this outcome is for, or whose occupant it decides.
+    pub vehicle: Option<VehicleRef>,
+}
+
+/// An outcome's vehicle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VehicleRef {
+    /// The plate.
+    pub plate: String,
+    /// True on an occupant's outcome (it never moves the gate), false on the vehicle's own.
+    pub occupant: bool,
+}
+
+/// A vehicle being checked: its occupants are decided one by one; only the vehicle's verdict moves the gate.
+#[derive(Clone, Debug)]
+struct VehicleCheck {
+    id: u64,
+    plate: String,
+    category: Category,
+    /// Occupants the guard counted (0: until the guard finishes).
+    expected: u8,
+    occupants: Vec<Person>,
 }
 
 /// A prompt for the operator's panel and the voice, without a decision to record.
@@ -329,6 +368,8 @@ pub struct Checkpoint {
     early_mask: Option<(MaskState, Timestamp)>,
     /// Keys of closed presentations and when they were last seen.
     recent: Vec<(String, Timestamp)>,
+    /// The vehicle being checked.
+    vehicle: Option<VehicleCheck>,
 }
 
 impl Checkpoint {
@@ -343,6 +384,7 @@ impl Checkpoint {
             early_reading: None,
             early_mask: None,
             recent: Vec::new(),
+            vehicle: None,
         }
     }
 
@@ -432,14 +474,72 @@ impl Checkpoint {
                 voice: None,
             })),
         }
+        self.follow_vehicle(now, &mut out);
         out
     }
 
-    /// Close whatever is open as a recorded outcome (the daemon is stopping).
+    /// Close whatever is open as a recorded outcome (the daemon is stopping); a vehicle being checked closes as a
+    /// refer.
     pub fn shutdown(&mut self, now: Timestamp) -> Vec<Effect> {
         let mut out = Vec::new();
         self.close(now, CloseNote::Shutdown, &mut out);
+        self.follow_vehicle(now, &mut out);
+        if self.vehicle.is_some() {
+            self.finish_vehicle(now, Some(CloseNote::Shutdown), &mut out);
+        }
         out
+    }
+
+    /// The vehicle being checked, if any: (plate, category, occupants expected, occupants decided).
+    pub fn vehicle(&self) -> Option<(&str, Category, u8, usize)> {
+        self.vehicle.as_ref().map(|v| (v.plate.as_str(), v.category, v.expected, v.occupants.len()))
+    }
+
+    /// In vehicle mode, mark this round's outcomes as the vehicle's occupants' (they never move the gate), count the
+    /// decided ones, and decide the vehicle when the last expected occupant is decided.
+    fn follow_vehicle(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
+        let Some(v) = &mut self.vehicle else { return };
+        for e in out.iter_mut() {
+            if let Effect::Decided(o) = e
+                && o.presentation > v.id
+                && o.vehicle.is_none()
+            {
+                o.vehicle = Some(VehicleRef { plate: v.plate.clone(), occupant: true });
+                if o.is_final {
+                    v.occupants.push(o.person.clone());
+                }
+            }
+        }
+        if v.expected > 0 && v.occupants.len() >= usize::from(v.expected) && self.current.is_none() {
+            self.finish_vehicle(now, None, out);
+        }
+    }
+
+    fn finish_vehicle(&mut self, now: Timestamp, note: Option<CloseNote>, out: &mut Vec<Effect>) {
+        let Some(v) = self.vehicle.take() else { return };
+        let presentation = Presentation {
+            direction: self.direction,
+            vehicle: Some(crate::policy::Vehicle { plate: v.plate.clone(), category: v.category }),
+            people: v.occupants,
+        };
+        let mut decision = decide(&self.policy, &presentation, now);
+        if note.is_some() {
+            decision = refer_as_is(decision);
+        }
+        out.push(Effect::Decided(Box::new(Outcome {
+            presentation: v.id,
+            at: now,
+            decision,
+            is_final: true,
+            note,
+            credential: None,
+            person: Person::unknown(v.category),
+            colour_by_operator: false,
+            approval_reason: None,
+            emergency: None,
+            registration: None,
+            vehicle: Some(VehicleRef { plate: v.plate, occupant: false }),
+        })));
     }
 
     fn on_credential(&mut self, c: CredentialRead, now: Timestamp, out: &mut Vec<Effect>) {
@@ -490,6 +590,38 @@ impl Checkpoint {
             self.evaluate(now, out);
             return;
         }
+        match action {
+            OperatorAction::VehicleStart { plate, category, occupants } => {
+                self.close(now, CloseNote::Superseded, out);
+                self.follow_vehicle(now, out);
+                if self.vehicle.is_some() {
+                    self.finish_vehicle(now, Some(CloseNote::Superseded), out);
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                out.push(Effect::Prompt(Prompt {
+                    presentation: Some(id),
+                    message_zh: format!("车辆 {plate}：请车内{occupants}人逐一出示健康码或登记"),
+                    voice: Some(Voice::ShowCode),
+                }));
+                self.vehicle = Some(VehicleCheck { id, plate, category, expected: occupants, occupants: Vec::new() });
+                return;
+            }
+            OperatorAction::VehicleFinish => {
+                self.close(now, CloseNote::Superseded, out);
+                self.follow_vehicle(now, out);
+                if self.vehicle.is_some() {
+                    self.finish_vehicle(now, None, out);
+                }
+                return;
+            }
+            _ => {}
+        }
+        if let (None, OperatorAction::Register(r)) = (&self.current, &action) {
+            // Someone who showed nothing: the registration is their identity.
+            let category = r.category.unwrap_or(Category::Visitor);
+            self.open(None, Person::unknown(category), now);
+        }
         let Some(s) = &mut self.current else {
             match action {
                 OperatorAction::Mask(m) => self.early_mask = Some((m, now)),
@@ -532,6 +664,15 @@ impl Checkpoint {
             }
             OperatorAction::Cancel => {
                 self.close(now, CloseNote::Cancelled, out);
+                return;
+            }
+            OperatorAction::VehicleStart { .. } | OperatorAction::VehicleFinish => {}
+            OperatorAction::Remeasure => {
+                out.push(Effect::Prompt(Prompt {
+                    presentation: Some(s.id),
+                    message_zh: if s.fever_recorded { "请再次测量体温（复测）" } else { "请测量体温" }.into(),
+                    voice: Some(crate::policy::Voice::Measure),
+                }));
                 return;
             }
             OperatorAction::Emergency(_) => {}
@@ -646,6 +787,7 @@ fn outcome_of(s: &Session, decision: Decision, is_final: bool, note: Option<Clos
         approval_reason: s.approval_reason.clone(),
         registration: s.registration.clone(),
         emergency: s.emergency,
+        vehicle: None,
     }
 }
 

@@ -37,6 +37,8 @@ pub struct RawConfig {
     pub sync: Option<crate::sync::SyncSettings>,
     /// `[privacy]`: how personal data rests on this box.
     pub privacy: Option<RawPrivacy>,
+    /// `[console]`: the operators' web console.
+    pub console: Option<crate::console::RawConsole>,
 }
 
 /// `[privacy]`.
@@ -261,6 +263,8 @@ pub struct Config {
     pub seal_key: Option<crypto_box::PublicKey>,
     /// How long acknowledged entries are kept, ms.
     pub retention_ms: i64,
+    /// The operators' web console, if configured.
+    pub console: Option<crate::console::ConsoleConfig>,
 }
 
 /// `[sync]`, validated, with the key loaded.
@@ -698,6 +702,14 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
         }
     });
 
+    let simulated = devices.as_ref().is_some_and(|d| {
+        matches!(d.credentials, CredentialBackend::Script)
+            && matches!(d.thermometer, ThermometerBackend::Script)
+            && matches!(d.operator, OperatorBackend::Script)
+            && matches!(d.gate, GateBackend::Sim { .. })
+    });
+    let console = raw.console.and_then(|c| crate::console::ConsoleConfig::load(c, base, simulated, &mut problems));
+
     let retention_days = raw.privacy.as_ref().and_then(|p| p.retention_days).unwrap_or(28);
     if !(1..=3650).contains(&retention_days) {
         problems.push(format!("`privacy.retention_days` = {retention_days}: use 1–3650"));
@@ -710,6 +722,7 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
 
     match (gate, policy, devices) {
         (Some(gate), Some(policy), Some(devices)) if problems.is_empty() => Ok(Config {
+            console,
             seal_key,
             retention_ms: i64::from(retention_days) * 86_400_000,
             source: source.to_path_buf(),

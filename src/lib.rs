@@ -19,6 +19,7 @@ pub mod app;
 pub mod bundle;
 pub mod checkpoint;
 pub mod config;
+pub mod console;
 pub mod credential;
 pub mod domain;
 pub mod dryrun;

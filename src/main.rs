@@ -99,6 +99,11 @@ enum Command {
     },
     /// Print every voice prompt as `key<TAB>text` (used by scripts/voice-clips to make the clips).
     VoiceList,
+    /// The operator console.
+    Console {
+        #[command(subcommand)]
+        command: ConsoleCommand,
+    },
     /// Read QR codes.
     Code {
         #[command(subcommand)]
@@ -137,6 +142,16 @@ enum PassCommand {
         /// Output card (SVG); the QR code alone is written beside it as .png.
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConsoleCommand {
+    /// Hash an operator's PIN for `[[console.operator]] pin_hash` (reads the PIN from stdin unless --pin is given).
+    HashPin {
+        /// The PIN (4–12 digits); prefer stdin, so it stays out of the shell history.
+        #[arg(long)]
+        pin: Option<String>,
     },
 }
 
@@ -334,6 +349,7 @@ fn main() -> ExitCode {
         Command::Office { command: OfficeCommand::Export { config, what, from, to, out } } => {
             office_export(config, &what, &from, to.as_deref(), &out)
         }
+        Command::Console { command: ConsoleCommand::HashPin { pin } } => hash_pin(pin),
         Command::VoiceList => {
             for v in sibi::policy::Voice::ALL {
                 println!("{}\t{}", v.key(), v.zh());
@@ -696,6 +712,30 @@ fn report(path: PathBuf, date: Option<String>, json: bool, out: Option<PathBuf>,
         eprintln!("queued for the office");
     }
     ExitCode::SUCCESS
+}
+
+/// `sibi console hash-pin`.
+fn hash_pin(pin: Option<String>) -> ExitCode {
+    let pin = match pin {
+        Some(p) => p,
+        None => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                return usage_error("cannot read the PIN from stdin");
+            }
+            line.trim().to_string()
+        }
+    };
+    if !(4..=12).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
+        return usage_error("a PIN is 4–12 digits");
+    }
+    match sibi::console::auth::hash_pin(&pin) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage_error(&e),
+    }
 }
 
 /// The list changes of `sibi office publish`.

@@ -35,6 +35,7 @@ use crate::domain::{Category, Celsius, CodeStatus, IdentityKind, MaskState};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScriptFile {
+    #[serde(default)]
     event: Vec<RawEvent>,
 }
 
@@ -42,37 +43,58 @@ struct RawScriptFile {
 #[serde(deny_unknown_fields)]
 struct RawEvent {
     at: f64,
-    credential: Option<RawCredential>,
+    credential: Option<SimCredential>,
     temperature: Option<f64>,
     operator: Option<RawOperator>,
     button: Option<Button>,
     thermometer_fault: Option<f64>,
 }
 
+/// A credential as a scenario (or the console's simulator) describes it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawCredential {
-    key: String,
-    identity: IdentityKind,
-    category: Category,
+#[allow(missing_docs)]
+pub struct SimCredential {
+    pub key: String,
+    pub identity: IdentityKind,
+    pub category: Category,
     #[serde(default = "no_code")]
-    code: CodeStatus,
+    pub code: CodeStatus,
     #[serde(default)]
-    holder: String,
+    pub holder: String,
     #[serde(default = "one")]
-    frames: u32,
+    pub frames: u32,
     #[serde(default)]
-    quarantined: bool,
+    pub quarantined: bool,
     #[serde(default)]
-    from_risk_area: bool,
+    pub from_risk_area: bool,
     #[serde(default)]
-    inbound: bool,
+    pub inbound: bool,
     #[serde(default)]
-    courier_registered: bool,
+    pub courier_registered: bool,
     #[serde(default)]
-    visitor_registered: bool,
+    pub visitor_registered: bool,
     #[serde(default)]
-    service_roster: bool,
+    pub service_roster: bool,
+}
+
+impl SimCredential {
+    /// What the camera reader would have produced.
+    pub fn read(self) -> CredentialRead {
+        CredentialRead {
+            key: self.key,
+            identity: self.identity,
+            category: self.category,
+            code: self.code,
+            holder: self.holder,
+            quarantined: self.quarantined,
+            from_risk_area: self.from_risk_area,
+            inbound: self.inbound,
+            courier_registered: self.courier_registered,
+            visitor_registered: self.visitor_registered,
+            service_roster: self.service_roster,
+        }
+    }
 }
 
 fn no_code() -> CodeStatus {
@@ -137,20 +159,8 @@ impl Script {
                 if c.key.trim().is_empty() {
                     return Err(bad("credential `key` is empty"));
                 }
-                let read = CredentialRead {
-                    key: c.key,
-                    identity: c.identity,
-                    category: c.category,
-                    code: c.code,
-                    holder: c.holder,
-                    quarantined: c.quarantined,
-                    from_risk_area: c.from_risk_area,
-                    inbound: c.inbound,
-                    courier_registered: c.courier_registered,
-                    visitor_registered: c.visitor_registered,
-                    service_roster: c.service_roster,
-                };
-                items.push(ScriptItem::Credential(read, c.frames.clamp(1, 1000)));
+                let frames = c.frames.clamp(1, 1000);
+                items.push(ScriptItem::Credential(c.read(), frames));
             }
             if let Some(t) = e.temperature {
                 let c = Celsius::from_f64(t).ok_or_else(|| bad("`temperature` is not a number"))?;

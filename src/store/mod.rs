@@ -183,6 +183,8 @@ const MIGRATIONS: &[&str] = &[
         signed TEXT NOT NULL,
         applied_ms INTEGER NOT NULL
     );",
+    // 6: vehicles: the plate on the vehicle's row and on each occupant's.
+    "ALTER TABLE entries ADD COLUMN plate TEXT;",
 ];
 
 /// The database.
@@ -246,7 +248,12 @@ impl Store {
             .map(|c| c.holder.clone())
             .filter(|h| !h.is_empty())
             .or_else(|| reg.map(|r| mask_name(&r.name)).filter(|h| !h.is_empty()));
-        let gate_action = if d.verdict == Verdict::Pass { GateAction::OpenPending } else { GateAction::KeptClosed };
+        // An occupant's pass opens nothing: only the vehicle's verdict moves the gate.
+        let occupant = o.vehicle.as_ref().is_some_and(|v| v.occupant);
+        let gate_action =
+            if d.verdict == Verdict::Pass && !occupant { GateAction::OpenPending } else { GateAction::KeptClosed };
+        let identity =
+            if o.vehicle.as_ref().is_some_and(|v| !v.occupant) { "vehicle" } else { o.person.identity.as_str() };
         let reasons = pd.map(|p| p.reasons.iter().map(|r| r.id()).collect::<Vec<_>>()).unwrap_or_default();
         let actions = serde_json::to_string(&d.actions).unwrap_or_else(|_| "[]".into());
         let musts = pd.map_or(serde_json::Value::Null, |p| {
@@ -261,9 +268,9 @@ impl Store {
             "INSERT INTO entries (gate_id, presentation, is_final, at_ms, at, tier, policy_version, direction,
                 category, identity, credential_ref, holder_masked, code, colour_by_operator, temperature_centi, retest,
                 mask, verdict, rule, reasons, actions, musts, message_zh, note, approval_reason, emergency, flagged,
-                gate_action, personal_sealed, phone_masked, id_masked, destination, visit_reason)
+                gate_action, personal_sealed, phone_masked, id_masked, destination, visit_reason, plate)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
-                ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
+                ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34)",
             params![
                 self.gate_id,
                 o.presentation as i64,
@@ -274,7 +281,7 @@ impl Store {
                 d.policy_version,
                 d.direction.as_str(),
                 o.person.category.as_str(),
-                o.person.identity.as_str(),
+                identity,
                 cred.map(|c| c.key.as_str()),
                 holder_masked,
                 o.person.code.as_str(),
@@ -298,6 +305,7 @@ impl Store {
                 reg.and_then(|r| r.id_number.as_deref()).map(mask_id_number),
                 reg.and_then(|r| r.destination.as_deref()),
                 reg.and_then(|r| r.reason.as_deref()),
+                o.vehicle.as_ref().map(|v| v.plate.as_str()),
             ],
         );
         res.map_err(|e| self.err(e))?;
@@ -540,6 +548,23 @@ impl Store {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Final decisions in `[from, to)` by verdict (occupants of a vehicle are counted with the vehicle, not apart).
+    pub fn verdict_counts(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT verdict, COUNT(*) FROM entries WHERE is_final = 1 AND at_ms >= ?1 AND at_ms < ?2
+                 AND NOT (plate IS NOT NULL AND identity != 'vehicle') GROUP BY verdict",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map(params![from.0, to.0], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// Journal lines (at, kind, detail) in `[from, to)`.

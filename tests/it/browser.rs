@@ -10,8 +10,8 @@ use sibi::sync::SyncClient;
 
 use crate::sync_office::{office, settings};
 
-/// Run `tests/browser/<script>` with `args`; panics with its output if it fails.
-pub(crate) fn node(script: &str, args: &[&str]) {
+/// Run `tests/browser/<script>` with `args`; panics with its output if it fails. Returns what it printed.
+pub(crate) fn node(script: &str, args: &[&str]) -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").exists(),
@@ -24,6 +24,7 @@ pub(crate) fn node(script: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Where a test's screenshot goes.
@@ -32,6 +33,7 @@ pub(crate) fn screenshot(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir_all(&path);
     path
 }
 

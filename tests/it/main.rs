@@ -6,6 +6,7 @@ mod camera_fault;
 mod camera_path;
 mod check_config;
 mod code_cli;
+mod console;
 mod crash;
 mod dcc_vectors;
 mod decide_cli;
