@@ -1013,4 +1013,119 @@ mod tests {
         assert_eq!(outcomes(&e)[0].note, Some(CloseNote::Shutdown));
         assert!(k.shutdown(at(20)).is_empty());
     }
+
+    fn walk_through(k: &mut Checkpoint, key: &str, code: CodeStatus, t: i64) -> Vec<Effect> {
+        let cred = CredentialRead { code, ..pass_card(key) };
+        let mut e = k.handle(Event::Credential(cred), at(t));
+        e.extend(k.handle(c(36.5), at(t + 10)));
+        e.extend(k.handle(Event::Button(Button::MaskConfirmed), at(t + 20)));
+        e
+    }
+
+    fn start_vehicle(k: &mut Checkpoint, occupants: u8, t: i64) -> Vec<Effect> {
+        let start = OperatorAction::VehicleStart { plate: "鄂A12345".into(), category: Category::Resident, occupants };
+        k.handle(Event::Operator(start), at(t))
+    }
+
+    #[test]
+    fn a_vehicle_is_decided_when_its_last_occupant_is_and_only_its_verdict_opens() {
+        let mut k = cp();
+        let e = start_vehicle(&mut k, 2, 0);
+        assert!(outcomes(&e).is_empty());
+        assert!(matches!(&e[0], Effect::Prompt(p) if p.message_zh.contains("鄂A12345")));
+        assert_eq!(k.vehicle(), Some(("鄂A12345", Category::Resident, 2, 0)));
+        let e = walk_through(&mut k, "V1", CodeStatus::None, 100);
+        let o = outcomes(&e);
+        assert_eq!(o.len(), 1);
+        assert_eq!(o[0].decision.verdict, Verdict::Pass);
+        assert_eq!(o[0].vehicle, Some(VehicleRef { plate: "鄂A12345".into(), occupant: true }), "an occupant");
+        assert_eq!(k.vehicle().map(|v| v.3), Some(1));
+        let e = walk_through(&mut k, "V2", CodeStatus::Red, 200);
+        let o = outcomes(&e);
+        assert_eq!(o.len(), 2, "the second occupant, then the vehicle");
+        assert_eq!((o[0].decision.verdict, o[0].vehicle.as_ref().map(|v| v.occupant)), (Verdict::Deny, Some(true)));
+        let v = o[1];
+        assert_eq!((v.decision.verdict, v.decision.rule), (Verdict::Deny, Rule::VehicleOccupantDenied));
+        assert_eq!(v.vehicle, Some(VehicleRef { plate: "鄂A12345".into(), occupant: false }));
+        assert_eq!(v.decision.people.len(), 2);
+        assert!(k.vehicle().is_none() && k.is_idle());
+        // Two clean occupants: the vehicle passes.
+        start_vehicle(&mut k, 2, 1000);
+        walk_through(&mut k, "W1", CodeStatus::None, 1100);
+        let o = walk_through(&mut k, "W2", CodeStatus::None, 1200);
+        assert_eq!(outcomes(&o).last().map(|v| v.decision.rule), Some(Rule::VehiclePass));
+    }
+
+    #[test]
+    fn finishing_a_vehicle_early_or_stopping_decides_it_with_whoever_was_checked() {
+        let mut k = cp();
+        start_vehicle(&mut k, 3, 0);
+        walk_through(&mut k, "V1", CodeStatus::None, 100);
+        k.handle(Event::Credential(pass_card("V2")), at(200));
+        let e = k.handle(Event::Operator(OperatorAction::VehicleFinish), at(300));
+        let o = outcomes(&e);
+        // The occupant still being checked closes as a refer; the vehicle then cannot pass.
+        assert_eq!(o.len(), 2);
+        assert_eq!((o[0].note, o[0].decision.verdict), (Some(CloseNote::Superseded), Verdict::Refer));
+        assert_eq!(o[1].decision.verdict, Verdict::Refer);
+        assert_eq!(o[1].decision.people.len(), 2);
+        // Stopping mid-vehicle still leaves one final row for the vehicle.
+        start_vehicle(&mut k, 2, 1000);
+        let e = k.shutdown(at(1100));
+        let o = outcomes(&e);
+        assert_eq!(o.len(), 1);
+        assert_eq!((o[0].note, o[0].decision.verdict), (Some(CloseNote::Shutdown), Verdict::Refer));
+        assert!(o[0].vehicle.as_ref().is_some_and(|v| !v.occupant));
+    }
+
+    #[test]
+    fn a_pedestrian_before_the_vehicle_is_not_one_of_its_occupants() {
+        let mut k = cp();
+        k.handle(Event::Credential(pass_card("P1")), at(0));
+        let e = start_vehicle(&mut k, 1, 100);
+        let o = outcomes(&e);
+        assert_eq!(o.len(), 1);
+        assert_eq!((o[0].note, o[0].vehicle.clone()), (Some(CloseNote::Superseded), None));
+        assert_eq!(k.vehicle().map(|v| v.3), Some(0));
+    }
+
+    #[test]
+    fn registering_someone_who_showed_nothing_opens_their_presentation() {
+        let mut k = cp();
+        let reg = Registration {
+            name: "样例访客".into(),
+            phone: Some("13000000001".into()),
+            destination: Some("3栋201".into()),
+            reason: Some("探亲".into()),
+            ..Registration::default()
+        };
+        let e = k.handle(Event::Operator(OperatorAction::Register(reg)), at(0));
+        assert!(outcomes(&e).is_empty(), "a temperature and a mask check are still missing");
+        k.handle(c(36.4), at(10));
+        let e = k.handle(Event::Button(Button::MaskConfirmed), at(20));
+        let o = outcomes(&e);
+        assert_eq!(o[0].decision.verdict, Verdict::Pass);
+        assert_eq!((o[0].person.identity, o[0].person.category), (IdentityKind::Manual, Category::Visitor));
+        // A resident picked from the roster is registered as a resident.
+        let reg =
+            Registration { name: "王*华".into(), category: Some(Category::Resident), ..Registration::default() };
+        k.handle(Event::Operator(OperatorAction::Register(reg)), at(1000));
+        k.handle(c(36.4), at(1010));
+        let o = k.handle(Event::Button(Button::MaskConfirmed), at(1020));
+        assert_eq!(outcomes(&o)[0].person.category, Category::Resident);
+    }
+
+    #[test]
+    fn the_operator_starts_a_re_measurement_and_the_next_reading_is_the_retest() {
+        let mut k = cp();
+        k.handle(Event::Credential(pass_card("P1")), at(0));
+        k.handle(Event::Button(Button::MaskConfirmed), at(10));
+        let e = k.handle(c(38.2), at(20));
+        assert_eq!(outcomes(&e)[0].decision.verdict, Verdict::Refer);
+        let e = k.handle(Event::Operator(OperatorAction::Remeasure), at(30));
+        assert!(matches!(&e[0], Effect::Prompt(p) if p.message_zh.contains("复测") && p.voice == Some(Voice::Measure)));
+        let e = k.handle(c(38.3), at(40));
+        let o = outcomes(&e);
+        assert_eq!((o[0].decision.verdict, o[0].person.retest), (Verdict::Deny, true));
+    }
 }

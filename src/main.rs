@@ -1046,6 +1046,17 @@ fn check_config(path: PathBuf) -> ExitCode {
             if let Some(s) = &c.script {
                 println!("  script      {} ({} events, speed {})", s.file.display(), s.script.events.len(), s.speed);
             }
+            if let Some(console) = &c.console {
+                println!(
+                    "  console     http://{}/ ({} operator(s), lock after {} wrong PINs for {} s, {} roster entries{})",
+                    console.listen,
+                    console.operators.len(),
+                    console.lockout_failures,
+                    console.lockout.as_secs(),
+                    console.roster.len(),
+                    if console.simulator { ", simulator on" } else { "" }
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -77,10 +77,10 @@ pub fn id_problem(id: &str) -> Option<String> {
     };
     let (y, m, d) = (&first17[6..10], &first17[10..12], &first17[12..14]);
     let date = format!("{y}-{m}-{d}T00:00:00+08:00");
-    if crate::domain::Timestamp::parse_rfc3339(&date).is_none_or(|t| &t.to_rfc3339()[..10] != &date[..10]) {
+    if crate::domain::Timestamp::parse_rfc3339(&date).is_none_or(|t| t.to_rfc3339()[..10] != date[..10]) {
         return Some("身份证号中的出生日期无效".into());
     }
-    if last.chars().next() != Some(check) {
+    if !last.starts_with(check) {
         return Some("身份证号校验位错误，请核对".into());
     }
     None

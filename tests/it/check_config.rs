@@ -234,3 +234,39 @@ fn probe_audio_plays_every_shipped_clip_through_the_real_player() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+const PIN_1234: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$Ze5HCKmqZN2AQ4WtQ5HPVw$ERaj8Zk33GrWDwdcYcWHuNA2t8J4v5GnRNkBvvboMtU";
+
+#[test]
+fn the_console_section_is_checked() {
+    let console = |extra: &str| {
+        format!(
+            "{BASE}\n[console]\nlisten = \"127.0.0.1:0\"\n{extra}\n[[console.operator]]\nid = \"v1\"\nname = \"张阿姨\"\npin_hash = \"{PIN_1234}\"\n"
+        )
+    };
+    assert_eq!(check(&console("simulator = true")).0, Some(0));
+    let (code, err) = check(&console("lockout_failures = 1"));
+    assert_eq!(code, Some(2));
+    assert!(err.contains("`console.lockout_failures` = 1: use 3–20"), "{err}");
+    let (code, err) = check(&console("").replace(PIN_1234, "1234"));
+    assert_eq!(code, Some(2));
+    assert!(err.contains("`console.operator[0].pin_hash`: not a PIN hash"), "{err}");
+    // The simulator injects device events: never beside a real device.
+    let real = console("simulator = true").replace(
+        "[devices.thermometer]\nbackend = \"script\"",
+        "[devices.thermometer]\nbackend = \"serial\"\nport = \"a-file\"\nprotocol = \"ascii\"",
+    );
+    let (code, err) = check(&real);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("`console.simulator` = true: only with simulated devices"), "{err}");
+    // Roster names must be masked: the box keeps no resident's full name.
+    let dir = tempfile::tempdir().unwrap();
+    let roster = dir.path().join("roster.csv");
+    std::fs::write(&roster, "building,room,name\n3,201,王小华\n").unwrap();
+    let (code, err) = check(&console(&format!("roster = {:?}", roster.display().to_string())));
+    assert_eq!(code, Some(2));
+    assert!(err.contains("names in the roster must be masked"), "{err}");
+    let out = run(&["check-config", repo().join("config/demo.toml").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("console     http://127.0.0.1:8080/ (1 operator(s), lock after 5 wrong PINs for 300 s, 4 roster entries, simulator on)"));
+}
