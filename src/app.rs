@@ -221,6 +221,9 @@ impl Pipeline {
 
     /// Publish what the operator's panel shows on `live` (the console's live channel).
     pub fn with_live(mut self, live: crate::console::LiveSender) -> Pipeline {
+        for device in [DeviceKind::Credentials, DeviceKind::Thermometer, DeviceKind::Gate] {
+            crate::console::device_health(&live, device, true);
+        }
         self.live = Some(live);
         self.refresh_gate_view(crate::hw::now());
         self
@@ -606,6 +609,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // Closed when every source thread has ended; the checkpoint still ticks (timeouts) after that.
     let mut sources_open = true;
     let mut tick = tokio::time::interval(TICK);
+    let mut systemd = crate::systemd::Notifier::from_env();
+    systemd.ready(&format!("{}: {}", config.gate.id, config.policy.tier_at(hw::now()).tier.zh()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -615,7 +620,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 break;
             }
             msg = rx.recv(), if sources_open => match msg {
-                Some(SourceMsg::Event(s)) => count(pipeline.handle(s.event, s.at).await, &mut summary),
+                Some(SourceMsg::Event(s)) => {
+                    count(pipeline.handle(s.event, s.at).await, &mut summary);
+                    systemd.alive();
+                }
                 Some(SourceMsg::Done(kind)) => {
                     finished_sources += 1;
                     info!(device = ?kind, "scripted device finished");
@@ -624,6 +632,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             },
             _ = tick.tick() => {
                 count(pipeline.handle(Event::Tick, hw::now()).await, &mut summary);
+                // Pinged from the decision loop itself: if it hangs, the pings stop and systemd restarts the daemon.
+                systemd.alive();
                 if exit_when_done && finished_sources == sources && pipeline.is_idle() {
                     info!("scenario played to its end");
                     break;
@@ -633,6 +643,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
 
     // Shutdown order: sources, open presentation, gate, store.
+    systemd.stopping();
     let grace = config.gate.shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
         stop.stop();

@@ -32,4 +32,5 @@ pub mod probe;
 pub mod report;
 pub mod store;
 pub mod sync;
+pub mod systemd;
 pub mod table;

@@ -905,7 +905,21 @@ fn office_serve(path: PathBuf) -> ExitCode {
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         tracing::info!(%listen, "street office serving");
-        sibi::office::serve(office, listener, stop_signal()).await.map_err(|e| e.to_string())
+        let mut systemd = sibi::systemd::Notifier::from_env();
+        systemd.ready(&format!("serving on {listen}"));
+        // The office's watchdog: pinged by a task on the same runtime that serves the requests.
+        if let Some(period) = systemd.watchdog() {
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(period / 3);
+                loop {
+                    every.tick().await;
+                    systemd.alive();
+                }
+            });
+        }
+        let result = sibi::office::serve(office, listener, stop_signal()).await.map_err(|e| e.to_string());
+        sibi::systemd::Notifier::from_env().stopping();
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -922,9 +936,7 @@ fn usage_error(msg: &str) -> ExitCode {
 }
 
 fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SIBI_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    sibi::systemd::init_logging();
 }
 
 fn run(path: PathBuf) -> ExitCode {

@@ -13,6 +13,7 @@ mod decide_cli;
 mod decode;
 mod health_code;
 mod office_lists;
+mod packaging;
 mod pass_cli;
 #[path = "../support/pg.rs"]
 mod pg;
@@ -21,5 +22,6 @@ mod privacy;
 mod report;
 mod run_path;
 mod sync_office;
+mod systemd;
 mod thermometer;
 mod util;
