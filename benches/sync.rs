@@ -36,18 +36,7 @@ fn main() {
     )]);
     let config = OfficeConfig::new(Database::Sqlite(dir.join("office.db")), gates);
     let addr = sibi::office::serve_in_background(Office::open(config).unwrap()).unwrap();
-    let settings = SyncSettings {
-        office: format!("http://{addr}"),
-        gate_key: "unused".into(),
-        interval_secs: 1.0,
-        batch: 500,
-        timeout_ms: 30_000,
-        settle_ms: 0,
-        max_backoff_secs: 5.0,
-        report_hour: 22,
-        office_key: None,
-        ca_file: None,
-    };
+    let settings = SyncSettings { timeout_ms: 30_000, ..SyncSettings::for_office(format!("http://{addr}")) };
     let client = SyncClient::new(&settings, "bench-gate", key.clone());
     let t = Instant::now();
     let sent = client.drain(&mut store).unwrap();

@@ -89,6 +89,23 @@ fn default_max_backoff() -> f64 {
 }
 
 impl SyncSettings {
+    /// Settings for a client built in-process (tools, tests, benchmarks) that is handed its key directly: every
+    /// field at its config default, no settle delay, and no key file.
+    pub fn for_office(office: impl Into<String>) -> SyncSettings {
+        SyncSettings {
+            office: office.into(),
+            gate_key: PathBuf::new(),
+            interval_secs: default_interval(),
+            batch: default_batch(),
+            timeout_ms: default_timeout(),
+            settle_ms: 0,
+            max_backoff_secs: default_max_backoff(),
+            office_key: None,
+            report_hour: default_report_hour(),
+            ca_file: None,
+        }
+    }
+
     /// Problems, for the config loader.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -442,18 +459,7 @@ mod tests {
 
     #[test]
     fn plain_http_only_to_loopback() {
-        let s = |office: &str| SyncSettings {
-            office: office.into(),
-            gate_key: "k".into(),
-            interval_secs: 5.0,
-            batch: 500,
-            timeout_ms: 10_000,
-            settle_ms: 2000,
-            max_backoff_secs: 300.0,
-            report_hour: 22,
-            office_key: None,
-            ca_file: None,
-        };
+        let s = SyncSettings::for_office;
         assert!(s("http://127.0.0.1:8700").problems().is_empty());
         assert!(s("https://office.example.gov.cn").problems().is_empty());
         assert_eq!(s("http://office.example.gov.cn").problems().len(), 1);

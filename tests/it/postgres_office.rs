@@ -90,18 +90,7 @@ fn a_gate_syncs_to_an_office_on_postgresql_and_the_office_exports_from_it() {
     let mut store = Store::open(&dir.path().join("gate.db"), "pg-gate").unwrap();
     store.fill_synthetic(3000, T0).unwrap();
     let expected = gate_rows(&store);
-    let settings = SyncSettings {
-        office: format!("http://{addr}"),
-        gate_key: "unused".into(),
-        interval_secs: 1.0,
-        batch: 500,
-        timeout_ms: 10_000,
-        settle_ms: 0,
-        max_backoff_secs: 1.0,
-        report_hour: 22,
-        office_key: None,
-        ca_file: None,
-    };
+    let settings = SyncSettings { max_backoff_secs: 1.0, ..SyncSettings::for_office(format!("http://{addr}")) };
     assert_eq!(SyncClient::new(&settings, "pg-gate", key).drain(&mut store).unwrap(), 3000);
     assert_eq!(office.entries("pg-gate").unwrap(), expected, "exactly the gate's rows, in order");
     let page = ureq::get(&format!("http://{addr}/")).call().unwrap().body_mut().read_to_string().unwrap();

@@ -35,18 +35,7 @@ pub(crate) fn office(dir: &std::path::Path, gates: &[(&str, &SigningKey)]) -> (S
 }
 
 pub(crate) fn settings(url: String) -> SyncSettings {
-    SyncSettings {
-        office: url,
-        gate_key: "unused".into(),
-        interval_secs: 1.0,
-        batch: 500,
-        timeout_ms: 2000,
-        settle_ms: 0,
-        max_backoff_secs: 5.0,
-        report_hour: 22,
-        office_key: None,
-        ca_file: None,
-    }
+    SyncSettings { timeout_ms: 2000, max_backoff_secs: 5.0, ..SyncSettings::for_office(url) }
 }
 
 /// What the proxy did to each connection.
