@@ -339,6 +339,8 @@ pub struct Console {
     store: StoreHandle,
     db: PathBuf,
     gate_id: String,
+    /// A read connection for the status strip, opened on first use and kept.
+    reader: Arc<Mutex<Option<crate::store::Store>>>,
 }
 
 impl Console {
@@ -352,18 +354,20 @@ impl Console {
         gate_id: String,
     ) -> Arc<Console> {
         let sessions = auth::Sessions::new(config.lockout_failures, config.lockout, config.session);
-        Arc::new(Console { config, sessions: Mutex::new(sessions), tx, live, store, db, gate_id })
+        Arc::new(Console {
+            config,
+            sessions: Mutex::new(sessions),
+            tx,
+            live,
+            store,
+            db,
+            gate_id,
+            reader: Arc::new(Mutex::new(None)),
+        })
     }
 
     fn operator(&self, headers: &HeaderMap) -> Option<String> {
-        let token = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|c| c.trim().strip_prefix("sibi_session="))?
-            .to_string();
-        self.sessions.lock().ok()?.operator(&token, crate::hw::now())
+        self.sessions.lock().ok()?.operator(&session_token(headers)?, crate::hw::now())
     }
 
     async fn send(&self, operator: &str, what: String, event: Event) -> Response {
@@ -375,6 +379,17 @@ impl Console {
             Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "闸口程序正在停止，请稍后"),
         }
     }
+}
+
+/// The session cookie's token, if the request carries one.
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("sibi_session="))
+        .map(String::from)
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -470,11 +485,7 @@ async fn login(State(c): State<Arc<Console>>, body: Bytes) -> Response {
 }
 
 async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let token = headers
-        .get(header::COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').find_map(|c| c.trim().strip_prefix("sibi_session=")).map(String::from));
-    if let (Some(t), Ok(mut s)) = (token, c.sessions.lock()) {
+    if let (Some(t), Ok(mut s)) = (session_token(&headers), c.sessions.lock()) {
         s.logout(&t);
     }
     axum::Json(serde_json::json!({ "ok": true })).into_response()
@@ -511,9 +522,13 @@ async fn status(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     if c.operator(&headers).is_none() {
         return need_login();
     }
-    let (db, gate) = (c.db.clone(), c.gate_id.clone());
+    let (db, gate, reader) = (c.db.clone(), c.gate_id.clone(), c.reader.clone());
     let read = tokio::task::spawn_blocking(move || -> Result<StatusView, String> {
-        let store = crate::store::Store::open(&db, &gate).map_err(|e| e.to_string())?;
+        let mut guard = reader.lock().map_err(|_| "status reader poisoned".to_string())?;
+        if guard.is_none() {
+            *guard = Some(crate::store::Store::open(&db, &gate).map_err(|e| e.to_string())?);
+        }
+        let store = guard.as_ref().ok_or("no status reader")?;
         let s = store.sync_status().map_err(|e| e.to_string())?;
         let now = crate::hw::now();
         let today = now.to_rfc3339()[..10].to_string();

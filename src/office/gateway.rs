@@ -137,8 +137,13 @@ struct Provincial {
     status: String,
 }
 
-/// Answer one check (blocking: the provincial call waits up to the timeout).
-pub fn check(config: &GatewayConfig, req: &VerifyRequest) -> Answer {
+/// The HTTP client for the provincial endpoints (kept by the office: connections are reused).
+pub fn agent(config: &GatewayConfig) -> ureq::Agent {
+    ureq::Agent::config_builder().timeout_global(Some(config.timeout)).http_status_as_error(false).build().into()
+}
+
+/// Answer one check with `agent` (blocking: the provincial call waits up to the timeout).
+pub fn check(config: &GatewayConfig, agent: &ureq::Agent, req: &VerifyRequest) -> Answer {
     if let Some(status) = config.drill.get(req.code.trim()) {
         tracing::info!(gate = %req.gate, status = %status, "health-code check answered by the drill roster");
         return Answer::colour(status, true);
@@ -146,8 +151,6 @@ pub fn check(config: &GatewayConfig, req: &VerifyRequest) -> Answer {
     let Some(url) = config.provincial.get(&req.region) else {
         return Answer::error(502, format!("no provincial endpoint for region {} ({})", req.region, req.issuer));
     };
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().timeout_global(Some(config.timeout)).http_status_as_error(false).build().into();
     let mut resp = match agent.post(url).send_json(req) {
         Ok(r) => r,
         Err(ureq::Error::Timeout(_)) => {

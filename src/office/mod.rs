@@ -190,13 +190,16 @@ pub fn load(path: &Path) -> Result<OfficeConfig, String> {
 pub struct Office {
     config: OfficeConfig,
     db: Mutex<OfficeDb>,
+    /// The health-code gateway's client for the provincial endpoints.
+    provinces: ureq::Agent,
 }
 
 impl Office {
     /// Open the database for `config`.
     pub fn open(config: OfficeConfig) -> Result<Arc<Office>, String> {
         let db = OfficeDb::open(&config.database)?;
-        Ok(Arc::new(Office { config, db: Mutex::new(db) }))
+        let provinces = gateway::agent(&config.gateway);
+        Ok(Arc::new(Office { config, db: Mutex::new(db), provinces }))
     }
 
     /// Run `f` on the database (blocking; from async code use [`blocking`]).
@@ -331,7 +334,7 @@ async fn health_code(State(office): State<Arc<Office>>, body: Bytes) -> Response
     if !office.config.gates.contains_key(&req.gate) {
         return refuse(StatusCode::FORBIDDEN, format!("gate `{}` is not enrolled", req.gate));
     }
-    let answer = blocking(&office, move |o| Ok(gateway::check(&o.config.gateway, &req))).await;
+    let answer = blocking(&office, move |o| Ok(gateway::check(&o.config.gateway, &o.provinces, &req))).await;
     match answer {
         Ok(a) => (StatusCode::from_u16(a.http).unwrap_or(StatusCode::BAD_GATEWAY), axum::Json(a)).into_response(),
         Err(e) => unavailable(e),
