@@ -664,7 +664,7 @@ fn sync(path: PathBuf, now: bool) -> ExitCode {
     let mut code = ExitCode::SUCCESS;
     if now {
         let client = sibi::sync::SyncClient::new(&s.settings, &config.gate.id, s.key.clone());
-        match client.drain(&mut store).and_then(|n| client.send_reports(&mut store).map(|r| (n, r))) {
+        match client.exchange(&mut store) {
             Ok((n, r)) => println!("sent {n} entries and {r} daily reports to {}", s.settings.office),
             Err(e) => {
                 println!("sync failed: {e}");

@@ -5,7 +5,9 @@
 //! Wire format: `POST {office}/v1/ingest` with a JSON body `{"gate": ID, "entries": [ROW...]}` (each row every column
 //! of the entries table), headers `x-sibi-gate: ID` and `x-sibi-signature: HEX` (Ed25519 over the exact body bytes,
 //! by the gate key from `sibi keygen`). The office answers `{"acked": SEQ}` once the rows are committed; it stores
-//! rows by (gate, seq), so a batch resent after a lost answer changes nothing.
+//! rows by (gate, seq), so a batch resent after a lost answer changes nothing. The batch also says how many entries
+//! the gate still holds after it (`"backlog"`), and after every round the gate sends a signed `POST /v1/heartbeat`
+//! (`{"gate", "backlog"}`) so the office sees a quiet gate as alive and a catching-up gate's remaining backlog.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -192,7 +194,8 @@ impl SyncClient {
         let Some(last) = rows.last().and_then(|r| r.get("seq")).and_then(serde_json::Value::as_i64) else {
             return Ok(0);
         };
-        let body = serde_json::to_vec(&serde_json::json!({ "gate": self.gate, "entries": rows }))
+        let backlog = store.head_seq()? - last;
+        let body = serde_json::to_vec(&serde_json::json!({ "gate": self.gate, "entries": rows, "backlog": backlog }))
             .map_err(|e| SyncError::Office(format!("cannot encode the batch: {e}")))?;
         let text = match self.post_signed("/v1/ingest", &body) {
             Ok(t) => t,
@@ -235,6 +238,14 @@ impl SyncClient {
         Ok(text)
     }
 
+    /// Tell the office this gate is alive and how many entries it still has to send (signed like a batch).
+    pub fn heartbeat(&self, store: &Store) -> Result<(), SyncError> {
+        let backlog = store.head_seq()? - store.acked_seq()?;
+        let body = serde_json::to_vec(&serde_json::json!({ "gate": self.gate, "backlog": backlog }))
+            .map_err(|e| SyncError::Office(format!("cannot encode the heartbeat: {e}")))?;
+        self.post_signed("/v1/heartbeat", &body).map(drop)
+    }
+
     /// Send every queued daily report the office does not have yet; returns how many it took.
     pub fn send_reports(&self, store: &mut Store) -> Result<usize, SyncError> {
         let mut sent = 0;
@@ -261,6 +272,19 @@ impl SyncClient {
         }
     }
 
+    /// One whole exchange with the office: the backlog, the queued daily reports, then the heartbeat. Returns how
+    /// many entries and reports went; a failure is also recorded in the store's sync status.
+    pub fn exchange(&self, store: &mut Store) -> Result<(usize, usize), SyncError> {
+        let result = self
+            .drain(store)
+            .and_then(|n| self.send_reports(store).map(|r| (n, r)))
+            .and_then(|sent| self.heartbeat(store).map(|()| sent));
+        if let Err(e) = &result {
+            store.sync_failed(&e.to_string(), crate::hw::now())?;
+        }
+        result
+    }
+
     /// Rounds until the backlog is empty or a round fails.
     pub fn drain(&self, store: &mut Store) -> Result<usize, SyncError> {
         let mut total = 0;
@@ -284,7 +308,6 @@ pub fn backoff(attempt: u32, max: Duration) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// Run the sync loop on a thread of its own until `stop`.
 /// Make and queue `date`'s report.
 pub fn queue_report(store: &mut Store, gate: &str, community: &str, date: &str) -> Result<(), String> {
     let r = crate::report::daily(store, gate, community, date)
@@ -352,7 +375,7 @@ fn bundle_round(
     Ok(())
 }
 
-/// Acknowledged entries older than `retention_ms` are purged at most once an hour, after a successful round. The
+/// Run the sync loop on a thread of its own until `stop`. Acknowledged entries older than `retention_ms` are purged at most once an hour, after a successful round. The
 /// day's report is made at `settings.report_hour` and sent with the entries; with a `bundles` sink, the office's
 /// policy bundle is fetched every round.
 #[allow(clippy::too_many_arguments)]
@@ -382,13 +405,10 @@ pub fn spawn(
         let mut last_refused = None;
         while !stop.is_stopped() {
             report_if_due(&mut store, &gate, &community, settings.report_hour);
-            let result =
-                client.drain(&mut store).and_then(|n| client.send_reports(&mut store).map(|_| n)).and_then(|n| {
-                    match &bundles {
-                        Some(sink) => bundle_round(&client, &mut store, &community, sink, &mut last_refused).map(|_| n),
-                        None => Ok(n),
-                    }
-                });
+            let result = client.exchange(&mut store).and_then(|(n, _)| match &bundles {
+                Some(sink) => bundle_round(&client, &mut store, &community, sink, &mut last_refused).map(|_| n),
+                None => Ok(n),
+            });
             let wait = match result {
                 Ok(n) => {
                     if failures > 0 {

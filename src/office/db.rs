@@ -44,6 +44,8 @@ pub struct GateState {
     pub acked_seq: i64,
     /// Entries held.
     pub entries: i64,
+    /// Entries the gate still had to send when it last called (its own count).
+    pub backlog: i64,
 }
 
 /// A stored daily report.
@@ -72,7 +74,8 @@ pub struct OfficeDb {
 const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
         gate_id TEXT PRIMARY KEY,
         last_contact_ms INTEGER,
-        acked_seq INTEGER NOT NULL DEFAULT 0
+        acked_seq INTEGER NOT NULL DEFAULT 0,
+        backlog INTEGER NOT NULL DEFAULT 0
     );
     CREATE TABLE IF NOT EXISTS entries (
         gate_id TEXT NOT NULL,
@@ -104,8 +107,10 @@ const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
 const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
         gate_id TEXT PRIMARY KEY,
         last_contact_ms BIGINT,
-        acked_seq BIGINT NOT NULL DEFAULT 0
+        acked_seq BIGINT NOT NULL DEFAULT 0,
+        backlog BIGINT NOT NULL DEFAULT 0
     );
+    ALTER TABLE gates ADD COLUMN IF NOT EXISTS backlog BIGINT NOT NULL DEFAULT 0;
     CREATE TABLE IF NOT EXISTS entries (
         gate_id TEXT NOT NULL,
         seq BIGINT NOT NULL,
@@ -168,6 +173,13 @@ impl OfficeDb {
         conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(e)?;
         conn.execute_batch(SQLITE_SCHEMA).map_err(e)?;
+        // Offices created before gates reported their backlog.
+        let has_backlog: bool = conn
+            .query_row("SELECT COUNT(*) FROM pragma_table_info('gates') WHERE name = 'backlog'", [], |r| r.get(0))
+            .map_err(e)?;
+        if !has_backlog {
+            conn.execute_batch("ALTER TABLE gates ADD COLUMN backlog INTEGER NOT NULL DEFAULT 0").map_err(e)?;
+        }
         Ok(OfficeDb { backend: Backend::Sqlite(conn) })
     }
 
@@ -243,6 +255,30 @@ impl OfficeDb {
                 tx.commit().map_err(pg)?;
                 Ok(row.get(0))
             }
+        }
+    }
+
+    /// A gate called (a signed batch or heartbeat) and still had `backlog` entries to send.
+    pub fn heartbeat(&mut self, gate: &str, backlog: i64, now: Timestamp) -> Result<(), String> {
+        let backlog = backlog.max(0);
+        match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .execute(
+                    "INSERT INTO gates (gate_id, last_contact_ms, backlog) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(gate_id) DO UPDATE SET last_contact_ms = ?2, backlog = ?3",
+                    params![gate, now.0, backlog],
+                )
+                .map(drop)
+                .map_err(lite),
+            Backend::Postgres(client) => client
+                .execute(
+                    "INSERT INTO gates (gate_id, last_contact_ms, backlog) VALUES ($1, $2, $3)
+                     ON CONFLICT (gate_id) DO UPDATE SET last_contact_ms = EXCLUDED.last_contact_ms,
+                       backlog = EXCLUDED.backlog",
+                    &[&gate, &now.0, &backlog],
+                )
+                .map(drop)
+                .map_err(pg),
         }
     }
 
@@ -354,7 +390,7 @@ impl OfficeDb {
     /// Every gate that has sent anything.
     pub fn gates(&mut self) -> Result<Vec<GateState>, String> {
         const SQL: &str = "SELECT g.gate_id, g.last_contact_ms, g.acked_seq,
-                (SELECT COUNT(*) FROM entries e WHERE e.gate_id = g.gate_id)
+                (SELECT COUNT(*) FROM entries e WHERE e.gate_id = g.gate_id), g.backlog
              FROM gates g ORDER BY g.gate_id";
         match &mut self.backend {
             Backend::Sqlite(conn) => {
@@ -366,6 +402,7 @@ impl OfficeDb {
                             last_contact_ms: r.get(1)?,
                             acked_seq: r.get(2)?,
                             entries: r.get(3)?,
+                            backlog: r.get(4)?,
                         })
                     })
                     .map_err(lite)?;
@@ -380,6 +417,7 @@ impl OfficeDb {
                     last_contact_ms: r.get(1),
                     acked_seq: r.get(2),
                     entries: r.get(3),
+                    backlog: r.get(4),
                 })
                 .collect()),
         }

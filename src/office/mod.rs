@@ -242,6 +242,7 @@ pub fn router(office: Arc<Office>) -> Router {
     Router::new()
         .route("/v1/ingest", post(ingest))
         .route("/v1/report", post(report))
+        .route("/v1/heartbeat", post(heartbeat))
         .route("/v1/bundle", get(bundle))
         .route("/v1/gates", get(gates_json))
         .route("/v1/health-code/verify", post(health_code))
@@ -300,6 +301,9 @@ async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Byt
     struct Batch {
         gate: String,
         entries: Vec<serde_json::Value>,
+        /// Entries the gate still holds after this batch (gates before 0.1 did not say).
+        #[serde(default)]
+        backlog: Option<i64>,
     }
     let batch: Batch = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -313,8 +317,43 @@ async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Byt
     {
         return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: rows that are not this gate's"));
     }
-    match blocking(&office, move |o| o.with_db(|db| db.ingest(&gate, &batch.entries, crate::hw::now()))).await {
+    let stored = blocking(&office, move |o| {
+        o.with_db(|db| {
+            let now = crate::hw::now();
+            let acked = db.ingest(&gate, &batch.entries, now)?;
+            if let Some(backlog) = batch.backlog {
+                db.heartbeat(&gate, backlog, now)?;
+            }
+            Ok(acked)
+        })
+    });
+    match stored.await {
         Ok(acked) => axum::Json(serde_json::json!({ "acked": acked })).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `POST /v1/heartbeat`, signed like a batch: `{"gate": ID, "backlog": N}`. A gate calls after every round, so the
+/// dashboard shows a quiet gate as in contact and a gate catching up after an outage with what it still has to send.
+async fn heartbeat(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
+    let gate = match signed_by(&office, &headers, &body) {
+        Ok(g) => g,
+        Err((status, why)) => return refuse(status, why),
+    };
+    #[derive(Deserialize)]
+    struct Heartbeat {
+        gate: String,
+        backlog: i64,
+    }
+    let beat: Heartbeat = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: malformed heartbeat: {e}")),
+    };
+    if beat.gate != gate {
+        return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: a heartbeat that is not this gate's"));
+    }
+    match blocking(&office, move |o| o.with_db(|db| db.heartbeat(&gate, beat.backlog, crate::hw::now()))).await {
+        Ok(()) => axum::Json(serde_json::json!({ "ok": true })).into_response(),
         Err(e) => unavailable(e),
     }
 }
@@ -381,6 +420,9 @@ impl Office {
         })
     }
 }
+
+/// Silence after which the dashboard shows a gate as out of contact (失联), ms.
+const STALE_CONTACT_MS: i64 = 30 * 60 * 1000;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -465,8 +507,12 @@ impl Office {
         let mut rows = String::new();
         for (id, g) in &self.config.gates {
             let s = seen.get(id);
-            let contact =
-                s.and_then(|s| s.last_contact_ms).map_or("从未联系".to_string(), |m| Timestamp(m).to_rfc3339());
+            // A gate calls every few seconds when it can; half an hour of silence means it cannot.
+            let (contact_class, contact) = match s.and_then(|s| s.last_contact_ms) {
+                None => ("stale", "从未联系".to_string()),
+                Some(m) if at.0 - m > STALE_CONTACT_MS => ("stale", format!("{}（失联）", Timestamp(m).to_rfc3339())),
+                Some(m) => ("", Timestamp(m).to_rfc3339()),
+            };
             let status = |date: &str| -> Result<String, String> {
                 let s = self.report_status(id, date, at)?;
                 Ok(format!(
@@ -476,13 +522,15 @@ impl Office {
                 ))
             };
             rows.push_str(&format!(
-                "<tr data-gate=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}{}</tr>",
+                "<tr data-gate=\"{}\"><td>{}</td><td>{}</td><td class=\"{contact_class}\">{}</td><td>{}</td>\
+                 <td>{}</td><td class=\"backlog\">{}</td>{}{}</tr>",
                 esc(id),
                 esc(&g.name),
                 esc(&g.community),
                 esc(&contact),
                 s.map_or(0, |s| s.entries),
                 s.map_or(0, |s| s.acked_seq),
+                s.map_or(0, |s| s.backlog),
                 status(&yesterday)?,
                 status(&today)?,
             ));
@@ -508,13 +556,13 @@ impl Office {
             "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{name} · 闸口状态</title>\
              <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:2em}}\
-             td,th{{border:1px solid #999;padding:.4em .8em}}.missing,.late{{background:#fdd;color:#a00;font-weight:bold}}\
+             td,th{{border:1px solid #999;padding:.4em .8em}}.missing,.late,.stale{{background:#fdd;color:#a00;font-weight:bold}}\
              .on_time{{background:#dfd}}.tier-high{{background:#d00;color:#fff}}.tier-medium{{background:#f90}}\
              .tier-low{{background:#dfd}}</style></head><body><h1>{name} · 闸口状态</h1><p>截至 {at}</p>\
              <h2>小区风险等级</h2><table id=\"communities\"><tr><th>小区</th><th>风险等级</th><th>生效时间</th>\
              <th>策略版本</th><th>居家隔离</th><th>已撤销通行证</th></tr>{tiers}</table>\
              <h2>闸口</h2><table id=\"gates\"><tr><th>闸口</th><th>小区</th><th>最后联系</th><th>已收记录</th>\
-             <th>已确认序号</th><th>日报 {yesterday}</th><th>日报 {today}</th></tr>{rows}</table></body></html>",
+             <th>已确认序号</th><th>待上传</th><th>日报 {yesterday}</th><th>日报 {today}</th></tr>{rows}</table></body></html>",
             name = esc(&self.config.name),
             at = at.to_rfc3339(),
         ))

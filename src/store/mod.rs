@@ -418,6 +418,12 @@ impl Store {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
+    /// The newest entry's sequence number (0 when there is none). Unsent entries are never purged, so everything
+    /// between the acknowledged number and this one is still to be sent.
+    pub fn head_seq(&self) -> Result<i64, StoreError> {
+        self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM entries", [], |r| r.get(0)).map_err(|e| self.err(e))
+    }
+
     /// Everything up to this sequence number is at the office.
     pub fn acked_seq(&self) -> Result<i64, StoreError> {
         self.conn.query_row("SELECT acked_seq FROM sync_state WHERE id = 1", [], |r| r.get(0)).map_err(|e| self.err(e))

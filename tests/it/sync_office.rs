@@ -259,6 +259,61 @@ fn sync_now_and_office_serve_from_the_command_line() {
     assert!(text.contains("sent 1234 entries") && text.contains("backlog 0"), "{text}");
     let page = ureq::get(&format!("http://127.0.0.1:{port}/")).call().unwrap().body_mut().read_to_string().unwrap();
     assert!(page.contains("幸福街道办") && page.contains("幸福里东门") && page.contains("<td>1234</td>"), "{page}");
+    assert!(
+        page.contains("<td class=\"backlog\">0</td>"),
+        "the heartbeat after the round says nothing is left: {page}"
+    );
+}
+
+/// The office sees what a gate still has to send while it catches up, a quiet gate as alive (its heartbeat), and a
+/// silent one as out of contact (失联); a heartbeat from a stranger or with a forged signature changes nothing.
+#[test]
+fn the_dashboard_shows_each_gates_backlog_and_flags_a_silent_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ka, kb) = (SigningKey::from_bytes(&[7u8; 32]), SigningKey::from_bytes(&[8u8; 32]));
+    let (addr, office) = office(dir.path(), &[("gate-a", &ka), ("gate-b", &kb)]);
+    let mut a = Store::open(&dir.path().join("a.db"), "gate-a").unwrap();
+    a.fill_synthetic(1200, T0).unwrap();
+    let client =
+        SyncClient::new(&SyncSettings { batch: 500, ..settings(format!("http://{addr}")) }, "gate-a", ka.clone());
+    let backlog = |gate: &str| office.gates().unwrap().iter().find(|g| g.gate == gate).map(|g| g.backlog);
+    assert_eq!(client.round(&mut a, sibi::hw::now()).unwrap(), 500);
+    assert_eq!(backlog("gate-a"), Some(700), "after the first batch");
+    assert_eq!(client.round(&mut a, sibi::hw::now()).unwrap(), 500);
+    assert_eq!(backlog("gate-a"), Some(200));
+    // New entries arrive while it catches up; the whole exchange ends with a heartbeat saying nothing is left.
+    a.fill_synthetic(30, T0.plus_ms(3_600_000)).unwrap();
+    assert_eq!(client.exchange(&mut a).unwrap(), (230, 0));
+    assert_eq!(backlog("gate-a"), Some(0));
+    assert_eq!(office.entries("gate-a").unwrap().len(), 1230);
+    // A quiet gate's heartbeat: in contact, with nothing sent.
+    client.heartbeat(&a).unwrap();
+    let b = Store::open(&dir.path().join("b.db"), "gate-b").unwrap();
+    SyncClient::new(&settings(format!("http://{addr}")), "gate-b", kb.clone()).heartbeat(&b).unwrap();
+    assert_eq!(backlog("gate-b"), Some(0));
+
+    // Forged or foreign heartbeats are refused and change nothing.
+    let body = br#"{"gate":"gate-b","backlog":99}"#.to_vec();
+    assert_eq!(post_to(addr, "/v1/heartbeat", "gate-b", &body, &sign(&ka, &body)).0, 401);
+    assert_eq!(post_to(addr, "/v1/heartbeat", "gate-9", &body, &sign(&kb, &body)).0, 403);
+    assert_eq!(post_to(addr, "/v1/heartbeat", "gate-a", &body, &sign(&ka, &body)).0, 400, "gate-a speaking for gate-b");
+    let junk = br#"{"gate":"gate-b"}"#.to_vec();
+    assert_eq!(post_to(addr, "/v1/heartbeat", "gate-b", &junk, &sign(&kb, &junk)).0, 400);
+    assert_eq!(backlog("gate-b"), Some(0));
+
+    let page_at = |at: Timestamp| {
+        let url = format!("http://{addr}/?at={}", at.to_rfc3339().replace('+', "%2B"));
+        ureq::get(&url).call().unwrap().body_mut().read_to_string().unwrap()
+    };
+    let row = |page: &str, name: &str| page.split("<tr").find(|r| r.contains(name)).unwrap_or("").to_string();
+    let now = sibi::hw::now();
+    let page = page_at(now);
+    assert!(page.contains("<th>待上传</th>"), "{page}");
+    assert!(row(&page, "gate-a 东门").contains("<td class=\"backlog\">0</td>"), "{page}");
+    assert!(!row(&page, "gate-a 东门").contains("失联"), "{page}");
+    // An hour later without a call: both flagged.
+    let later = page_at(now.plus_ms(3_600_000));
+    assert!(row(&later, "gate-a 东门").contains("<td class=\"stale\">") && later.contains("（失联）"), "{later}");
 }
 
 #[test]
