@@ -31,6 +31,22 @@ try {
   await page.goto(base + '/');
   if (!page.url().endsWith('/login')) fail('the console did not send a stranger to the login page');
 
+  step('Chinese text renders with real glyphs, not boxes');
+  // Drawn in the page's own font stack: 通行 must differ from two private-use code points (which no font has, so
+  // they draw as the missing-glyph box). Without a CJK font on the machine both draw the same boxes.
+  const tofu = await page.evaluate(() => {
+    const draw = (t) => {
+      const c = document.createElement('canvas');
+      c.width = 120; c.height = 60;
+      const g = c.getContext('2d');
+      g.font = `40px ${getComputedStyle(document.body).fontFamily}`;
+      g.fillText(t, 0, 45);
+      return c.toDataURL();
+    };
+    return draw('通行') === draw('\uE000\uE001');
+  });
+  if (tofu) fail('the console draws Chinese as boxes: no CJK font (scripts/setup installs fonts-wqy-microhei)');
+
   step('log in on the keypad');
   for (const k of ['1', '2', '3', '4']) await page.click(`.key[data-key="${k}"]`);
   await shot('00-login');
@@ -138,6 +154,9 @@ try {
     await page.waitForFunction(() => /今日 通行 [1-9]/.test(document.getElementById('today').textContent), null, { timeout: 3000 });
   } catch { fail(`the status strip's counts did not follow: ${await text('#today')}`); }
   if (!(await page.isVisible('#btn-emergency'))) fail('the emergency button is not on screen');
+  // Everything on the status strip fits the 800-px screen (nothing cut off at the edge).
+  const strip = await page.evaluate(() => { const s = document.getElementById('strip'); return [s.scrollWidth, s.clientWidth, s.textContent]; });
+  if (strip[0] > strip[1]) fail(`the status strip overflows at 800 px (${strip[0]} > ${strip[1]}): ${strip[2]}`);
   await shot('08-emergency');
 
   // The same console on a phone.

@@ -17,16 +17,19 @@
     const p = live.panel, g = live.gate;
     $('tier').textContent = g.tier_zh || '—';
     $('tier').className = 'tier tier-' + (g.tier || 'none');
-    $('tier-since').textContent = g.tier_since ? '自 ' + g.tier_since.slice(5, 16).replace('T', ' ') : '';
-    const devs = Object.entries(g.devices || {});
+    // "自 2026-11-26" (and the hour when a change did not start at midnight).
+    const since = g.tier_since || '', hm = since.slice(11, 16);
+    $('tier-since').textContent = since ? '自 ' + since.slice(0, 10) + (hm && hm !== '00:00' ? ' ' + hm : '') : '';
+    // A glance: 设备正常, or only the devices that are down, in red.
+    const bad = Object.entries(g.devices || {}).filter(([, ok]) => !ok);
     $('devices').innerHTML = '';
-    for (const [name, ok] of devs) {
+    for (const [name] of bad) {
       const s = document.createElement('span');
-      s.className = 'dev' + (ok ? '' : ' bad');
-      s.textContent = name + (ok ? '正常 ' : '故障 ');
+      s.className = 'dev bad';
+      s.textContent = name + '故障 ';
       $('devices').appendChild(s);
     }
-    if (devs.length === 0) $('devices').textContent = '设备正常';
+    if (bad.length === 0) $('devices').textContent = '设备正常';
     if (p.update === lastUpdate) return;
     lastUpdate = p.update;
     const state = p.state || 'idle';
@@ -69,9 +72,9 @@
     if (r.status === 401) { location.href = '/login'; return; }
     if (!r.ok) return;
     const s = await r.json();
-    $('sync').textContent = `待同步 ${s.backlog} 条` + (s.last_contact ? ` · 最后联系 ${s.last_contact.slice(5, 16).replace('T', ' ')}` : ' · 尚未联系街道办');
+    $('sync').textContent = `待上传 ${s.backlog}` + (s.last_contact ? ` · 联系 ${s.last_contact.slice(5, 16).replace('T', ' ')}` : ' · 未联系街道办');
     const t = s.today || {};
-    $('today').textContent = `今日 通行 ${t.pass || 0} · 禁止 ${t.deny || 0} · 请处理 ${t.refer || 0}`;
+    $('today').textContent = `今日 通行 ${t.pass || 0} 禁止 ${t.deny || 0} 待处理 ${t.refer || 0}`;
   }
   status(); setInterval(status, 5000);
   const open = (id) => $(id).showModal();
