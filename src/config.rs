@@ -363,6 +363,72 @@ pub struct Devices {
     pub voice: crate::hw::voice::VoiceSettings,
 }
 
+impl Devices {
+    /// One line per device role, as `check-config` prints it for the technician: backend, device path or pins, and
+    /// the settings that matter when wiring and commissioning.
+    pub fn describe(&self) -> Vec<String> {
+        let opt = |p: Option<u8>| p.map_or("-".to_string(), |p| p.to_string());
+        let credentials = match &self.credentials {
+            CredentialBackend::Script => "scripted (simulated)".to_string(),
+            CredentialBackend::Frames { folder, fps, decoder, .. } => {
+                format!("frames from {} at {fps} fps, decoder {decoder:?}", folder.display())
+            }
+            CredentialBackend::V4l2 { settings: c, decoder } => format!(
+                "v4l2 camera {} {}×{} {} fps {:?}, decoder {decoder:?}",
+                c.device.display(),
+                c.width,
+                c.height,
+                c.fps,
+                c.format
+            ),
+        };
+        let thermometer = match &self.thermometer {
+            ThermometerBackend::Script => "scripted (simulated)".to_string(),
+            ThermometerBackend::Serial(t) => format!(
+                "serial {} {} baud, protocol {:?}, calibration offset {:+} gain {}",
+                t.port.display(),
+                t.baud,
+                t.protocol,
+                t.calibration.offset,
+                t.calibration.gain
+            ),
+        };
+        let operator = match &self.operator {
+            OperatorBackend::Script => "scripted (simulated)".to_string(),
+            OperatorBackend::Gpio(b) => format!(
+                "gpio buttons (BCM) mask {} emergency {} help {}, debounce {} ms",
+                opt(b.mask),
+                opt(b.emergency),
+                opt(b.help),
+                b.debounce_ms
+            ),
+        };
+        let gate = match &self.gate {
+            GateBackend::Sim { pulse, log } => format!(
+                "simulated, pulse {} ms{}",
+                pulse.as_millis(),
+                log.as_ref().map(|l| format!(", log {}", l.display())).unwrap_or_default()
+            ),
+            GateBackend::Gpio { settings: g, pulse } => format!(
+                "gpio (BCM) relay {} (active {}), green {} red {} amber {} buzzer {}, pulse {} ms",
+                g.relay,
+                if g.relay_active_high { "high" } else { "low" },
+                g.green,
+                g.red,
+                g.amber,
+                opt(g.buzzer),
+                pulse.as_millis()
+            ),
+        };
+        vec![
+            format!("camera      {credentials}"),
+            format!("thermometer {thermometer}"),
+            format!("buttons     {operator}"),
+            format!("outputs     {gate}"),
+        ]
+    }
+}
+
 /// Credential source backends.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CredentialBackend {

@@ -1051,10 +1051,21 @@ fn check_config(path: PathBuf) -> ExitCode {
                 tier.tier.as_str(),
                 tier.effective
             );
-            println!(
-                "  devices     credentials={:?} thermometer={:?} operator={:?} gate={:?}",
-                c.devices.credentials, c.devices.thermometer, c.devices.operator, c.devices.gate
-            );
+            for line in c.devices.describe() {
+                println!("  {line}");
+            }
+            match &c.sync {
+                Some(s) => println!(
+                    "  sync        {} every {} s, report at {}:00, policy bundles {}; personal data {}, kept {} days",
+                    s.settings.office,
+                    s.settings.interval_secs,
+                    s.settings.report_hour,
+                    if s.office_key.is_some() { "verified with the office key" } else { "not fetched (no office_key)" },
+                    if c.seal_key.is_some() { "sealed to the office" } else { "not kept (masks only)" },
+                    c.retention_ms / 86_400_000
+                ),
+                None => println!("  sync        none: records stay on this gate"),
+            }
             if let Some(s) = &c.script {
                 println!("  script      {} ({} events, speed {})", s.file.display(), s.script.events.len(), s.speed);
             }

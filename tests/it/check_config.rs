@@ -51,6 +51,16 @@ fn the_shipped_configs_are_valid() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("demo-east-gate"));
     let out = run(&["check-config", repo().join("config/gate.example.toml").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // What the technician wires against, readable: device paths and BCM pins as in hardware/README.md.
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "camera      v4l2 camera /dev/sibi-camera 640×480",
+        "thermometer serial /dev/sibi-thermometer 9600 baud",
+        "buttons     gpio buttons (BCM) mask 5 emergency 6 help 13",
+        "outputs     gpio (BCM) relay 17 (active high), green 22 red 27 amber 23 buzzer 24",
+    ] {
+        assert!(text.contains(line), "{line:?} not in {text}");
+    }
     assert_eq!(check(BASE).0, Some(0));
 }
 
