@@ -106,6 +106,9 @@ pub struct Changes {
     pub tier: Option<BundleTier>,
     /// Pass ids to revoke.
     pub revoke: Vec<String>,
+    /// The whole home-quarantine list, replacing the previous one (an uploaded list); `quarantine` and `release`
+    /// then apply on top of it.
+    pub quarantine_list: Option<Vec<String>>,
     /// Pass ids to put under home quarantine.
     pub quarantine: Vec<String>,
     /// Pass ids to release from it.
@@ -138,6 +141,10 @@ impl Changes {
         b.issued_at = now.to_rfc3339();
         b.tiers.extend(self.tier.clone());
         add(&mut b.revoked_passes, &self.revoke);
+        if let Some(list) = &self.quarantine_list {
+            b.quarantine.clear();
+            add(&mut b.quarantine, list);
+        }
         add(&mut b.quarantine, &self.quarantine);
         b.quarantine.retain(|id| !self.release.contains(id));
         add(&mut b.couriers, &self.couriers);
@@ -152,6 +159,35 @@ impl Changes {
         b.signers()?;
         Ok(b)
     }
+}
+
+/// Pass ids from an uploaded list (the home-quarantine list the health authorities hand the street office): one per
+/// line, or the first column of a CSV; blank lines and `#` comments are skipped, and a first line that is not an id is
+/// taken as a header. Any other line that is not an id (letters, digits, `-`, `_`, at most 64) is an error naming it.
+pub fn parse_id_list(text: &str) -> Result<Vec<String>, String> {
+    let is_id =
+        |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
+    let mut ids: Vec<String> = Vec::new();
+    let mut first = true;
+    for (n, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let id = line.split([',', ';', '\t']).next().unwrap_or("").trim().trim_matches('"');
+        if !is_id(id) {
+            if first {
+                first = false;
+                continue;
+            }
+            return Err(format!("line {}: `{id}` is not a pass id", n + 1));
+        }
+        first = false;
+        if !ids.iter().any(|i| i == id) {
+            ids.push(id.to_string());
+        }
+    }
+    Ok(ids)
 }
 
 /// Verify `text` (a [`SignedBundle`] as JSON) for a gate of `community` that has applied version `have`.
@@ -228,6 +264,29 @@ impl Bundle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uploaded_id_lists_skip_a_header_comments_and_repeats_and_name_a_bad_line() {
+        let ids = parse_id_list("\u{feff}通行证编号;楼栋\r\nA-1;3栋\n  # note\n\n\"B_2\",x\nA-1\nC3\t9\n").unwrap();
+        assert_eq!(ids, ["A-1", "B_2", "C3"]);
+        assert_eq!(parse_id_list("").unwrap(), Vec::<String>::new());
+        assert_eq!(parse_id_list("A-1\nA 2\n").unwrap_err(), "line 2: `A 2` is not a pass id");
+        assert!(parse_id_list(&format!("A\n{}\n", "x".repeat(65))).unwrap_err().starts_with("line 2"));
+        // Replacing the list, then the single changes on top of it.
+        let mut previous = Bundle::empty("c");
+        previous.quarantine = vec!["OLD".into(), "KEEP".into()];
+        previous
+            .tiers
+            .push(BundleTier { tier: crate::domain::Tier::Low, effective: "2026-01-01T00:00:00+08:00".into() });
+        let changes = Changes {
+            quarantine_list: Some(vec!["KEEP".into(), "NEW".into()]),
+            quarantine: vec!["EXTRA".into()],
+            release: vec!["NEW".into()],
+            ..Default::default()
+        };
+        let b = changes.apply(previous, Timestamp(0)).unwrap();
+        assert_eq!(b.quarantine, ["KEEP", "EXTRA"]);
+    }
 
     fn bundle(version: u64) -> Bundle {
         Bundle {

@@ -183,6 +183,9 @@ enum OfficeCommand {
         /// A pass id to put under home quarantine (居家隔离); repeatable.
         #[arg(long)]
         quarantine: Vec<String>,
+        /// Replace the whole home-quarantine list with the pass ids in FILE (one per line, or a CSV's first column).
+        #[arg(long, value_name = "FILE")]
+        quarantine_list: Option<PathBuf>,
         /// A pass id to release from home quarantine; repeatable.
         #[arg(long)]
         release: Vec<String>,
@@ -333,6 +336,7 @@ fn main() -> ExitCode {
                     tier,
                     effective,
                     revoke,
+                    quarantine_list,
                     quarantine,
                     release,
                     courier,
@@ -344,7 +348,7 @@ fn main() -> ExitCode {
             &community,
             tier,
             effective,
-            PublishLists { revoke, quarantine, release, courier, issuer, dcc_signer },
+            PublishLists { revoke, quarantine_list, quarantine, release, courier, issuer, dcc_signer },
         ),
         Command::Office { command: OfficeCommand::Export { config, what, from, to, out } } => {
             office_export(config, &what, &from, to.as_deref(), &out)
@@ -741,6 +745,7 @@ fn hash_pin(pin: Option<String>) -> ExitCode {
 /// The list changes of `sibi office publish`.
 struct PublishLists {
     revoke: Vec<String>,
+    quarantine_list: Option<PathBuf>,
     quarantine: Vec<String>,
     release: Vec<String>,
     courier: Vec<String>,
@@ -802,9 +807,19 @@ fn office_publish(
         };
         dcc_signers.push(base64::engine::general_purpose::STANDARD.encode(der));
     }
+    let quarantine_list = match &lists.quarantine_list {
+        None => None,
+        Some(p) => {
+            match std::fs::read_to_string(p).map_err(|e| e.to_string()).and_then(|t| sibi::bundle::parse_id_list(&t)) {
+                Ok(ids) => Some(ids),
+                Err(e) => return usage_error(&format!("--quarantine-list `{}`: {e}", p.display())),
+            }
+        }
+    };
     let changes = sibi::bundle::Changes {
         tier: change,
         revoke: lists.revoke,
+        quarantine_list,
         quarantine: lists.quarantine,
         release: lists.release,
         couriers: lists.courier,
@@ -813,7 +828,8 @@ fn office_publish(
     };
     if changes.is_empty() {
         return usage_error(
-            "nothing to publish: give --tier, --revoke, --quarantine, --release, --courier, --issuer or --dcc-signer",
+            "nothing to publish: give --tier, --revoke, --quarantine-list, --quarantine, --release, --courier, --issuer or \
+             --dcc-signer",
         );
     }
     let published = sibi::office::OfficeDb::open(&config.database)

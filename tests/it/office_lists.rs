@@ -147,6 +147,38 @@ fn the_offices_lists_reach_the_gates_credential_checks() {
     assert!(released["valid"] == true && released["quarantined"].is_null(), "{released}");
     let still = verify(&config, &pass(&community, "XFL-2", Category::Resident), None);
     assert_eq!(still["stage"], "revoked", "revocations stay");
+
+    // The health authority's list, uploaded as a CSV with a header: it replaces the quarantine list as a whole.
+    let list = dir.path().join("quarantine.csv");
+    std::fs::write(&list, "\u{feff}通行证编号,楼栋\nXFL-6,3栋\n\n# 新增\nXFL-7,5栋\nXFL-6,3栋\n").unwrap();
+    let upload = |file: &Path| {
+        run(&[
+            "office",
+            "publish",
+            "--config",
+            office_toml.to_str().unwrap(),
+            "--community",
+            "test-community",
+            "--quarantine-list",
+            file.to_str().unwrap(),
+        ])
+    };
+    let out = upload(&list);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 quarantined"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(run(&["run", "--config", config.to_str().unwrap()]).status.code(), Some(0));
+    for (id, expected) in [("XFL-6", Some(true)), ("XFL-7", Some(true)), ("XFL-5", None)] {
+        let v = verify(&config, &pass(&community, id, Category::Resident), None);
+        assert_eq!(v["quarantined"].as_bool(), expected, "{id}: {v}");
+    }
+    // A garbled list is refused, naming the line, and nothing is published.
+    std::fs::write(&list, "XFL-6\nXFL 8 楼\n").unwrap();
+    let out = upload(&list);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(run(&["run", "--config", config.to_str().unwrap()]).status.code(), Some(0));
+    let v = verify(&config, &pass(&community, "XFL-7", Category::Resident), None);
+    assert_eq!(v["quarantined"], true, "the last good list stays: {v}");
     // Nothing to publish is a usage error.
     let out = run(&["office", "publish", "--config", office_toml.to_str().unwrap(), "--community", "test-community"]);
     assert_eq!(out.status.code(), Some(2));
