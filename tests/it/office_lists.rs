@@ -51,19 +51,20 @@ fn the_offices_lists_reach_the_gates_credential_checks() {
         ),
     )
     .unwrap();
+    // `sibi office publish` for this office and community, with `changes`.
+    let publish = |changes: &[&str]| {
+        let mut args =
+            vec!["office", "publish", "--config", office_toml.to_str().unwrap(), "--community", "test-community"];
+        args.extend_from_slice(changes);
+        run(&args)
+    };
     // A DCC signer from the public test vectors, delivered by the office instead of the gate's config.
     let vector: Option<Value> = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/dcc/AT/2DCode/raw/1.json"),
     )
     .ok()
     .map(|t| serde_json::from_str(&t).unwrap());
-    let mut publish = vec![
-        "office",
-        "publish",
-        "--config",
-        office_toml.to_str().unwrap(),
-        "--community",
-        "test-community",
+    let mut first = vec![
         "--tier",
         "medium",
         "--effective",
@@ -82,9 +83,9 @@ fn the_offices_lists_reach_the_gates_credential_checks() {
         let der =
             base64::engine::general_purpose::STANDARD.decode(v["TESTCTX"]["CERTIFICATE"].as_str().unwrap()).unwrap();
         std::fs::write(&signer, der).unwrap();
-        publish.extend(["--dcc-signer", signer.to_str().unwrap()]);
+        first.extend(["--dcc-signer", signer.to_str().unwrap()]);
     }
-    let out = run(&publish);
+    let out = publish(&first);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let _server = Killed(sibi().args(["office", "serve", "--config", office_toml.to_str().unwrap()]).spawn().unwrap());
     crate::util::wait_for_port(port);
@@ -131,16 +132,7 @@ fn the_offices_lists_reach_the_gates_credential_checks() {
     assert!(page.contains("<td class=\"tier-medium\">中风险</td>"), "{page}");
 
     // Released from quarantine in the next bundle; the gate follows.
-    let out = run(&[
-        "office",
-        "publish",
-        "--config",
-        office_toml.to_str().unwrap(),
-        "--community",
-        "test-community",
-        "--release",
-        "XFL-3",
-    ]);
+    let out = publish(&["--release", "XFL-3"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(run(&["run", "--config", config.to_str().unwrap()]).status.code(), Some(0));
     let released = verify(&config, &pass(&community, "XFL-3", Category::Resident), None);
@@ -151,18 +143,7 @@ fn the_offices_lists_reach_the_gates_credential_checks() {
     // The health authority's list, uploaded as a CSV with a header: it replaces the quarantine list as a whole.
     let list = dir.path().join("quarantine.csv");
     std::fs::write(&list, "\u{feff}通行证编号,楼栋\nXFL-6,3栋\n\n# 新增\nXFL-7,5栋\nXFL-6,3栋\n").unwrap();
-    let upload = |file: &Path| {
-        run(&[
-            "office",
-            "publish",
-            "--config",
-            office_toml.to_str().unwrap(),
-            "--community",
-            "test-community",
-            "--quarantine-list",
-            file.to_str().unwrap(),
-        ])
-    };
+    let upload = |file: &Path| publish(&["--quarantine-list", file.to_str().unwrap()]);
     let out = upload(&list);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 quarantined"), "{}", String::from_utf8_lossy(&out.stdout));
@@ -180,6 +161,5 @@ fn the_offices_lists_reach_the_gates_credential_checks() {
     let v = verify(&config, &pass(&community, "XFL-7", Category::Resident), None);
     assert_eq!(v["quarantined"], true, "the last good list stays: {v}");
     // Nothing to publish is a usage error.
-    let out = run(&["office", "publish", "--config", office_toml.to_str().unwrap(), "--community", "test-community"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(publish(&[]).status.code(), Some(2));
 }
