@@ -495,3 +495,28 @@ impl OfficeDb {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An office database made before gates reported their backlog opens, gains the column, and keeps its gates.
+    #[test]
+    fn an_older_office_database_gains_the_backlog_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("office.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE gates (gate_id TEXT PRIMARY KEY, last_contact_ms INTEGER,
+                acked_seq INTEGER NOT NULL DEFAULT 0);
+             INSERT INTO gates VALUES ('g1', 5, 9);",
+        )
+        .unwrap();
+        drop(old);
+        let mut db = OfficeDb::open(&Database::Sqlite(path.clone())).unwrap();
+        assert_eq!(db.gates().unwrap()[0].acked_seq, 9);
+        db.heartbeat("g1", 3, Timestamp(6)).unwrap();
+        let g = &OfficeDb::open(&Database::Sqlite(path)).unwrap().gates().unwrap()[0];
+        assert_eq!((g.backlog, g.acked_seq, g.last_contact_ms), (3, 9, Some(6)));
+    }
+}

@@ -32,6 +32,9 @@ fn exercise(db: &mut OfficeDb, rows: &[serde_json::Value]) -> serde_json::Value 
     }
     // A resent batch (the acknowledgement was lost) changes nothing.
     acks.push(db.ingest("g1", &rows[..100], T0.plus_ms(5)).unwrap());
+    // Heartbeats: a known gate's backlog and contact, and a gate seen first by its heartbeat.
+    db.heartbeat("g1", 42, T0.plus_ms(7)).unwrap();
+    db.heartbeat("g2", 0, T0.plus_ms(8)).unwrap();
     db.store_report("g1", "2026-09-21", "{\"v\":1}", T0.plus_ms(10)).unwrap();
     db.store_report("g1", "2026-09-21", "{\"v\":2}", T0.plus_ms(20)).unwrap();
     let changes = sibi::bundle::Changes {
@@ -71,6 +74,10 @@ fn postgresql_and_sqlite_give_the_same_answers() {
     assert_eq!(on_pg["reports"], serde_json::json!(["{\"v\":2}"]), "the latest version is kept");
     assert_eq!(on_pg["between"].as_array().unwrap().len(), 10);
     assert_eq!(on_pg["latest_has_both"], true);
+    let gates = on_pg["gates"].as_array().unwrap();
+    assert_eq!((gates[0]["gate"].as_str(), gates[0]["backlog"].as_i64()), (Some("g1"), Some(42)), "{gates:?}");
+    assert_eq!((gates[0]["acked_seq"].as_i64(), gates[0]["last_contact_ms"].as_i64()), (Some(500), Some(T0.0 + 7)));
+    assert_eq!((gates[1]["gate"].as_str(), gates[1]["entries"].as_i64()), (Some("g2"), Some(0)));
     // Reopening finds the tables and the data.
     let mut again = OfficeDb::open(&Database::Postgres(pg.url.clone())).unwrap();
     assert_eq!(again.entries("g1").unwrap().len(), 500);
