@@ -272,17 +272,29 @@ fn signed_by(office: &Office, headers: &HeaderMap, body: &[u8]) -> Result<String
     Ok(gate)
 }
 
+/// A body signed by an enrolled gate and parsed as `T` (a `what`), with the gate's id; or why it is refused.
+fn signed_json<T: serde::de::DeserializeOwned>(
+    office: &Office,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<(String, T), (StatusCode, String)> {
+    let gate = signed_by(office, headers, body)?;
+    match serde_json::from_slice(body) {
+        Ok(t) => Ok((gate, t)),
+        Err(e) => Err((StatusCode::BAD_REQUEST, format!("gate `{gate}`: malformed {what}: {e}"))),
+    }
+}
+
 async fn report(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
-    let gate = match signed_by(&office, &headers, &body) {
-        Ok(g) => g,
+    let (gate, r) = match signed_json::<crate::report::DailyReport>(&office, &headers, &body, "report") {
+        Ok(x) => x,
         Err((status, why)) => return refuse(status, why),
     };
-    let parsed: Result<crate::report::DailyReport, _> = serde_json::from_slice(&body);
-    let date = match parsed {
-        Ok(r) if r.gate == gate && crate::report::day_bounds(&r.date).is_some() => r.date,
-        Ok(_) => return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: a report that is not this gate's")),
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: malformed report: {e}")),
-    };
+    if r.gate != gate || crate::report::day_bounds(&r.date).is_none() {
+        return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: a report that is not this gate's"));
+    }
+    let date = r.date;
     let text = String::from_utf8_lossy(&body).into_owned();
     let day = date.clone();
     let stored = blocking(&office, move |o| o.with_db(|db| db.store_report(&gate, &day, &text, crate::hw::now())));
@@ -293,10 +305,6 @@ async fn report(State(office): State<Arc<Office>>, headers: HeaderMap, body: Byt
 }
 
 async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
-    let gate = match signed_by(&office, &headers, &body) {
-        Ok(g) => g,
-        Err((status, why)) => return refuse(status, why),
-    };
     #[derive(Deserialize)]
     struct Batch {
         gate: String,
@@ -305,9 +313,9 @@ async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Byt
         #[serde(default)]
         backlog: Option<i64>,
     }
-    let batch: Batch = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: malformed batch: {e}")),
+    let (gate, batch) = match signed_json::<Batch>(&office, &headers, &body, "batch") {
+        Ok(x) => x,
+        Err((status, why)) => return refuse(status, why),
     };
     if batch.gate != gate
         || batch.entries.iter().any(|r| {
@@ -336,18 +344,14 @@ async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Byt
 /// `POST /v1/heartbeat`, signed like a batch: `{"gate": ID, "backlog": N}`. A gate calls after every round, so the
 /// dashboard shows a quiet gate as in contact and a gate catching up after an outage with what it still has to send.
 async fn heartbeat(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
-    let gate = match signed_by(&office, &headers, &body) {
-        Ok(g) => g,
-        Err((status, why)) => return refuse(status, why),
-    };
     #[derive(Deserialize)]
     struct Heartbeat {
         gate: String,
         backlog: i64,
     }
-    let beat: Heartbeat = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: malformed heartbeat: {e}")),
+    let (gate, beat) = match signed_json::<Heartbeat>(&office, &headers, &body, "heartbeat") {
+        Ok(x) => x,
+        Err((status, why)) => return refuse(status, why),
     };
     if beat.gate != gate {
         return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: a heartbeat that is not this gate's"));
