@@ -240,7 +240,7 @@ impl SyncClient {
 
     /// Tell the office this gate is alive and how many entries it still has to send (signed like a batch).
     pub fn heartbeat(&self, store: &Store) -> Result<(), SyncError> {
-        let backlog = store.head_seq()? - store.acked_seq()?;
+        let backlog = store.sync_status()?.backlog;
         let body = serde_json::to_vec(&serde_json::json!({ "gate": self.gate, "backlog": backlog }))
             .map_err(|e| SyncError::Office(format!("cannot encode the heartbeat: {e}")))?;
         self.post_signed("/v1/heartbeat", &body).map(drop)
@@ -375,9 +375,9 @@ fn bundle_round(
     Ok(())
 }
 
-/// Run the sync loop on a thread of its own until `stop`. Acknowledged entries older than `retention_ms` are purged at most once an hour, after a successful round. The
-/// day's report is made at `settings.report_hour` and sent with the entries; with a `bundles` sink, the office's
-/// policy bundle is fetched every round.
+/// Run the sync loop on a thread of its own until `stop`. Acknowledged entries older than `retention_ms` are purged
+/// at most once an hour, after a successful round. The day's report is made at `settings.report_hour` and sent with
+/// the entries; with a `bundles` sink, the office's policy bundle is fetched every round.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     settings: SyncSettings,

@@ -66,7 +66,8 @@ impl GateAction {
 pub struct SyncStatus {
     /// Everything up to here is at the office.
     pub acked_seq: i64,
-    /// Entries not yet acknowledged.
+    /// Entries not yet acknowledged: the newest sequence number less the acknowledged one (unsent entries are never
+    /// purged, so they are all there), read without scanning the backlog.
     pub backlog: i64,
     /// Last acknowledged round (ms).
     pub last_success_ms: Option<i64>,
@@ -434,7 +435,7 @@ impl Store {
         self.conn
             .query_row(
                 "SELECT acked_seq, last_success_ms, last_attempt_ms, last_error,
-                    (SELECT COUNT(*) FROM entries WHERE seq > acked_seq)
+                    MAX((SELECT COALESCE(MAX(seq), 0) FROM entries) - acked_seq, 0)
                  FROM sync_state WHERE id = 1",
                 [],
                 |r| {

@@ -331,10 +331,12 @@ fn only_acknowledged_entries_past_retention_are_purged_and_the_purge_is_recorded
     assert_eq!(store.purge_synced(T0.plus_ms(40 * day), 28 * day).unwrap(), 100, "all acknowledged ones");
     let left: Vec<i64> = store.entries().unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(left, (101..=110).collect::<Vec<_>>(), "unsynced entries are never purged");
+    assert_eq!(store.sync_status().unwrap().backlog, 10, "the backlog still counts them after the purge");
     assert!(store.journal_lines().unwrap().iter().any(|(k, d)| k == "purge" && d.starts_with("100 synced entries")));
     // Everything synced and old: the newest entry stays, so presentation ids continue.
     client.drain(&mut store).unwrap();
     assert_eq!(store.purge_synced(T0.plus_ms(80 * day), 28 * day).unwrap(), 9);
+    assert_eq!(store.sync_status().unwrap().backlog, 0, "only the newest entry is left, and it is at the office");
     assert_eq!(store.next_presentation_id().unwrap(), 111);
 }
 
