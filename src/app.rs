@@ -50,6 +50,12 @@ pub struct OpenDevices {
     pub pulse: Duration,
     /// The camera reader's trust (pass keys, revocations, signers, issuers, the office's lists).
     pub trust: crate::credential::SharedTrust,
+    /// The mask thread's source, with `[mask]` and its models.
+    pub mask: Option<crate::mask::source::MaskSource>,
+    /// The camera's tap for it (a camera backend only; the scripted camera plays its faces itself).
+    pub mask_tap: Option<crate::mask::source::MaskTap>,
+    /// Why `[mask]` is on but the judge is not running (its models are missing or broken).
+    pub mask_fault: Option<String>,
 }
 
 /// Open every device the config names.
@@ -60,18 +66,47 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
         .map(|s| (s, Playback { start: std::time::Instant::now(), speed: s.speed, repeat: s.repeat }));
     let script = || playback.clone().context("a scripted device needs the [script] section");
     let trust = config.credentials.trust(&config.gate.community, &config.gate.id).shared();
+    let (mut judge, mut mask_fault) = (None, None);
+    if let Some(m) = &config.mask {
+        match crate::mask::MaskJudge::open(m.models.as_deref()) {
+            Ok(j) => {
+                info!(models = %j.models_dir().display(), "mask judge loaded (口罩必戴 by machine)");
+                judge = Some(j);
+            }
+            Err(e) => {
+                error!(error = %e, "the mask judge is off: the operator confirms masks");
+                mask_fault = Some(e.to_string());
+            }
+        }
+    }
+    let (mut mask, mut mask_tap) = (None, None);
+    let tapped = |c: CameraCredentials, mask: &mut Option<_>, tap: &mut Option<_>| match &judge {
+        Some(j) => {
+            let (t, source) = crate::mask::source::channel(j.clone());
+            *mask = Some(source);
+            *tap = Some(t.clone());
+            c.with_mask_tap(t)
+        }
+        None => c,
+    };
     let credentials: Box<dyn CredentialSource> = match &config.devices.credentials {
         CredentialBackend::Script => {
             let (s, p) = script()?;
+            if let Some(j) = &judge {
+                let faces = crate::hw::script::ScriptedFaces::new(&s.script, p.clone()).map_err(anyhow::Error::msg)?;
+                mask = Some(crate::mask::source::scripted(j.clone(), faces));
+            }
             Box::new(ScriptedCredentials::new(&s.script, p))
         }
         CredentialBackend::Frames { folder, fps, repeat, decoder } => {
             let frames = FolderFrames::open(folder, *fps, *repeat).map_err(anyhow::Error::msg)?;
-            Box::new(CameraCredentials::with_shared(Box::new(frames), decoder.decoder(), trust.clone()))
+            let c = CameraCredentials::with_shared(Box::new(frames), decoder.decoder(), trust.clone());
+            Box::new(tapped(c, &mut mask, &mut mask_tap))
         }
         CredentialBackend::V4l2 { settings, decoder } => {
             let camera = V4l2Camera::start(settings.clone()).context("cannot start the camera thread")?;
-            Box::new(CameraCredentials::with_shared(Box::new(camera), decoder.decoder(), trust.clone()))
+            let c = CameraCredentials::with_shared(Box::new(camera), decoder.decoder(), trust.clone());
+            Box::new(tapped(c, &mut mask, &mut mask_tap))
         }
     };
     let thermometer: Box<dyn Thermometer> = match &config.devices.thermometer {
@@ -101,7 +136,7 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
             (Box::new(gpio::pi::gate(settings).map_err(anyhow::Error::msg)?), *pulse)
         }
     };
-    Ok(OpenDevices { credentials, thermometer, operator, gate, pulse, trust })
+    Ok(OpenDevices { credentials, thermometer, operator, gate, pulse, trust, mask, mask_tap, mask_fault })
 }
 
 enum GateRequest {
@@ -211,12 +246,21 @@ pub struct Pipeline {
     last_said: Option<(Option<u64>, crate::policy::Voice)>,
     /// The operator console's live channel.
     live: Option<crate::console::LiveSender>,
+    /// The mask judge's tap: told after every event whether a presentation is open.
+    mask_tap: Option<crate::mask::source::MaskTap>,
 }
 
 impl Pipeline {
     /// A pipeline over an opened store and a running gate controller.
     pub fn new(checkpoint: Checkpoint, store: StoreHandle, gate: GateHandle) -> Pipeline {
-        Pipeline { checkpoint, store, gate, voice: None, last_said: None, live: None }
+        Pipeline { checkpoint, store, gate, voice: None, last_said: None, live: None, mask_tap: None }
+    }
+
+    /// Feed the mask judge only while a presentation is open.
+    pub fn with_mask_tap(mut self, tap: crate::mask::source::MaskTap) -> Pipeline {
+        tap.set_wanted(!self.checkpoint.is_idle());
+        self.mask_tap = Some(tap);
+        self
     }
 
     /// Publish what the operator's panel shows on `live` (the console's live channel).
@@ -310,6 +354,9 @@ impl Pipeline {
             }
         }
         let effects = self.checkpoint.handle(event, at);
+        if let Some(tap) = &self.mask_tap {
+            tap.set_wanted(!self.checkpoint.is_idle());
+        }
         let done = self.execute(effects).await;
         self.refresh_gate_view(at);
         done
@@ -538,9 +585,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             OperatorInput::Action(a) => Event::Operator(a),
             OperatorInput::Button(b) => Event::Button(b),
         },
-        tx,
+        tx.clone(),
         stop.clone(),
     )?);
+    if let Some(mut mask) = devices.mask {
+        threads.push(hw::spawn_source(DeviceKind::Mask, move |w| mask.poll(w), Event::Mask, tx, stop.clone())?);
+    } else {
+        drop(tx);
+    }
     let sources = threads.len();
     // Sync runs beside the decision path with its own connection; it is not waited for at shutdown (a request in
     // flight is simply resent next time: the office is idempotent on (gate, seq)).
@@ -575,6 +627,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     let voice = VoiceHandle::start(&config.devices.voice).context("cannot start the voice prompts")?;
     let mut pipeline = Pipeline::new(checkpoint, store.clone(), gate.clone()).with_voice(voice);
+    if let Some(tap) = devices.mask_tap {
+        pipeline = pipeline.with_mask_tap(tap);
+    }
     let console_task = match &config.console {
         Some(c) => {
             let (live_tx, live_rx) = tokio::sync::watch::channel(crate::console::Live::default());
@@ -599,6 +654,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
         None => None,
     };
+    if let Some(detail) = devices.mask_fault {
+        pipeline.handle(Event::Fault { device: DeviceKind::Mask, detail }, hw::now()).await;
+    }
     let mut summary = RunSummary::default();
     let count = |done: Vec<Executed>, s: &mut RunSummary| {
         s.recorded += done.iter().filter(|e| e.seq.is_some()).count();

@@ -13,7 +13,9 @@
 //! mask) are recorded as non-final outcomes so nothing is lost if the power fails mid-presentation.
 
 use crate::config::CheckpointConfig;
-use crate::domain::{Category, Celsius, CodeStatus, Direction, IdentityKind, MaskState, Timestamp, Verdict, mask_name};
+use crate::domain::{
+    Category, Celsius, CodeStatus, Direction, IdentityKind, MaskBy, MaskSeen, MaskState, Timestamp, Verdict, mask_name,
+};
 use crate::policy::{Decision, Person, Policy, Presentation, Reading, Rule, Voice, decide};
 
 /// A credential as read and verified by a source (the QR text itself never travels further than the source).
@@ -164,6 +166,17 @@ pub enum Button {
     CallHelp,
 }
 
+/// What the camera's mask judge saw on the largest face in a frame (never the picture itself).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MaskObservation {
+    /// Worn, not worn, or unsure.
+    pub seen: MaskSeen,
+    /// The mask probability, 0..1.
+    pub score: f32,
+    /// The face's size (shorter side of its box), pixels.
+    pub face_px: u32,
+}
+
 /// Which device a fault concerns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -176,6 +189,8 @@ pub enum DeviceKind {
     Operator,
     /// Relay, lights, buzzer.
     Gate,
+    /// The camera's mask judge.
+    Mask,
 }
 
 impl DeviceKind {
@@ -186,6 +201,7 @@ impl DeviceKind {
             DeviceKind::Thermometer => "体温计",
             DeviceKind::Operator => "按键",
             DeviceKind::Gate => "闸门",
+            DeviceKind::Mask => "口罩识别",
         }
     }
 }
@@ -199,6 +215,8 @@ pub enum Event {
     Temperature(Celsius),
     /// Operator input.
     Operator(OperatorAction),
+    /// The camera saw a face and judged its mask.
+    Mask(MaskObservation),
     /// A button was pressed.
     Button(Button),
     /// Time passed (the driver ticks a few times a second).
@@ -294,6 +312,8 @@ pub struct Outcome {
     pub emergency: Option<EmergencyKind>,
     /// What the operator registered, if anything (sealed and masked by the store).
     pub registration: Option<Registration>,
+    /// How the mask state was set: by the camera (with its score) or by the operator; `None` while unchecked.
+    pub mask_by: Option<MaskBy>,
     /// The vehicle this outcome is for, or whose occupant it decides.
     pub vehicle: Option<VehicleRef>,
 }
@@ -354,6 +374,7 @@ struct Session {
     approval_reason: Option<String>,
     emergency: Option<EmergencyKind>,
     registration: Option<Registration>,
+    mask_by: Option<MaskBy>,
 }
 
 /// The checkpoint of one lane.
@@ -365,7 +386,7 @@ pub struct Checkpoint {
     next_id: u64,
     current: Option<Session>,
     early_reading: Option<Reading>,
-    early_mask: Option<(MaskState, Timestamp)>,
+    early_mask: Option<(MaskState, MaskBy, Timestamp)>,
     /// Keys of closed presentations and when they were last seen.
     recent: Vec<(String, Timestamp)>,
     /// The vehicle being checked.
@@ -421,6 +442,7 @@ impl Checkpoint {
                 }
             }
             Event::Operator(action) => self.on_operator(action, now, &mut out),
+            Event::Mask(seen) => self.on_mask(seen, now, &mut out),
             Event::Button(Button::MaskConfirmed) => {
                 self.on_operator(OperatorAction::Mask(MaskState::Worn), now, &mut out)
             }
@@ -440,7 +462,7 @@ impl Checkpoint {
                 }
                 let keep = self.cfg.same_code_interval_ms;
                 self.recent.retain(|(_, seen)| now.since(*seen) < keep);
-                if self.early_mask.is_some_and(|(_, at)| now.since(at) > crate::policy::READING_MAX_AGE_MS) {
+                if self.early_mask.is_some_and(|(_, _, at)| now.since(at) > crate::policy::READING_MAX_AGE_MS) {
                     self.early_mask = None;
                 }
             }
@@ -538,6 +560,7 @@ impl Checkpoint {
             approval_reason: None,
             emergency: None,
             registration: None,
+            mask_by: None,
             vehicle: Some(VehicleRef { plate: v.plate, occupant: false }),
         })));
     }
@@ -568,12 +591,42 @@ impl Checkpoint {
             ..Person::unknown(c.category)
         };
         person.temperature = self.early_reading.take();
-        if let Some((mask, _)) = self.early_mask.take() {
+        let mut mask_by = None;
+        if let Some((mask, by, _)) = self.early_mask.take() {
             person.mask = mask;
+            mask_by = Some(by);
         }
         let holder = mask_name(&c.holder);
         let credential = CredentialRead { holder, ..c };
         self.open(Some(credential), person, now);
+        if let Some(s) = &mut self.current {
+            s.mask_by = mask_by;
+        }
+        self.evaluate(now, out);
+    }
+
+    /// The camera's verdict. A confident `worn` meets the must by machine and `not_worn` is the mask refer; `unsure`
+    /// changes nothing (the operator confirms, as without a camera). What the operator set is never overridden by the
+    /// camera; the camera may revise its own verdict (the person puts the mask on). A face seen does not keep a
+    /// presentation open: only the person's own actions do.
+    fn on_mask(&mut self, o: MaskObservation, now: Timestamp, out: &mut Vec<Effect>) {
+        let state = match o.seen {
+            MaskSeen::Worn => MaskState::Worn,
+            MaskSeen::NotWorn => MaskState::NotWorn,
+            MaskSeen::Unsure => return,
+        };
+        let by = MaskBy::Detected(o.score);
+        let Some(s) = &mut self.current else {
+            if !matches!(self.early_mask, Some((_, MaskBy::Operator, _))) {
+                self.early_mask = Some((state, by, now));
+            }
+            return;
+        };
+        if s.mask_by == Some(MaskBy::Operator) || s.person.mask == state {
+            return;
+        }
+        s.person.mask = state;
+        s.mask_by = Some(by);
         self.evaluate(now, out);
     }
 
@@ -624,7 +677,7 @@ impl Checkpoint {
         }
         let Some(s) = &mut self.current else {
             match action {
-                OperatorAction::Mask(m) => self.early_mask = Some((m, now)),
+                OperatorAction::Mask(m) => self.early_mask = Some((m, MaskBy::Operator, now)),
                 _ => out.push(Effect::Prompt(Prompt {
                     presentation: None,
                     message_zh: "当前没有待处理的人员".into(),
@@ -635,7 +688,10 @@ impl Checkpoint {
         };
         s.last_activity = now;
         match action {
-            OperatorAction::Mask(m) => s.person.mask = m,
+            OperatorAction::Mask(m) => {
+                s.person.mask = m;
+                s.mask_by = Some(MaskBy::Operator);
+            }
             OperatorAction::CodeColour(colour) => {
                 if matches!(s.person.code, CodeStatus::Unverified | CodeStatus::Timeout)
                     && matches!(colour, CodeStatus::Green | CodeStatus::Yellow | CodeStatus::Red)
@@ -696,6 +752,7 @@ impl Checkpoint {
             approval_reason: None,
             registration: None,
             emergency: None,
+            mask_by: None,
         });
     }
 
@@ -787,6 +844,7 @@ fn outcome_of(s: &Session, decision: Decision, is_final: bool, note: Option<Clos
         approval_reason: s.approval_reason.clone(),
         registration: s.registration.clone(),
         emergency: s.emergency,
+        mask_by: s.mask_by,
         vehicle: None,
     }
 }
@@ -821,6 +879,88 @@ mod tests {
 
     fn c(deg: f64) -> Event {
         Event::Temperature(Celsius::from_f64(deg).unwrap())
+    }
+
+    fn seen(seen: MaskSeen, score: f32) -> Event {
+        Event::Mask(MaskObservation { seen, score, face_px: 180 })
+    }
+
+    #[test]
+    fn a_confident_worn_from_the_camera_meets_the_must_without_a_tap() {
+        let mut k = cp();
+        k.handle(Event::Credential(pass_card("P1")), at(0));
+        k.handle(c(36.5), at(300));
+        let e = k.handle(seen(MaskSeen::Worn, 0.99), at(400));
+        let o = outcomes(&e);
+        assert_eq!(o.len(), 1);
+        assert_eq!(o[0].decision.verdict, Verdict::Pass);
+        assert_eq!(o[0].person.mask, MaskState::Worn);
+        assert_eq!(o[0].mask_by, Some(MaskBy::Detected(0.99)));
+        assert_eq!(o[0].decision.people[0].musts.mask, MaskState::Worn);
+    }
+
+    #[test]
+    fn not_worn_is_a_recorded_refer_to_put_one_on_and_a_mask_put_on_then_passes() {
+        let mut k = cp();
+        k.handle(Event::Credential(pass_card("P1")), at(0));
+        k.handle(c(36.5), at(300));
+        let e = k.handle(seen(MaskSeen::NotWorn, 0.01), at(400));
+        let o = outcomes(&e);
+        assert_eq!(o.len(), 1);
+        assert!(!o[0].is_final);
+        assert_eq!(o[0].decision.rule, Rule::MaskNotWorn);
+        assert_eq!(o[0].decision.people[0].voice, Voice::WearMask);
+        assert_eq!(o[0].mask_by, Some(MaskBy::Detected(0.01)));
+        // The same verdict in the next frames records nothing more.
+        assert!(outcomes(&k.handle(seen(MaskSeen::NotWorn, 0.02), at(600))).is_empty());
+        // Unsure in between changes nothing.
+        assert!(k.handle(seen(MaskSeen::Unsure, 0.5), at(700)).is_empty());
+        let o = k.handle(seen(MaskSeen::Worn, 0.97), at(2_000));
+        assert_eq!(outcomes(&o)[0].decision.verdict, Verdict::Pass);
+        assert_eq!(outcomes(&o)[0].mask_by, Some(MaskBy::Detected(0.97)));
+    }
+
+    #[test]
+    fn unsure_leaves_the_must_to_the_operator_and_the_operator_overrides_the_camera() {
+        let mut k = cp();
+        k.handle(Event::Credential(pass_card("P1")), at(0));
+        k.handle(c(36.5), at(300));
+        let e = k.handle(seen(MaskSeen::Unsure, 0.6), at(400));
+        assert!(e.is_empty(), "unsure: still today's 确认已戴口罩 prompt, nothing recorded: {e:?}");
+        let o = k.handle(Event::Operator(OperatorAction::Mask(MaskState::Worn)), at(900));
+        assert_eq!(outcomes(&o)[0].decision.verdict, Verdict::Pass);
+        assert_eq!(outcomes(&o)[0].mask_by, Some(MaskBy::Operator));
+
+        // The camera says worn, the operator sees a mask below the nose: the operator's word stands.
+        k.handle(Event::Credential(pass_card("P2")), at(10_000));
+        k.handle(Event::Operator(OperatorAction::Mask(MaskState::NotWorn)), at(10_100));
+        let e = k.handle(c(36.5), at(10_200));
+        assert_eq!(outcomes(&e)[0].decision.rule, Rule::MaskNotWorn);
+        assert!(outcomes(&k.handle(seen(MaskSeen::Worn, 0.99), at(10_300))).is_empty(), "the camera cannot override");
+        assert!(!k.is_idle());
+    }
+
+    #[test]
+    fn a_mask_seen_before_the_code_is_used_and_an_old_one_expires() {
+        let mut k = cp();
+        assert!(k.handle(seen(MaskSeen::Worn, 0.98), at(0)).is_empty());
+        k.handle(c(36.4), at(100));
+        let o = k.handle(Event::Credential(pass_card("P1")), at(300));
+        assert_eq!(outcomes(&o)[0].decision.verdict, Verdict::Pass);
+        assert_eq!(outcomes(&o)[0].mask_by, Some(MaskBy::Detected(0.98)));
+        // Seen long ago: not this person's.
+        k.handle(seen(MaskSeen::Worn, 0.98), at(1_000));
+        k.handle(Event::Tick, at(1_000 + crate::policy::READING_MAX_AGE_MS + 1));
+        let e = k.handle(Event::Credential(pass_card("P2")), at(1_000 + crate::policy::READING_MAX_AGE_MS + 2));
+        assert!(outcomes(&e).is_empty());
+        // An operator's early confirmation is not replaced by the camera's.
+        let mut k = cp();
+        k.handle(Event::Operator(OperatorAction::Mask(MaskState::NotWorn)), at(0));
+        k.handle(seen(MaskSeen::Worn, 0.99), at(10));
+        k.handle(c(36.4), at(20));
+        let e = k.handle(Event::Credential(pass_card("P3")), at(30));
+        assert_eq!(outcomes(&e)[0].decision.rule, Rule::MaskNotWorn);
+        assert_eq!(outcomes(&e)[0].mask_by, Some(MaskBy::Operator));
     }
 
     #[test]

@@ -39,6 +39,26 @@ pub struct RawConfig {
     pub privacy: Option<RawPrivacy>,
     /// `[console]`: the operators' web console.
     pub console: Option<crate::console::RawConsole>,
+    /// `[mask]`: 口罩必戴 by machine (the camera judges the mask).
+    pub mask: Option<RawMask>,
+}
+
+/// `[mask]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMask {
+    /// Judge masks from the camera's frames (default true when the section is present).
+    pub enabled: Option<bool>,
+    /// The prepared models folder (`scripts/models/prepare`); default: `$SIBI_MODELS`, `/usr/share/sibi/models`,
+    /// `~/.cache/sibi/models/current`. Relative to this file.
+    pub models: Option<PathBuf>,
+}
+
+/// `[mask]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskConfig {
+    /// The models folder, if configured.
+    pub models: Option<PathBuf>,
 }
 
 /// `[privacy]`.
@@ -265,6 +285,8 @@ pub struct Config {
     pub retention_ms: i64,
     /// The operators' web console, if configured.
     pub console: Option<crate::console::ConsoleConfig>,
+    /// 口罩必戴 by machine, if enabled.
+    pub mask: Option<MaskConfig>,
 }
 
 /// `[sync]`, validated, with the key loaded.
@@ -776,6 +798,11 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
     });
     let console = raw.console.and_then(|c| crate::console::ConsoleConfig::load(c, base, simulated, &mut problems));
 
+    let mask = raw
+        .mask
+        .filter(|m| m.enabled != Some(false))
+        .map(|m| MaskConfig { models: m.models.map(|p| resolve(base, &p)) });
+
     let retention_days = raw.privacy.as_ref().and_then(|p| p.retention_days).unwrap_or(28);
     if !(1..=3650).contains(&retention_days) {
         problems.push(format!("`privacy.retention_days` = {retention_days}: use 1–3650"));
@@ -789,6 +816,7 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
     match (gate, policy, devices) {
         (Some(gate), Some(policy), Some(devices)) if problems.is_empty() => Ok(Config {
             console,
+            mask,
             seal_key,
             retention_ms: i64::from(retention_days) * 86_400_000,
             source: source.to_path_buf(),

@@ -233,6 +233,56 @@ impl MaskState {
     }
 }
 
+/// What the camera's mask judge saw on a face (口罩必戴 by machine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskSeen {
+    /// A mask, confidently: meets the must by machine.
+    Worn,
+    /// No mask (or one below the nose): the person is asked to put it on.
+    NotWorn,
+    /// Not sure: the operator confirms, as without a camera.
+    Unsure,
+}
+
+impl MaskSeen {
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaskSeen::Worn => "worn",
+            MaskSeen::NotWorn => "not_worn",
+            MaskSeen::Unsure => "unsure",
+        }
+    }
+}
+
+/// How the mask must was met (or refused): by the camera, with the mask probability, or by the operator.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MaskBy {
+    /// The camera's judge, with its score (0..1).
+    Detected(f32),
+    /// The operator (console or button).
+    Operator,
+}
+
+impl MaskBy {
+    /// The stored name: `detected` or `operator`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaskBy::Detected(_) => "detected",
+            MaskBy::Operator => "operator",
+        }
+    }
+
+    /// The score, when detected.
+    pub fn score(self) -> Option<f32> {
+        match self {
+            MaskBy::Detected(s) => Some(s),
+            MaskBy::Operator => None,
+        }
+    }
+}
+
 /// A temperature in hundredths of a degree Celsius.
 ///
 /// Whole hundredths make the band edges exact: 37.29 is below a 37.30 threshold, 42.51 is above the 42.50 limit.

@@ -25,6 +25,7 @@ pub mod domain;
 pub mod dryrun;
 pub mod hw;
 pub mod keys;
+pub mod mask;
 pub mod office;
 pub mod policy;
 pub mod privacy;

@@ -60,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: PassCommand,
     },
+    /// 口罩必戴 by machine: find the faces in pictures and judge their masks.
+    Mask {
+        #[command(subcommand)]
+        command: MaskCommand,
+    },
     /// Commissioning checks on the real devices: `probe thermometer|gpio|camera|audio`.
     Probe {
         #[command(subcommand)]
@@ -268,6 +273,20 @@ enum ProbeCommand {
 }
 
 #[derive(Subcommand)]
+enum MaskCommand {
+    /// Judge the masks in each image; prints one JSON line per image: {"file", "faces": [{"box", "mask", "score"}],
+    /// "ms"}, faces largest first. Exit 2 for an unreadable image or missing models.
+    Scan {
+        /// Image files (PNG, JPEG, WebP).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// The prepared models folder (default: $SIBI_MODELS, /usr/share/sibi/models, ~/.cache/sibi/models/current).
+        #[arg(long)]
+        models: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum CodeCommand {
     /// Decode the QR codes in each image; prints one JSON line per image: {"file", "codes", "ms"}.
     Scan {
@@ -361,6 +380,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Code { command: CodeCommand::Scan { images, decoder, repeat } } => code_scan(images, &decoder, repeat),
+        Command::Mask { command: MaskCommand::Scan { images, models } } => {
+            ExitCode::from(sibi::mask::scan::run(&images, models.as_deref()))
+        }
         Command::Code { command: CodeCommand::Verify { text, image, trust, at, config } } => {
             code_verify(text, image, trust, at, config)
         }

@@ -45,6 +45,12 @@ pub struct DailyReport {
     pub thermometer_self_check: Vec<String>,
     /// Nothing abnormal: no fever, no red or yellow code, no deny, no emergency passage.
     pub zero_report: bool,
+    /// Presentations whose mask must was met by the camera (口罩 自动).
+    #[serde(default)]
+    pub mask_by_camera: i64,
+    /// Presentations whose mask must was met by the operator's confirmation (口罩 人工).
+    #[serde(default)]
+    pub mask_by_operator: i64,
 }
 
 /// Parse `YYYY-MM-DD` and give the day's bounds in UTC+8.
@@ -74,8 +80,12 @@ pub fn daily(store: &Store, gate: &str, community: &str, date: &str) -> Result<O
         offline: Vec::new(),
         thermometer_self_check: Vec::new(),
         zero_report: true,
+        mask_by_camera: 0,
+        mask_by_operator: 0,
     };
-    for [verdict, category, rule, direction, identity, code, emergency] in store.final_rows_between(from, to)? {
+    for [verdict, category, rule, direction, identity, code, emergency, mask, mask_by] in
+        store.final_rows_between(from, to)?
+    {
         let s = |o: Option<String>| o.unwrap_or_default();
         r.total += 1;
         let (verdict, rule, code) = (s(verdict), s(rule), s(code));
@@ -95,6 +105,13 @@ pub fn daily(store: &Store, gate: &str, community: &str, date: &str) -> Result<O
         }
         if emergency.is_some() {
             r.emergency_passages += 1;
+        }
+        if mask.as_deref() == Some("worn") {
+            match mask_by.as_deref() {
+                Some("detected") => r.mask_by_camera += 1,
+                Some("operator") => r.mask_by_operator += 1,
+                _ => {}
+            }
         }
         if verdict == "deny" {
             r.zero_report = false;
@@ -132,6 +149,7 @@ impl DailyReport {
              方向：{directions}\n\
              原因：{reasons}\n\
              车辆 {vehicles}，发热 {fevers}，红码 {red}，黄码 {yellow}，紧急通行 {emergency}\n\
+             口罩确认：自动 {mask_auto}，人工 {mask_manual}\n\
              设备故障：{faults}\n\
              离线：{offline}\n\
              体温计自检：{check}\n",
@@ -149,6 +167,8 @@ impl DailyReport {
             red = self.red_codes,
             yellow = self.yellow_codes,
             emergency = self.emergency_passages,
+            mask_auto = self.mask_by_camera,
+            mask_manual = self.mask_by_operator,
             faults = list(&self.device_faults),
             offline = list(&self.offline),
             check = list(&self.thermometer_self_check),
@@ -184,6 +204,8 @@ impl DailyReport {
         row("red_codes", "", self.red_codes);
         row("yellow_codes", "", self.yellow_codes);
         row("emergency_passages", "", self.emergency_passages);
+        row("mask_by_camera", "", self.mask_by_camera);
+        row("mask_by_operator", "", self.mask_by_operator);
         row("device_faults", "", self.device_faults.len() as i64);
         row("zero_report", "", i64::from(self.zero_report));
         t

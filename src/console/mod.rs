@@ -179,6 +179,9 @@ pub struct MustView {
     pub name: &'static str,
     /// Holds.
     pub ok: bool,
+    /// How it was met, when that matters to the operator: 自动 (the camera) or 人工 (an operator) for the mask.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<&'static str>,
 }
 
 /// What the live panel shows.
@@ -247,7 +250,13 @@ impl Panel {
         };
         let pd = o.decision.people.first();
         let musts = pd.map(|p| p.musts);
-        let must = |name, ok| MustView { name, ok };
+        let must = |name, ok| MustView { name, ok, by: None };
+        let mask_ok = musts.is_some_and(|m| m.mask == MaskState::Worn);
+        let mask_by = match o.mask_by {
+            Some(crate::domain::MaskBy::Detected(_)) => "自动",
+            Some(crate::domain::MaskBy::Operator) => "人工",
+            None => "",
+        };
         let mut actions: Vec<&'static str> = o.decision.actions.iter().map(|a| a.zh()).collect();
         for a in pd.map(|p| p.actions.clone()).unwrap_or_default() {
             if !actions.contains(&a.zh()) {
@@ -272,7 +281,9 @@ impl Panel {
                     must("身份必问", musts.is_some_and(|m| m.identity == IdentityMust::Asked)),
                     must("信息必录", recorded),
                     must("体温必测", musts.is_some_and(|m| m.temperature == TemperatureMust::Normal)),
-                    must("口罩必戴", musts.is_some_and(|m| m.mask == MaskState::Worn)),
+                    MustView {
+                        name: "口罩必戴", ok: mask_ok, by: (mask_ok && !mask_by.is_empty()).then_some(mask_by)
+                    },
                 ],
                 holder,
             ),

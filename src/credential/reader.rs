@@ -32,6 +32,8 @@ pub struct CameraCredentials {
     pub decoded: u64,
     /// Frames skipped as unchanged.
     pub skipped: u64,
+    /// The mask judge's tap: colour frames are handed over while a presentation is open.
+    tap: Option<crate::mask::source::MaskTap>,
 }
 
 impl CameraCredentials {
@@ -46,7 +48,22 @@ impl CameraCredentials {
         decoder: Contained,
         trust: super::SharedTrust,
     ) -> CameraCredentials {
-        CameraCredentials { frames, decoder, trust, last_thumb: Vec::new(), last_found: false, decoded: 0, skipped: 0 }
+        CameraCredentials {
+            frames,
+            decoder,
+            trust,
+            last_thumb: Vec::new(),
+            last_found: false,
+            decoded: 0,
+            skipped: 0,
+            tap: None,
+        }
+    }
+
+    /// Hand colour frames to the mask judge through `tap` while it wants them.
+    pub fn with_mask_tap(mut self, tap: crate::mask::source::MaskTap) -> CameraCredentials {
+        self.tap = Some(tap);
+        self
     }
 }
 
@@ -134,6 +151,15 @@ impl CredentialSource for CameraCredentials {
             Polled::Idle => return Ok(Polled::Idle),
             Polled::Done => return Ok(Polled::Done),
         };
+        if let Some(tap) = &self.tap {
+            // Before change detection: a person standing still is still judged while their presentation is open.
+            self.frames.keep_colour(tap.is_wanted());
+            if tap.wants_frame()
+                && let Some(picture) = self.frames.colour()
+            {
+                tap.offer(picture);
+            }
+        }
         let thumb = thumbnail(&frame);
         // An unchanged scene with no code in it is not decoded again; one with a code is, so a person who keeps
         // showing their code stays "seen" (the checkpoint de-duplicates).

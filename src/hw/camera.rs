@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use image::GrayImage;
+use image::{GrayImage, RgbImage};
 use nokhwa::pixel_format::LumaFormat;
 use nokhwa::utils::{CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution};
 
@@ -46,9 +46,15 @@ pub struct CameraSettings {
 /// A V4L2 camera that reopens itself. The device is owned by a capture thread of its own (the nokhwa handle cannot
 /// move between threads); frames reach the decoder through a bounded channel that drops frames when decoding lags.
 pub struct V4l2Camera {
-    rx: mpsc::Receiver<Result<GrayImage, DeviceFault>>,
+    rx: mpsc::Receiver<Result<Captured, DeviceFault>>,
     stop: Arc<AtomicBool>,
+    /// Set while the mask judge wants colour: the capture thread then converts each frame to RGB as well.
+    colour: Arc<AtomicBool>,
+    last_colour: Option<RgbImage>,
 }
+
+/// A captured frame: luma always, colour only while asked for.
+type Captured = (GrayImage, Option<RgbImage>);
 
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -58,8 +64,10 @@ impl V4l2Camera {
         let (tx, rx) = mpsc::sync_channel(2);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        std::thread::Builder::new().name("camera".into()).spawn(move || capture(settings, tx, flag))?;
-        Ok(V4l2Camera { rx, stop })
+        let colour = Arc::new(AtomicBool::new(false));
+        let want = colour.clone();
+        std::thread::Builder::new().name("camera".into()).spawn(move || capture(settings, tx, flag, want))?;
+        Ok(V4l2Camera { rx, stop, colour, last_colour: None })
     }
 }
 
@@ -96,7 +104,12 @@ fn open(s: &CameraSettings) -> Result<nokhwa::Camera, DeviceFault> {
     Ok(cam)
 }
 
-fn capture(s: CameraSettings, tx: mpsc::SyncSender<Result<GrayImage, DeviceFault>>, stop: Arc<AtomicBool>) {
+fn capture(
+    s: CameraSettings,
+    tx: mpsc::SyncSender<Result<Captured, DeviceFault>>,
+    stop: Arc<AtomicBool>,
+    colour: Arc<AtomicBool>,
+) {
     let mut camera: Option<nokhwa::Camera> = None;
     while !stop.load(Ordering::SeqCst) {
         let cam = match camera.as_mut() {
@@ -115,9 +128,15 @@ fn capture(s: CameraSettings, tx: mpsc::SyncSender<Result<GrayImage, DeviceFault
         match cam.frame() {
             Ok(buffer) => {
                 let res = buffer.resolution();
-                match to_luma(buffer.source_frame_format(), res.width(), res.height(), buffer.buffer()) {
+                let format = buffer.source_frame_format();
+                match to_luma(format, res.width(), res.height(), buffer.buffer()) {
                     Ok(img) => {
-                        if let Err(mpsc::TrySendError::Disconnected(_)) = tx.try_send(Ok(img)) {
+                        let rgb = if colour.load(Ordering::SeqCst) {
+                            to_rgb(format, res.width(), res.height(), buffer.buffer()).ok()
+                        } else {
+                            None
+                        };
+                        if let Err(mpsc::TrySendError::Disconnected(_)) = tx.try_send(Ok((img, rgb))) {
                             return;
                         }
                     }
@@ -155,10 +174,52 @@ pub fn to_luma(format: FrameFormat, width: u32, height: u32, data: &[u8]) -> Res
     }
 }
 
+/// Colour from a raw frame (BT.601, full range), for the mask judge: YUYV, GRAY (as grey RGB), MJPEG.
+pub fn to_rgb(format: FrameFormat, width: u32, height: u32, data: &[u8]) -> Result<RgbImage, String> {
+    let pixels = (width as usize) * (height as usize);
+    match format {
+        FrameFormat::YUYV if data.len() >= pixels * 2 && width.is_multiple_of(2) => {
+            let mut out = Vec::with_capacity(pixels * 3);
+            for quad in data[..pixels * 2].chunks_exact(4) {
+                let (u, v) = (f32::from(quad[1]) - 128.0, f32::from(quad[3]) - 128.0);
+                for y in [quad[0], quad[2]] {
+                    let y = f32::from(y);
+                    out.push((y + 1.402 * v).clamp(0.0, 255.0) as u8);
+                    out.push((y - 0.344_136 * u - 0.714_136 * v).clamp(0.0, 255.0) as u8);
+                    out.push((y + 1.772 * u).clamp(0.0, 255.0) as u8);
+                }
+            }
+            RgbImage::from_raw(width, height, out).ok_or_else(|| "bad YUYV frame".into())
+        }
+        FrameFormat::GRAY if data.len() >= pixels => {
+            let out: Vec<u8> = data[..pixels].iter().flat_map(|&g| [g, g, g]).collect();
+            RgbImage::from_raw(width, height, out).ok_or_else(|| "bad GRAY frame".into())
+        }
+        FrameFormat::MJPEG => image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
+            .map(|i| i.into_rgb8())
+            .map_err(|e| format!("bad MJPEG frame: {e}")),
+        other => Err(format!("{other} frames of {} bytes at {width}×{height} are not supported", data.len())),
+    }
+}
+
 impl FrameSource for V4l2Camera {
+    fn keep_colour(&mut self, on: bool) {
+        self.colour.store(on, Ordering::SeqCst);
+        if !on {
+            self.last_colour = None;
+        }
+    }
+
+    fn colour(&mut self) -> Option<RgbImage> {
+        self.last_colour.take()
+    }
+
     fn next_frame(&mut self, wait: Duration) -> Result<Polled<GrayImage>, DeviceFault> {
         match self.rx.recv_timeout(wait) {
-            Ok(Ok(frame)) => Ok(Polled::Item(frame)),
+            Ok(Ok((frame, rgb))) => {
+                self.last_colour = rgb;
+                Ok(Polled::Item(frame))
+            }
             Ok(Err(fault)) => Err(fault),
             Err(mpsc::RecvTimeoutError::Timeout) => Ok(Polled::Idle),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(DeviceFault("the camera thread has stopped".into())),
@@ -178,6 +239,13 @@ mod tests {
         assert!(to_luma(FrameFormat::YUYV, 4, 4, &data).is_err());
         assert!(to_luma(FrameFormat::MJPEG, 2, 2, b"not a jpeg").is_err());
         assert!(to_luma(FrameFormat::NV12, 2, 2, &data).is_err());
+        // Colour: a grey pair stays grey; a short frame is refused.
+        let grey = [100u8, 128, 100, 128];
+        assert_eq!(to_rgb(FrameFormat::YUYV, 2, 1, &grey).unwrap().as_raw(), &vec![100u8; 6]);
+        // Strong red: V high.
+        let red = to_rgb(FrameFormat::YUYV, 2, 1, &[76, 85, 76, 255]).unwrap();
+        assert!(red.get_pixel(0, 0).0[0] > 240 && red.get_pixel(0, 0).0[2] < 20, "{:?}", red.get_pixel(0, 0));
+        assert!(to_rgb(FrameFormat::YUYV, 4, 4, &data).is_err());
     }
 
     #[test]

@@ -12,12 +12,24 @@ use super::{DeviceFault, Polled};
 pub trait FrameSource: Send {
     /// Wait at most `wait` for the next frame.
     fn next_frame(&mut self, wait: Duration) -> Result<Polled<GrayImage>, DeviceFault>;
+
+    /// Keep colour with the frames from now on (`on`) or stop (the mask judge wants it only while a presentation is
+    /// open). Sources without colour ignore it.
+    fn keep_colour(&mut self, _on: bool) {}
+
+    /// The last frame in colour, if kept (taken: a second call gives `None`).
+    fn colour(&mut self) -> Option<image::RgbImage> {
+        None
+    }
 }
 
 /// Replays the images of a folder (sorted by name) at a fixed frame rate, optionally in a loop. Images are decoded
 /// once, at start.
 pub struct FolderFrames {
     frames: Vec<GrayImage>,
+    /// Where each frame came from: colour is decoded again from the file only when asked for.
+    paths: Vec<PathBuf>,
+    last: Option<usize>,
     interval: Duration,
     next_due: Instant,
     index: usize,
@@ -46,6 +58,8 @@ impl FolderFrames {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(FolderFrames {
             frames,
+            paths,
+            last: None,
             interval: Duration::from_secs_f64(1.0 / fps.clamp(0.1, 120.0)),
             next_due: Instant::now(),
             index: 0,
@@ -55,6 +69,11 @@ impl FolderFrames {
 }
 
 impl FrameSource for FolderFrames {
+    fn colour(&mut self) -> Option<image::RgbImage> {
+        let i = self.last.take()?;
+        image::open(&self.paths[i]).ok().map(|p| p.into_rgb8())
+    }
+
     fn next_frame(&mut self, wait: Duration) -> Result<Polled<GrayImage>, DeviceFault> {
         if self.index >= self.frames.len() {
             if !self.repeat {
@@ -72,6 +91,7 @@ impl FrameSource for FolderFrames {
         }
         self.next_due += self.interval;
         let frame = self.frames[self.index].clone();
+        self.last = Some(self.index);
         self.index += 1;
         Ok(Polled::Item(frame))
     }

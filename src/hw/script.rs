@@ -18,6 +18,10 @@
 //! [[event]]
 //! at = 3.0
 //! thermometer_fault = 2.0          # the thermometer is unplugged for 2 s
+//! [[event]]
+//! at = 4.0
+//! face = "faces/masked.png"        # the camera sees this picture (relative to the scenario; judged by the real
+//!                                  #   mask judge when [mask] is on)
 //! ```
 //!
 //! When a script repeats, each cycle's credential keys get a `~N` suffix, so every cycle brings new people.
@@ -48,6 +52,7 @@ struct RawEvent {
     operator: Option<RawOperator>,
     button: Option<Button>,
     thermometer_fault: Option<f64>,
+    face: Option<std::path::PathBuf>,
 }
 
 /// A credential as a scenario (or the console's simulator) describes it.
@@ -127,6 +132,8 @@ pub enum ScriptItem {
     Operator(OperatorInput),
     /// The thermometer is unplugged for this many milliseconds.
     ThermometerFault(u64),
+    /// The camera sees this picture (a face for the mask judge).
+    Face(std::path::PathBuf),
 }
 
 /// A parsed scenario.
@@ -141,7 +148,16 @@ impl Script {
     pub fn load(path: &Path) -> Result<Script, String> {
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("cannot read scenario `{}`: {e}", path.display()))?;
-        Script::parse(&text).map_err(|e| format!("scenario `{}`: {e}", path.display()))
+        let mut script = Script::parse(&text).map_err(|e| format!("scenario `{}`: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for (_, item) in &mut script.events {
+            if let ScriptItem::Face(p) = item
+                && p.is_relative()
+            {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(script)
     }
 
     /// Parse scenario text.
@@ -205,8 +221,13 @@ impl Script {
                 }
                 items.push(ScriptItem::ThermometerFault((secs * 1000.0) as u64));
             }
+            if let Some(p) = e.face {
+                items.push(ScriptItem::Face(p));
+            }
             if items.len() != 1 {
-                return Err(bad("give exactly one of credential, temperature, operator, button, thermometer_fault"));
+                return Err(bad(
+                    "give exactly one of credential, temperature, operator, button, thermometer_fault, face",
+                ));
             }
             events.push((at, items.remove(0)));
         }
@@ -272,6 +293,34 @@ impl<T: Clone> Track<T> {
         }
         self.index += 1;
         Polled::Item((item.clone(), self.cycle, script_ms))
+    }
+}
+
+/// The scripted camera's pictures (faces), for the mask judge: each `face` event's picture at its time.
+pub struct ScriptedFaces {
+    track: Track<Arc<image::RgbImage>>,
+}
+
+impl ScriptedFaces {
+    /// The face part of `script`, pictures loaded now; an unreadable picture is an error naming it.
+    pub fn new(script: &Script, playback: Playback) -> Result<ScriptedFaces, String> {
+        let mut items = Vec::new();
+        for (at, item) in &script.events {
+            if let ScriptItem::Face(p) = item {
+                let img = image::open(p).map_err(|e| format!("scenario face `{}`: {e}", p.display()))?;
+                items.push((*at, Arc::new(img.into_rgb8())));
+            }
+        }
+        Ok(ScriptedFaces { track: Track::new(items, script.period_ms(), playback) })
+    }
+
+    /// Wait at most `wait` for the next picture.
+    pub fn poll(&mut self, wait: Duration) -> Polled<Arc<image::RgbImage>> {
+        match self.track.next(wait) {
+            Polled::Item((p, _, _)) => Polled::Item(p),
+            Polled::Idle => Polled::Idle,
+            Polled::Done => Polled::Done,
+        }
     }
 }
 

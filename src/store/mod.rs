@@ -186,6 +186,9 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 6: vehicles: the plate on the vehicle's row and on each occupant's.
     "ALTER TABLE entries ADD COLUMN plate TEXT;",
+    // 7: how the mask must was met: `detected` (the camera, with its score) or `operator`; NULL while unchecked.
+    "ALTER TABLE entries ADD COLUMN mask_by TEXT;
+    ALTER TABLE entries ADD COLUMN mask_score REAL;",
 ];
 
 /// The database.
@@ -269,9 +272,10 @@ impl Store {
             "INSERT INTO entries (gate_id, presentation, is_final, at_ms, at, tier, policy_version, direction,
                 category, identity, credential_ref, holder_masked, code, colour_by_operator, temperature_centi, retest,
                 mask, verdict, rule, reasons, actions, musts, message_zh, note, approval_reason, emergency, flagged,
-                gate_action, personal_sealed, phone_masked, id_masked, destination, visit_reason, plate)
+                gate_action, personal_sealed, phone_masked, id_masked, destination, visit_reason, plate, mask_by,
+                mask_score)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
-                ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34)",
+                ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36)",
             params![
                 self.gate_id,
                 o.presentation as i64,
@@ -307,6 +311,8 @@ impl Store {
                 reg.and_then(|r| r.destination.as_deref()),
                 reg.and_then(|r| r.reason.as_deref()),
                 o.vehicle.as_ref().map(|v| v.plate.as_str()),
+                o.mask_by.map(crate::domain::MaskBy::as_str),
+                o.mask_by.and_then(crate::domain::MaskBy::score).map(|s| (f64::from(s) * 10_000.0).round() / 10_000.0),
             ],
         );
         res.map_err(|e| self.err(e))?;
@@ -541,17 +547,17 @@ impl Store {
     }
 
     /// The final entries in `[from, to)`: (verdict, category, rule, direction, identity, code, emergency).
-    pub fn final_rows_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<[Option<String>; 7]>, StoreError> {
+    pub fn final_rows_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<[Option<String>; 9]>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT verdict, category, rule, direction, identity, code, emergency FROM entries
+                "SELECT verdict, category, rule, direction, identity, code, emergency, mask, mask_by FROM entries
                  WHERE is_final = 1 AND at_ms >= ?1 AND at_ms < ?2 ORDER BY seq",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![from.0, to.0], |r| {
-                Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?])
+                Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?])
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))

@@ -42,7 +42,7 @@
     $('musts').innerHTML = '';
     for (const m of p.musts || []) {
       const li = document.createElement('li');
-      li.dataset.ok = m.ok; li.textContent = m.name;
+      li.dataset.ok = m.ok; li.textContent = m.by ? m.name + '（' + m.by + '）' : m.name;
       $('musts').appendChild(li);
     }
     $('holder').textContent = p.holder || '';

