@@ -669,7 +669,17 @@ fn probe(command: ProbeCommand) -> ExitCode {
             let sibi::config::CredentialBackend::V4l2 { settings, .. } = c.devices.credentials else {
                 return usage_error(&format!("{} has no `[devices.credentials] backend = \"v4l2\"`", config.display()));
             };
-            if probe::camera(settings, 10) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            let judge = match &c.mask {
+                Some(m) => match sibi::mask::MaskJudge::open(m.models.as_deref()) {
+                    Ok(j) => Some(j),
+                    Err(e) => {
+                        println!("mask judge: {e}");
+                        None
+                    }
+                },
+                None => None,
+            };
+            if probe::camera(settings, 10, judge.as_ref()) { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
     }
 }
@@ -1091,6 +1101,13 @@ fn check_config(path: PathBuf) -> ExitCode {
             );
             for line in c.devices.describe() {
                 println!("  {line}");
+            }
+            match &c.mask {
+                None => println!("  mask        by the operator (no [mask] section)"),
+                Some(m) => match sibi::mask::Models::locate(m.models.as_deref()) {
+                    Ok(dir) => println!("  mask        by the camera, models in {}", dir.display()),
+                    Err(e) => println!("  mask        by the operator for now: {e}"),
+                },
             }
             match &c.sync {
                 Some(s) => println!(

@@ -131,7 +131,13 @@ pub fn serial_of(config: &Config) -> Option<&SerialSettings> {
 }
 
 /// Grab frames from the configured V4L2 camera and try to decode them; prints what it found.
-pub fn camera(settings: crate::hw::camera::CameraSettings, frames: usize) -> bool {
+/// Grab `frames` frames from the camera, decode QR codes in each and, with a mask judge, show its live verdict on the
+/// largest face (for aiming the camera and checking the light at commissioning).
+pub fn camera(
+    settings: crate::hw::camera::CameraSettings,
+    frames: usize,
+    judge: Option<&crate::mask::MaskJudge>,
+) -> bool {
     use crate::hw::frames::FrameSource;
     println!(
         "camera {} {}x{} @ {} fps {:?}",
@@ -149,6 +155,7 @@ pub fn camera(settings: crate::hw::camera::CameraSettings, frames: usize) -> boo
         }
     };
     let decoder = crate::credential::qr::DecoderKind::Zxing.decoder();
+    cam.keep_colour(judge.is_some());
     let mut got = 0;
     let end = Instant::now() + Duration::from_secs(10);
     while got < frames && Instant::now() < end {
@@ -156,7 +163,23 @@ pub fn camera(settings: crate::hw::camera::CameraSettings, frames: usize) -> boo
             Ok(crate::hw::Polled::Item(f)) => {
                 got += 1;
                 let codes = decoder.decode(&f).unwrap_or_default();
-                println!("frame {got}: {}x{}, {} QR code(s)", f.width(), f.height(), codes.len());
+                let mask = match (judge, cam.colour()) {
+                    (Some(j), Some(picture)) => match j.judge(&picture) {
+                        Ok(faces) => match faces.first() {
+                            Some(face) => format!(
+                                ", face {} px: 口罩 {} (score {:.3})",
+                                face.size_px(),
+                                face.mask.as_str(),
+                                face.score
+                            ),
+                            None => ", no face".to_string(),
+                        },
+                        Err(e) => format!(", mask judge failed: {e:#}"),
+                    },
+                    (Some(_), None) => ", no colour frame yet".to_string(),
+                    _ => String::new(),
+                };
+                println!("frame {got}: {}x{}, {} QR code(s){mask}", f.width(), f.height(), codes.len());
             }
             Ok(_) => {}
             Err(e) => {

@@ -194,7 +194,7 @@ mod tests {
         let (mut s, mut r) = outputs();
         let lb = Letterbox::for_picture(128, 128);
         s[0] = 0.1; // sigmoid 0.52: a face at threshold 0.5, not at 0.6
-        r[..4].copy_from_slice(&[0.0, 0.0, 10.0, 10.0]);
+        r[..4].copy_from_slice(&[0.0, 0.0, 20.0, 20.0]); // centred 4 px from the corner: 49 % inside
         assert_eq!(decode(&s, &r, lb, 0.5, 0.8).len(), 0, "anchor 0 sits in the corner: mostly outside");
         assert_eq!(decode(&s, &r, lb, 0.5, 0.2).len(), 1);
         assert_eq!(decode(&s, &r, lb, 0.6, 0.2).len(), 0, "below the threshold");

@@ -56,6 +56,7 @@ fn the_package_ships_what_the_box_needs() {
         "lib/systemd/system/",
         "lib/udev/rules.d/",
         "usr/share/sibi/voice/",
+        "usr/share/sibi/models/",
         "usr/share/doc/sibi/examples/office.toml",
     ] {
         assert!(assets.iter().any(|(_, d)| d == dest), "{dest} not packaged");
