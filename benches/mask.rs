@@ -50,12 +50,7 @@ fn inputs(root: &Path, n_crops: usize, n_frames: usize, out: &Path) -> (Vec<RgbI
         if w.min(h) < 40 || crops.len() >= n_crops {
             continue;
         }
-        let (iw, ih) = (i64::from(picture.width()), i64::from(picture.height()));
-        let l = ((x0 as f64 - 0.4 * w as f64) as i64).max(0);
-        let t = ((y0 as f64 - 0.4 * h as f64) as i64).max(0);
-        let r = ((x1 as f64 + 0.4 * w as f64) as i64).min(iw);
-        let b = ((y1 as f64 + 0.4 * h as f64) as i64).min(ih);
-        crops.push(image::imageops::crop_imm(&picture, l as u32, t as u32, (r - l) as u32, (b - t) as u32).to_image());
+        crops.push(sibi::mask::scan::margin_crop(&picture, [x0, y0, x1, y1], 0.4));
     }
     for (dir, set) in [("crops", &crops), ("frames", &frames)] {
         let d = out.join(dir);

@@ -24,7 +24,7 @@ use sibi::domain::{Category, Direction};
 use sibi::hw::frames::FrameSource;
 use sibi::hw::serial::{SerialSettings, SerialThermometer};
 use sibi::hw::thermo::{GyMode, ProtocolName};
-use sibi::hw::{CredentialSource, DeviceFault, GateCommand, GateOutput, Polled, SourceMsg, StopFlag, ThermoItem};
+use sibi::hw::{CredentialSource, DeviceFault, GateCommand, GateOutput, Polled, SourceMsg, StopFlag};
 use sibi::mask::MaskJudge;
 use sibi::policy::Policy;
 use sibi::store::{Store, StoreHandle};
@@ -116,17 +116,12 @@ fn masked_faces(root: &Path, n: usize) -> Vec<RgbImage> {
             (f[1] == "with_mask" && num % 4 == 2).then(|| ((b[2] - b[0]).min(b[3] - b[1]), f[0].to_string(), b))
         })
         .collect();
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     rows.truncate(n);
     rows.iter()
         .map(|(_, file, [x0, y0, x1, y1])| {
             let im = image::open(root.join(file)).unwrap().into_rgb8();
-            let (w, h) = (x1 - x0, y1 - y0);
-            let l = ((*x0 as f64 - 0.4 * w as f64) as i64).max(0);
-            let t = ((*y0 as f64 - 0.4 * h as f64) as i64).max(0);
-            let r = ((*x1 as f64 + 0.4 * w as f64) as i64).min(i64::from(im.width()));
-            let b = ((*y1 as f64 + 0.4 * h as f64) as i64).min(i64::from(im.height()));
-            image::imageops::crop_imm(&im, l as u32, t as u32, (r - l) as u32, (b - t) as u32).to_image()
+            sibi::mask::scan::margin_crop(&im, [*x0, *y0, *x1, *y1], 0.4)
         })
         .collect()
 }
@@ -267,12 +262,7 @@ fn main() {
         sibi::hw::spawn_source(
             DeviceKind::Thermometer,
             move |w| sibi::hw::Thermometer::poll(&mut thermometer, w),
-            |item| match item {
-                ThermoItem::Reading(c) => Event::Temperature(c),
-                ThermoItem::Notice { detail, message_zh } => {
-                    Event::Notice { device: DeviceKind::Thermometer, detail, message_zh }
-                }
-            },
+            sibi::hw::thermometer_event,
             tx.clone(),
             stop.clone(),
         )

@@ -32,7 +32,7 @@ use crate::hw::sim_gate::SimGate;
 use crate::hw::voice::VoiceHandle;
 use crate::hw::{
     self, Buzz, CredentialSource, DeviceFault, GateCommand, GateOutput, Lights, OperatorInput, OperatorSource,
-    SourceMsg, StopFlag, ThermoItem, Thermometer,
+    SourceMsg, StopFlag, Thermometer,
 };
 use crate::store::{GateAction, Store, StoreHandle};
 
@@ -568,12 +568,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     threads.push(hw::spawn_source(
         DeviceKind::Thermometer,
         move |w| thermo.poll(w),
-        |item| match item {
-            ThermoItem::Reading(c) => Event::Temperature(c),
-            ThermoItem::Notice { detail, message_zh } => {
-                Event::Notice { device: DeviceKind::Thermometer, detail, message_zh }
-            }
-        },
+        hw::thermometer_event,
         tx.clone(),
         stop.clone(),
     )?);

@@ -163,6 +163,16 @@ pub enum SourceMsg {
     Done(DeviceKind),
 }
 
+/// What a thermometer item is to the checkpoint.
+pub fn thermometer_event(item: ThermoItem) -> Event {
+    match item {
+        ThermoItem::Reading(c) => Event::Temperature(c),
+        ThermoItem::Notice { detail, message_zh } => {
+            Event::Notice { device: DeviceKind::Thermometer, detail, message_zh }
+        }
+    }
+}
+
 /// The wall clock, as the pure core's time input. Only drivers call this.
 pub fn now() -> Timestamp {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();

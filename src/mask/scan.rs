@@ -9,6 +9,19 @@ use std::time::Instant;
 
 use super::MaskJudge;
 
+/// The evaluation protocol's crop of an annotated face `[xmin, ymin, xmax, ymax]`: a `margin` (0.4) of its width and
+/// height on each side, clamped to the picture, the edges truncated as the evaluation script's `int()` does.
+pub fn margin_crop(picture: &image::RgbImage, bbox: [i64; 4], margin: f64) -> image::RgbImage {
+    let [x0, y0, x1, y1] = bbox.map(|v| v as f64);
+    let (w, h) = (x1 - x0, y1 - y0);
+    let (iw, ih) = (i64::from(picture.width()), i64::from(picture.height()));
+    let l = ((x0 - margin * w) as i64).clamp(0, iw);
+    let t = ((y0 - margin * h) as i64).clamp(0, ih);
+    let r = ((x1 + margin * w) as i64).clamp(l, iw);
+    let b = ((y1 + margin * h) as i64).clamp(t, ih);
+    image::imageops::crop_imm(picture, l as u32, t as u32, (r - l) as u32, (b - t) as u32).to_image()
+}
+
 /// One face on the output line.
 #[derive(serde::Serialize)]
 pub struct FaceLine {

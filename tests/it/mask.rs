@@ -77,13 +77,7 @@ fn the_mask_judge_never_passes_an_unmasked_face_and_passes_the_measured_share_of
             continue;
         }
         let im = images.entry(f.file.clone()).or_insert_with(|| image::open(root.join(&f.file)).unwrap().into_rgb8());
-        let (iw, ih) = (i64::from(im.width()), i64::from(im.height()));
-        // The protocol's crop, as the evaluation script computes it (truncating like Python's int()).
-        let l = ((x0 as f64 - 0.4 * w as f64) as i64).max(0);
-        let t = ((y0 as f64 - 0.4 * h as f64) as i64).max(0);
-        let r = ((x1 as f64 + 0.4 * w as f64) as i64).min(iw);
-        let b = ((y1 as f64 + 0.4 * h as f64) as i64).min(ih);
-        let crop = image::imageops::crop_imm(im, l as u32, t as u32, (r - l) as u32, (b - t) as u32).to_image();
+        let crop = sibi::mask::scan::margin_crop(im, f.bbox, 0.4);
         let path = dir.path().join(format!("{:04}.png", crops.len()));
         crop.save(&path).unwrap();
         crops.push(path);
