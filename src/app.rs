@@ -583,12 +583,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tx.clone(),
         stop.clone(),
     )?);
+    // A camera-fed mask thread never ends by itself (the pipeline holds its tap): only a scripted one counts towards
+    // "every scripted device finished".
+    let mut sources = threads.len();
     if let Some(mut mask) = devices.mask {
+        sources += usize::from(mask.is_scripted());
         threads.push(hw::spawn_source(DeviceKind::Mask, move |w| mask.poll(w), Event::Mask, tx, stop.clone())?);
     } else {
         drop(tx);
     }
-    let sources = threads.len();
     // Sync runs beside the decision path with its own connection; it is not waited for at shutdown (a request in
     // flight is simply resent next time: the office is idempotent on (gate, seq)).
     let _sync = match &config.sync {

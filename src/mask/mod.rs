@@ -208,14 +208,6 @@ impl MaskJudge {
         let fmap = out.get(1).ok_or_else(|| anyhow::anyhow!("the classifier gave no feature map"))?;
         self.head.score(&values(fmap)?)
     }
-
-    /// The package's own mask probability (its softmax) for the face at `bbox`: for comparison only.
-    pub fn package_score(&self, picture: &RgbImage, bbox: &FaceBox) -> anyhow::Result<f32> {
-        let crop = self.head.crop(picture, bbox);
-        let input = to_tensor(&scaled(&crop, CLASSIFIER_INPUT, CLASSIFIER_INPUT))?;
-        let out = self.models.classifier.run(tvec!(input.into()))?;
-        Ok(values(&out[0])?.first().copied().unwrap_or(0.0))
-    }
 }
 
 /// `img` at `w` × `h`, antialiased bilinear (Triangle), as the training script's PIL resize. (The area average of

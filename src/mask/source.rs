@@ -88,6 +88,11 @@ pub fn scripted(judge: MaskJudge, faces: crate::hw::script::ScriptedFaces) -> Ma
 }
 
 impl MaskSource {
+    /// True when it plays a script's faces (and so ends with the script); a camera-fed one runs until stopped.
+    pub fn is_scripted(&self) -> bool {
+        matches!(self.feed, Feed::Script(_))
+    }
+
     /// Wait at most `wait` for a picture; judge it.
     pub fn poll(&mut self, wait: Duration) -> Result<Polled<MaskObservation>, DeviceFault> {
         if !self.wanted.load(Ordering::SeqCst) {
