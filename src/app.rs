@@ -20,11 +20,11 @@ use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::checkpoint::{Checkpoint, CloseNote, DeviceKind, Effect, Event, Outcome};
-use crate::config::{Config, CredentialBackend, GateBackend, OperatorBackend, ThermometerBackend};
+use crate::config::{Config, CredentialBackend, FaceCameraBackend, GateBackend, OperatorBackend, ThermometerBackend};
 use crate::credential::reader::CameraCredentials;
 use crate::domain::{Timestamp, Verdict};
 use crate::hw::camera::V4l2Camera;
-use crate::hw::frames::FolderFrames;
+use crate::hw::frames::{FolderFrames, FrameSource};
 use crate::hw::gpio;
 use crate::hw::script::{Playback, ScriptedCredentials, ScriptedOperator, ScriptedThermometer};
 use crate::hw::serial::SerialThermometer;
@@ -80,7 +80,22 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
         }
     }
     let (mut mask, mut mask_tap) = (None, None);
+    // A face camera of its own, where the box has one: the QR camera then hands the judge nothing.
+    if let (Some(j), Some(face)) = (&judge, &config.devices.face_camera) {
+        let frames: Box<dyn FrameSource> = match face {
+            FaceCameraBackend::Frames { folder, fps, repeat } => {
+                Box::new(FolderFrames::open(folder, *fps, *repeat).map_err(anyhow::Error::msg)?)
+            }
+            FaceCameraBackend::V4l2(settings) => {
+                Box::new(V4l2Camera::start(settings.clone()).context("cannot start the face camera thread")?)
+            }
+        };
+        let (t, source) = crate::mask::source::camera(j.clone(), frames);
+        info!("the mask judge watches the face camera");
+        (mask, mask_tap) = (Some(source), Some(t));
+    }
     let tapped = |c: CameraCredentials, mask: &mut Option<_>, tap: &mut Option<_>| match &judge {
+        Some(_) if tap.is_some() => c,
         Some(j) => {
             let (t, source) = crate::mask::source::channel(j.clone());
             *mask = Some(source);
@@ -92,7 +107,9 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
     let credentials: Box<dyn CredentialSource> = match &config.devices.credentials {
         CredentialBackend::Script => {
             let (s, p) = script()?;
-            if let Some(j) = &judge {
+            if let Some(j) = &judge
+                && mask.is_none()
+            {
                 let faces = crate::hw::script::ScriptedFaces::new(&s.script, p.clone()).map_err(anyhow::Error::msg)?;
                 mask = Some(crate::mask::source::scripted(j.clone(), faces));
             }

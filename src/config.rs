@@ -115,6 +115,8 @@ pub struct RawStore {
 pub struct RawDevices {
     /// `[devices.credentials]`: where credentials come from.
     pub credentials: Option<RawCredentialDevice>,
+    /// `[devices.face_camera]`: a second camera that only the mask judge watches (where the box has one).
+    pub face_camera: Option<RawFaceCamera>,
     /// `[devices.thermometer]`.
     pub thermometer: Option<RawThermometerDevice>,
     /// `[devices.operator]`: operator input and buttons.
@@ -142,7 +144,17 @@ pub enum RawCredentialDevice {
     V4l2(RawV4l2),
 }
 
-/// `[devices.credentials]` with `backend = "v4l2"`.
+/// `[devices.face_camera]`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum RawFaceCamera {
+    /// Frames from a folder of images (demo, tests).
+    Frames(RawFrames),
+    /// A V4L2 camera.
+    V4l2(RawV4l2),
+}
+
+/// `[devices.credentials]` (or `[devices.face_camera]`) with `backend = "v4l2"`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawV4l2 {
@@ -375,6 +387,8 @@ impl Default for CheckpointConfig {
 pub struct Devices {
     /// Credentials.
     pub credentials: CredentialBackend,
+    /// A second camera for the mask judge alone, if the box has one.
+    pub face_camera: Option<FaceCameraBackend>,
     /// Thermometer.
     pub thermometer: ThermometerBackend,
     /// Operator input.
@@ -442,12 +456,27 @@ impl Devices {
                 pulse.as_millis()
             ),
         };
-        vec![
-            format!("camera      {credentials}"),
+        let mut lines = vec![format!("camera      {credentials}")];
+        match &self.face_camera {
+            Some(FaceCameraBackend::Frames { folder, fps, .. }) => {
+                lines.push(format!("face camera frames from {} at {fps} fps (mask judge only)", folder.display()))
+            }
+            Some(FaceCameraBackend::V4l2(c)) => lines.push(format!(
+                "face camera v4l2 {} {}×{} {} fps {:?} (mask judge only)",
+                c.device.display(),
+                c.width,
+                c.height,
+                c.fps,
+                c.format
+            )),
+            None => {}
+        }
+        lines.extend([
             format!("thermometer {thermometer}"),
             format!("buttons     {operator}"),
             format!("outputs     {gate}"),
-        ]
+        ]);
+        lines
     }
 }
 
@@ -474,6 +503,22 @@ pub enum CredentialBackend {
         /// Decoder.
         decoder: crate::credential::qr::DecoderKind,
     },
+}
+
+/// The face camera's backends (frames only: it decodes no codes).
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaceCameraBackend {
+    /// A folder of frames.
+    Frames {
+        /// Absolute folder.
+        folder: PathBuf,
+        /// Frames per second.
+        fps: f64,
+        /// Loop.
+        repeat: bool,
+    },
+    /// A V4L2 camera.
+    V4l2(crate::hw::camera::CameraSettings),
 }
 
 /// Thermometer backends.
@@ -802,6 +847,10 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
         .mask
         .filter(|m| m.enabled != Some(false))
         .map(|m| MaskConfig { models: m.models.map(|p| resolve(base, &p)) });
+    if mask.is_none() && devices.as_ref().is_some_and(|d| d.face_camera.is_some()) {
+        problems
+            .push("`[devices.face_camera]` feeds only the mask judge: add `[mask]` (or remove the face camera)".into());
+    }
 
     let retention_days = raw.privacy.as_ref().and_then(|p| p.retention_days).unwrap_or(28);
     if !(1..=3650).contains(&retention_days) {
@@ -872,61 +921,34 @@ fn validate_devices(d: RawDevices, base: &Path, state_dir: &Path, problems: &mut
     let credentials = match d.credentials {
         Some(RawCredentialDevice::Script(_)) => Some(CredentialBackend::Script),
         Some(RawCredentialDevice::V4l2(c)) => {
-            let (width, height, fps) = (c.width.unwrap_or(640), c.height.unwrap_or(480), c.fps.unwrap_or(15));
-            if !(160..=4096).contains(&width) || !(120..=4096).contains(&height) {
-                problems.push(format!("`devices.credentials` resolution {width}×{height}: use 160–4096 × 120–4096"));
-            }
-            if !(1..=60).contains(&fps) {
-                problems.push(format!("`devices.credentials.fps` = {fps}: use 1–60 frames per second"));
-            }
-            if !c.device.starts_with("/dev/") {
-                problems.push(format!(
-                    "`devices.credentials.device` = `{}`: give a /dev path (ideally /dev/v4l/by-id/...)",
-                    c.device.display()
-                ));
-            }
-            let name = c.decoder.unwrap_or_else(|| "zxing".into());
-            let decoder = crate::credential::qr::DecoderKind::parse(&name);
-            if decoder.is_none() {
-                problems.push(format!("`devices.credentials.decoder` = {name:?}: use \"zxing\" or \"rqrr\""));
-            }
-            Some(CredentialBackend::V4l2 {
-                settings: crate::hw::camera::CameraSettings {
-                    device: c.device,
-                    width,
-                    height,
-                    fps,
-                    format: c.format.unwrap_or(crate::hw::camera::PixelFormat::Mjpeg),
-                },
-                decoder: decoder.unwrap_or(crate::credential::qr::DecoderKind::Zxing),
-            })
+            let decoder = decoder_of("devices.credentials", c.decoder.clone(), problems);
+            Some(CredentialBackend::V4l2 { settings: v4l2_settings("devices.credentials", c, problems), decoder })
         }
         Some(RawCredentialDevice::Frames(f)) => {
-            let folder = resolve(base, &f.folder);
-            if !folder.is_dir() {
-                problems.push(format!("`devices.credentials.folder`: `{}` is not a directory", folder.display()));
-            }
-            let fps = f.fps.unwrap_or(10.0);
-            if !(0.1..=120.0).contains(&fps) {
-                problems.push(format!("`devices.credentials.fps` = {fps}: use 0.1–120 frames per second"));
-            }
-            let name = f.decoder.unwrap_or_else(|| "zxing".into());
-            let decoder = crate::credential::qr::DecoderKind::parse(&name);
-            if decoder.is_none() {
-                problems.push(format!("`devices.credentials.decoder` = {name:?}: use \"zxing\" or \"rqrr\""));
-            }
-            Some(CredentialBackend::Frames {
-                folder,
-                fps,
-                repeat: f.repeat.unwrap_or(false),
-                decoder: decoder.unwrap_or(crate::credential::qr::DecoderKind::Zxing),
-            })
+            let decoder = decoder_of("devices.credentials", f.decoder.clone(), problems);
+            let (folder, fps, repeat) = frames_settings("devices.credentials", base, f, problems);
+            Some(CredentialBackend::Frames { folder, fps, repeat, decoder })
         }
         None => {
             need("credentials", problems);
             None
         }
     };
+    let face_camera = d.face_camera.map(|f| match f {
+        RawFaceCamera::V4l2(c) => {
+            if c.decoder.is_some() {
+                problems.push("`devices.face_camera.decoder`: the face camera reads no codes; remove it".into());
+            }
+            FaceCameraBackend::V4l2(v4l2_settings("devices.face_camera", c, problems))
+        }
+        RawFaceCamera::Frames(f) => {
+            if f.decoder.is_some() {
+                problems.push("`devices.face_camera.decoder`: the face camera reads no codes; remove it".into());
+            }
+            let (folder, fps, repeat) = frames_settings("devices.face_camera", base, f, problems);
+            FaceCameraBackend::Frames { folder, fps, repeat }
+        }
+    });
     let thermometer = match d.thermometer {
         Some(RawThermometerDevice::Script(_)) => Some(ThermometerBackend::Script),
         Some(RawThermometerDevice::Serial(mut s)) => {
@@ -998,5 +1020,56 @@ fn validate_devices(d: RawDevices, base: &Path, state_dir: &Path, problems: &mut
             v
         }
     };
-    Some(Devices { credentials: credentials?, thermometer: thermometer?, operator: operator?, gate: gate?, voice })
+    Some(Devices {
+        credentials: credentials?,
+        face_camera,
+        thermometer: thermometer?,
+        operator: operator?,
+        gate: gate?,
+        voice,
+    })
+}
+
+/// A QR decoder by name (`zxing`, the default, or `rqrr`).
+fn decoder_of(role: &str, name: Option<String>, problems: &mut Vec<String>) -> crate::credential::qr::DecoderKind {
+    let name = name.unwrap_or_else(|| "zxing".into());
+    crate::credential::qr::DecoderKind::parse(&name).unwrap_or_else(|| {
+        problems.push(format!("`{role}.decoder` = {name:?}: use \"zxing\" or \"rqrr\""));
+        crate::credential::qr::DecoderKind::Zxing
+    })
+}
+
+/// A V4L2 camera's settings, checked.
+fn v4l2_settings(role: &str, c: RawV4l2, problems: &mut Vec<String>) -> crate::hw::camera::CameraSettings {
+    let (width, height, fps) = (c.width.unwrap_or(640), c.height.unwrap_or(480), c.fps.unwrap_or(15));
+    if !(160..=4096).contains(&width) || !(120..=4096).contains(&height) {
+        problems.push(format!("`{role}` resolution {width}×{height}: use 160–4096 × 120–4096"));
+    }
+    if !(1..=60).contains(&fps) {
+        problems.push(format!("`{role}.fps` = {fps}: use 1–60 frames per second"));
+    }
+    if !c.device.starts_with("/dev/") {
+        problems
+            .push(format!("`{role}.device` = `{}`: give a /dev path (ideally /dev/v4l/by-id/...)", c.device.display()));
+    }
+    crate::hw::camera::CameraSettings {
+        device: c.device,
+        width,
+        height,
+        fps,
+        format: c.format.unwrap_or(crate::hw::camera::PixelFormat::Mjpeg),
+    }
+}
+
+/// A frame folder's settings, checked: (folder, fps, repeat).
+fn frames_settings(role: &str, base: &Path, f: RawFrames, problems: &mut Vec<String>) -> (PathBuf, f64, bool) {
+    let folder = resolve(base, &f.folder);
+    if !folder.is_dir() {
+        problems.push(format!("`{role}.folder`: `{}` is not a directory", folder.display()));
+    }
+    let fps = f.fps.unwrap_or(10.0);
+    if !(0.1..=120.0).contains(&fps) {
+        problems.push(format!("`{role}.fps` = {fps}: use 0.1–120 frames per second"));
+    }
+    (folder, fps, f.repeat.unwrap_or(false))
 }

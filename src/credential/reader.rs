@@ -15,11 +15,8 @@ use super::qr::Contained;
 use super::{Trust, classify, dcc};
 use crate::checkpoint::CredentialRead;
 use crate::domain::{Category, CodeStatus, IdentityKind, Timestamp, mask_name};
-use crate::hw::frames::{FrameSource, difference, thumbnail};
+use crate::hw::frames::{FrameSource, SAME_SCENE, difference, thumbnail};
 use crate::hw::{CredentialSource, DeviceFault, Polled, now};
-
-/// Below this mean thumbnail difference a frame is "the same scene" and is not decoded again.
-const SAME_SCENE: f64 = 2.0;
 
 /// Reads credentials from a frame source.
 pub struct CameraCredentials {
@@ -34,6 +31,8 @@ pub struct CameraCredentials {
     pub skipped: u64,
     /// The mask judge's tap: colour frames are handed over while a presentation is open.
     tap: Option<crate::mask::source::MaskTap>,
+    /// The scene changed with no presentation open: offer the next colour frame (a face may have appeared).
+    probe_armed: bool,
 }
 
 impl CameraCredentials {
@@ -57,6 +56,7 @@ impl CameraCredentials {
             decoded: 0,
             skipped: 0,
             tap: None,
+            probe_armed: false,
         }
     }
 
@@ -153,17 +153,23 @@ impl CredentialSource for CameraCredentials {
         };
         if let Some(tap) = &self.tap {
             // Before change detection: a person standing still is still judged while their presentation is open.
-            self.frames.keep_colour(tap.is_wanted());
-            if tap.wants_frame()
+            // With none open, the frame after a changed scene is offered (a face appears, before any code).
+            if (tap.wants_frame() || (self.probe_armed && tap.may_probe()))
                 && let Some(picture) = self.frames.colour()
             {
                 tap.offer(picture);
+                self.probe_armed = false;
             }
         }
         let thumb = thumbnail(&frame);
+        let changed = difference(&thumb, &self.last_thumb) >= SAME_SCENE;
+        if let Some(tap) = &self.tap {
+            self.probe_armed |= changed && tap.may_probe();
+            self.frames.keep_colour(tap.is_wanted() || self.probe_armed);
+        }
         // An unchanged scene with no code in it is not decoded again; one with a code is, so a person who keeps
         // showing their code stays "seen" (the checkpoint de-duplicates).
-        if !self.last_found && difference(&thumb, &self.last_thumb) < SAME_SCENE {
+        if !self.last_found && !changed {
             self.skipped += 1;
             return Ok(Polled::Idle);
         }

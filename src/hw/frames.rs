@@ -8,6 +8,9 @@ use image::GrayImage;
 
 use super::{DeviceFault, Polled};
 
+/// Below this mean thumbnail difference a frame is "the same scene": not decoded again, and no face is looked for.
+pub const SAME_SCENE: f64 = 2.0;
+
 /// A source of grayscale frames.
 pub trait FrameSource: Send {
     /// Wait at most `wait` for the next frame.

@@ -1,14 +1,19 @@
 //! The mask thread on the frame path, off the decision path.
 //!
 //! The camera's reader holds a [`MaskTap`]: while the driver says a presentation is open (and the mask thread is not
-//! busy with the previous frame), it hands the frame's colour picture over; an empty gate costs nothing. The thread
-//! ([`MaskSource`], run by [`crate::hw::spawn_source`] like any input device) judges the largest face and emits a
-//! [`MaskObservation`] when the verdict changes, or at most once a second while it stays the same. A frame with no
-//! face emits nothing. The picture is dropped as soon as it is judged.
+//! busy with the previous frame), it hands the frame's colour picture over. With no presentation open, a frame is
+//! handed over only when the scene has changed (someone stepped up: "a face appears"), at most once a
+//! [`PROBE_EVERY`]; an empty gate's unchanged scene costs nothing. The thread ([`MaskSource`], run by
+//! [`crate::hw::spawn_source`] like any input device) judges the largest face and emits a [`MaskObservation`] when
+//! the verdict changes, or at most once a second while it stays the same. A frame with no face emits nothing. The
+//! picture is dropped as soon as it is judged.
+//!
+//! Where the box has a second camera for faces (`[devices.face_camera]`), the mask thread reads that camera itself
+//! ([`camera`]) under the same rules, and the QR camera hands nothing over.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
@@ -20,12 +25,16 @@ use crate::hw::{DeviceFault, Polled};
 /// The same verdict is repeated at most this often.
 const REPEAT: Duration = Duration::from_secs(1);
 
+/// With no presentation open, a changed scene is judged at most this often.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+
 /// The camera side: offers frames to the mask thread.
 #[derive(Clone, Debug)]
 pub struct MaskTap {
     wanted: Arc<AtomicBool>,
     busy: Arc<AtomicBool>,
-    tx: mpsc::SyncSender<RgbImage>,
+    last_probe: Arc<Mutex<Option<Instant>>>,
+    tx: Option<mpsc::SyncSender<RgbImage>>,
 }
 
 impl MaskTap {
@@ -44,11 +53,72 @@ impl MaskTap {
         self.wanted.load(Ordering::SeqCst) && !self.busy.load(Ordering::SeqCst)
     }
 
-    /// Hand a colour picture over (dropped if the thread is still busy).
+    /// True when a changed scene would be judged now: no presentation is open, the thread is free and the last
+    /// such look was at least [`PROBE_EVERY`] ago.
+    pub fn may_probe(&self) -> bool {
+        let last = *self.last_probe.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        !self.wanted.load(Ordering::SeqCst)
+            && !self.busy.load(Ordering::SeqCst)
+            && last.is_none_or(|at| at.elapsed() >= PROBE_EVERY)
+    }
+
+    /// Hand a colour picture over: while a presentation is open, or (a changed scene) when [`MaskTap::may_probe`].
+    /// Dropped if the thread is still busy.
     pub fn offer(&self, picture: RgbImage) {
-        if self.wants_frame() && self.tx.try_send(picture).is_ok() {
-            self.busy.store(true, Ordering::SeqCst);
+        let probe = self.may_probe();
+        if !(self.wants_frame() || probe) {
+            return;
         }
+        let Some(tx) = &self.tx else { return };
+        if tx.try_send(picture).is_ok() {
+            self.busy.store(true, Ordering::SeqCst);
+            if probe {
+                *self.last_probe.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+            }
+        }
+    }
+
+    /// A probe was taken by the thread itself (the face camera).
+    fn probed(&self) {
+        *self.last_probe.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    }
+}
+
+/// The face camera, read by the mask thread itself.
+struct FaceCamera {
+    frames: Box<dyn crate::hw::frames::FrameSource>,
+    last_thumb: Vec<u8>,
+    /// The scene changed with no presentation open: judge the next colour frame.
+    armed: bool,
+    tap: MaskTap,
+}
+
+impl FaceCamera {
+    /// The next picture to judge, if any: every frame's colour while a presentation is open, one after a changed
+    /// scene otherwise.
+    fn next(&mut self, wait: Duration) -> Result<Polled<RgbImage>, DeviceFault> {
+        let wanted = self.tap.is_wanted();
+        self.frames.keep_colour(wanted || self.armed);
+        let frame = match self.frames.next_frame(wait)? {
+            Polled::Item(f) => f,
+            Polled::Idle => return Ok(Polled::Idle),
+            Polled::Done => return Ok(Polled::Done),
+        };
+        let thumb = crate::hw::frames::thumbnail(&frame);
+        let changed = crate::hw::frames::difference(&thumb, &self.last_thumb) >= crate::hw::frames::SAME_SCENE;
+        self.last_thumb = thumb;
+        if wanted || self.armed {
+            if let Some(picture) = self.frames.colour() {
+                if !wanted {
+                    self.tap.probed();
+                }
+                self.armed = false;
+                return Ok(Polled::Item(picture));
+            }
+        } else if changed && self.tap.may_probe() {
+            self.armed = true;
+        }
+        Ok(Polled::Idle)
     }
 }
 
@@ -58,6 +128,8 @@ enum Feed {
     Tap(mpsc::Receiver<RgbImage>),
     /// The scripted camera's faces (demo and tests), at their times.
     Script(crate::hw::script::ScriptedFaces),
+    /// A second camera of its own.
+    Camera(Box<FaceCamera>),
 }
 
 /// The thread side: judges the pictures it is handed.
@@ -76,8 +148,18 @@ pub fn channel(judge: MaskJudge) -> (MaskTap, MaskSource) {
     let (tx, rx) = mpsc::sync_channel(1);
     let wanted = Arc::new(AtomicBool::new(false));
     let busy = Arc::new(AtomicBool::new(false));
-    let tap = MaskTap { wanted: wanted.clone(), busy: busy.clone(), tx };
+    let tap = MaskTap { wanted: wanted.clone(), busy: busy.clone(), last_probe: Default::default(), tx: Some(tx) };
     (tap, MaskSource { judge, feed: Feed::Tap(rx), wanted, busy, last: None, judged: 0 })
+}
+
+/// A mask thread reading its own camera (`[devices.face_camera]`). The tap goes to the driver (which says when a
+/// presentation is open); it hands nothing over itself.
+pub fn camera(judge: MaskJudge, frames: Box<dyn crate::hw::frames::FrameSource>) -> (MaskTap, MaskSource) {
+    let wanted = Arc::new(AtomicBool::new(false));
+    let busy = Arc::new(AtomicBool::new(false));
+    let tap = MaskTap { wanted: wanted.clone(), busy: busy.clone(), last_probe: Default::default(), tx: None };
+    let feed = Feed::Camera(Box::new(FaceCamera { frames, last_thumb: Vec::new(), armed: false, tap: tap.clone() }));
+    (tap, MaskSource { judge, feed, wanted, busy, last: None, judged: 0 })
 }
 
 /// A mask thread judging the scripted camera's faces.
@@ -111,6 +193,15 @@ impl MaskSource {
                 }
                 Polled::Idle => return Ok(Polled::Idle),
                 Polled::Done => return Ok(Polled::Done),
+            },
+            Feed::Camera(camera) => match camera.next(wait)? {
+                Polled::Item(picture) => self.judge.judge(&picture),
+                Polled::Idle => return Ok(Polled::Idle),
+                Polled::Done => {
+                    // A played folder of frames: the thread stays, idle, until the daemon stops.
+                    std::thread::sleep(wait);
+                    return Ok(Polled::Idle);
+                }
             },
         };
         // The picture is gone here: only the verdict, score and size leave.

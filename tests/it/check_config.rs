@@ -280,3 +280,25 @@ fn the_console_section_is_checked() {
     let out = run(&["check-config", repo().join("config/demo.toml").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("console     http://127.0.0.1:8080/ (1 operator(s), lock after 5 wrong PINs for 300 s, 4 roster entries, simulator on)"));
 }
+
+/// `[devices.face_camera]` is checked like the QR camera, feeds only the mask judge (so needs `[mask]`), reads no codes,
+/// and `check-config` names it for the technician.
+#[test]
+fn the_face_camera_is_checked_and_described() {
+    let face = "\n[devices.face_camera]\nbackend = \"v4l2\"\ndevice = \"/dev/sibi-face\"\n";
+    let (code, err) = check(&format!("{BASE}{face}"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("feeds only the mask judge: add `[mask]`"), "{err}");
+    let (code, err) = check(&format!("{BASE}{face}fps = 500\ndecoder = \"rqrr\"\n[mask]\n"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`devices.face_camera.fps` = 500"), "{err}");
+    assert!(err.contains("`devices.face_camera.decoder`: the face camera reads no codes"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("scenario.toml"), SCENARIO).unwrap();
+    let path = dir.path().join("gate.toml");
+    std::fs::write(&path, format!("{BASE}{face}[mask]\n")).unwrap();
+    let out = run(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("face camera v4l2 /dev/sibi-face 640×480 15 fps"), "{text}");
+}
