@@ -56,6 +56,8 @@ pub struct OpenDevices {
     pub mask_tap: Option<crate::mask::source::MaskTap>,
     /// Why `[mask]` is on but the judge is not running (its models are missing or broken).
     pub mask_fault: Option<String>,
+    /// The ID card lane, where the gate has a reader (and whether it plays a script).
+    pub idcard: Option<(crate::credential::idcard::IdCardCredentials, bool)>,
 }
 
 /// Open every device the config names.
@@ -153,7 +155,33 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
             (Box::new(gpio::pi::gate(settings).map_err(anyhow::Error::msg)?), *pulse)
         }
     };
-    Ok(OpenDevices { credentials, thermometer, operator, gate, pulse, trust, mask, mask_tap, mask_fault })
+    let idcard = match &config.devices.idcard {
+        None => None,
+        Some(backend) => {
+            let (reader, scripted): (Box<dyn crate::hw::idcard::IdCardReader>, bool) = match backend {
+                crate::config::IdCardBackend::Script => {
+                    let (s, p) = script()?;
+                    (Box::new(crate::hw::idcard::ScriptedIdCard::new(&s.script, p)), true)
+                }
+                crate::config::IdCardBackend::Serial(settings) => (
+                    Box::new(
+                        crate::hw::idcard::SerialIdCard::start(settings)
+                            .context("cannot start the ID card reader thread")?,
+                    ),
+                    false,
+                ),
+            };
+            let health = config.credentials.gateway.as_ref().map(|(url, timeout)| {
+                crate::credential::idcard::IdHealth::new(
+                    crate::credential::health_code::HealthCodeClient::new(url, *timeout, &config.gate.id),
+                    config.idcard.health_region.clone(),
+                )
+            });
+            let lane = crate::credential::idcard::IdCardCredentials::new(reader, config.idcard.roster.clone(), health);
+            Some((lane, scripted))
+        }
+    };
+    Ok(OpenDevices { credentials, thermometer, operator, gate, pulse, trust, mask, mask_tap, mask_fault, idcard })
 }
 
 enum GateRequest {
@@ -601,8 +629,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         stop.clone(),
     )?);
     // A camera-fed mask thread never ends by itself (the pipeline holds its tap): only a scripted one counts towards
-    // "every scripted device finished".
+    // "every scripted device finished"; so does only a scripted ID card reader.
     let mut sources = threads.len();
+    if let Some((mut lane, scripted)) = devices.idcard {
+        sources += usize::from(scripted);
+        threads.push(hw::spawn_source(
+            DeviceKind::IdCard,
+            move |w| lane.poll(w),
+            |e| match e {
+                crate::credential::idcard::CardEvent::Read(read) => Event::Credential(read),
+                crate::credential::idcard::CardEvent::Notice { detail, message_zh } => {
+                    Event::Notice { device: DeviceKind::IdCard, detail, message_zh }
+                }
+            },
+            tx.clone(),
+            stop.clone(),
+        )?);
+    }
     if let Some(mut mask) = devices.mask {
         sources += usize::from(mask.is_scripted());
         threads.push(hw::spawn_source(DeviceKind::Mask, move |w| mask.poll(w), Event::Mask, tx, stop.clone())?);

@@ -43,6 +43,10 @@ pub struct CredentialRead {
     pub visitor_registered: bool,
     /// On the service roster.
     pub service_roster: bool,
+    /// What the credential itself says of the person (an ID card's name, number and address), to be recorded like a
+    /// registration (sealed); the operator's registration form adds destination and reason. Moved into the
+    /// presentation when it opens, so no copy travels with the credential.
+    pub prefill: Option<Registration>,
 }
 
 impl CredentialRead {
@@ -67,6 +71,7 @@ impl CredentialRead {
             courier_registered: false,
             visitor_registered: false,
             service_roster: false,
+            prefill: None,
         }
     }
 }
@@ -99,6 +104,9 @@ pub struct Registration {
     pub phone: Option<String>,
     /// Resident ID number (optional).
     pub id_number: Option<String>,
+    /// The address on their ID card (filled by the card reader, not the form).
+    #[serde(default)]
+    pub address: Option<String>,
     /// Where they are going (3栋201).
     pub destination: Option<String>,
     /// Why (探亲, 送货...).
@@ -117,7 +125,23 @@ impl Registration {
             name: self.name.clone(),
             phone: self.phone.clone(),
             id_number: self.id_number.clone(),
+            address: self.address.clone(),
         })
+    }
+
+    /// The operator's form over what a card already said: the card's name, number and address stand (the form
+    /// shows them masked), the form adds phone, destination, reason and category.
+    pub fn over(self, card: Registration) -> Registration {
+        let masked_or_empty = self.name.is_empty() || self.name.contains('*');
+        Registration {
+            name: if masked_or_empty { card.name } else { self.name },
+            phone: self.phone.or(card.phone),
+            id_number: card.id_number.or(self.id_number),
+            address: card.address.or(self.address),
+            destination: self.destination.or(card.destination),
+            reason: self.reason.or(card.reason),
+            category: self.category.or(card.category),
+        }
     }
 }
 
@@ -191,6 +215,8 @@ pub enum DeviceKind {
     Gate,
     /// The camera's mask judge.
     Mask,
+    /// The ID card reader.
+    IdCard,
 }
 
 impl DeviceKind {
@@ -202,6 +228,7 @@ impl DeviceKind {
             DeviceKind::Operator => "按键",
             DeviceKind::Gate => "闸门",
             DeviceKind::Mask => "口罩识别",
+            DeviceKind::IdCard => "身份证阅读器",
         }
     }
 }
@@ -597,10 +624,12 @@ impl Checkpoint {
             mask_by = Some(by);
         }
         let holder = mask_name(&c.holder);
-        let credential = CredentialRead { holder, ..c };
+        let mut credential = CredentialRead { holder, ..c };
+        let prefill = credential.prefill.take();
         self.open(Some(credential), person, now);
         if let Some(s) = &mut self.current {
             s.mask_by = mask_by;
+            s.registration = prefill;
         }
         self.evaluate(now, out);
     }
@@ -712,7 +741,10 @@ impl Checkpoint {
                 s.approval_reason = Some(reason);
             }
             OperatorAction::Register(r) => {
-                s.registration = Some(r);
+                s.registration = Some(match s.registration.take() {
+                    Some(card) => r.over(card),
+                    None => r,
+                });
                 s.person.visitor_registered = true;
                 if s.person.identity == IdentityKind::None {
                     s.person.identity = IdentityKind::Manual;

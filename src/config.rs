@@ -41,6 +41,20 @@ pub struct RawConfig {
     pub console: Option<crate::console::RawConsole>,
     /// `[mask]`: 口罩必戴 by machine (the camera judges the mask).
     pub mask: Option<RawMask>,
+    /// `[idcard]`: the resident roster by keyed ID hash, and the health lookup by ID number.
+    pub idcard: Option<RawIdCard>,
+}
+
+/// `[idcard]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdCard {
+    /// The resident roster (CSV `building,room,name,id_hash`; `sibi idcard roster` makes it from the office's list).
+    pub roster: Option<PathBuf>,
+    /// The community's roster key (hex; `sibi idcard roster-key`), the HMAC key of `id_hash`. Needed with `roster`.
+    pub roster_key: Option<PathBuf>,
+    /// The province code whose platform answers ID queries (e.g. "420000"); default: the card's own province.
+    pub health_region: Option<String>,
 }
 
 /// `[mask]`.
@@ -117,6 +131,8 @@ pub struct RawDevices {
     pub credentials: Option<RawCredentialDevice>,
     /// `[devices.face_camera]`: a second camera that only the mask judge watches (where the box has one).
     pub face_camera: Option<RawFaceCamera>,
+    /// `[devices.idcard]`: the ID card reader (where the gate has one).
+    pub idcard: Option<RawIdCardDevice>,
     /// `[devices.thermometer]`.
     pub thermometer: Option<RawThermometerDevice>,
     /// `[devices.operator]`: operator input and buttons.
@@ -216,6 +232,16 @@ pub struct RawCredentials {
     pub dcc_signers: Vec<PathBuf>,
 }
 
+/// `[devices.idcard]`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum RawIdCardDevice {
+    /// Card taps from the script.
+    Script(RawScripted),
+    /// A GA 467 reader on a serial port.
+    Serial(crate::hw::idcard::IdCardSettings),
+}
+
 /// `[devices.thermometer]`.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "backend", rename_all = "snake_case")]
@@ -299,6 +325,8 @@ pub struct Config {
     pub console: Option<crate::console::ConsoleConfig>,
     /// 口罩必戴 by machine, if enabled.
     pub mask: Option<MaskConfig>,
+    /// `[idcard]` (always present: without the section, no roster and no regional override).
+    pub idcard: IdCardConfig,
 }
 
 /// `[sync]`, validated, with the key loaded.
@@ -389,6 +417,8 @@ pub struct Devices {
     pub credentials: CredentialBackend,
     /// A second camera for the mask judge alone, if the box has one.
     pub face_camera: Option<FaceCameraBackend>,
+    /// The ID card reader, if the gate has one.
+    pub idcard: Option<IdCardBackend>,
     /// Thermometer.
     pub thermometer: ThermometerBackend,
     /// Operator input.
@@ -519,6 +549,26 @@ pub enum FaceCameraBackend {
     },
     /// A V4L2 camera.
     V4l2(crate::hw::camera::CameraSettings),
+}
+
+/// ID card reader backends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdCardBackend {
+    /// Scripted taps.
+    Script,
+    /// A serial reader.
+    Serial(crate::hw::idcard::IdCardSettings),
+}
+
+/// `[idcard]`, resolved.
+#[derive(Debug, Clone)]
+pub struct IdCardConfig {
+    /// The roster by keyed hash (empty, with a random key, when none is configured).
+    pub roster: crate::credential::idcard::IdRoster,
+    /// Residents on it.
+    pub roster_len: usize,
+    /// The province asked for health status by ID number.
+    pub health_region: Option<String>,
 }
 
 /// Thermometer backends.
@@ -843,6 +893,7 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
     });
     let console = raw.console.and_then(|c| crate::console::ConsoleConfig::load(c, base, simulated, &mut problems));
 
+    let idcard = idcard_config(raw.idcard, base, &mut problems);
     let mask = raw
         .mask
         .filter(|m| m.enabled != Some(false))
@@ -866,6 +917,7 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
         (Some(gate), Some(policy), Some(devices)) if problems.is_empty() => Ok(Config {
             console,
             mask,
+            idcard,
             seal_key,
             retention_ms: i64::from(retention_days) * 86_400_000,
             source: source.to_path_buf(),
@@ -949,6 +1001,14 @@ fn validate_devices(d: RawDevices, base: &Path, state_dir: &Path, problems: &mut
             FaceCameraBackend::Frames { folder, fps, repeat }
         }
     });
+    let idcard = d.idcard.map(|c| match c {
+        RawIdCardDevice::Script(_) => IdCardBackend::Script,
+        RawIdCardDevice::Serial(mut s) => {
+            problems.extend(s.problems());
+            s.port = resolve(base, &s.port);
+            IdCardBackend::Serial(s)
+        }
+    });
     let thermometer = match d.thermometer {
         Some(RawThermometerDevice::Script(_)) => Some(ThermometerBackend::Script),
         Some(RawThermometerDevice::Serial(mut s)) => {
@@ -1023,11 +1083,68 @@ fn validate_devices(d: RawDevices, base: &Path, state_dir: &Path, problems: &mut
     Some(Devices {
         credentials: credentials?,
         face_camera,
+        idcard,
         thermometer: thermometer?,
         operator: operator?,
         gate: gate?,
         voice,
     })
+}
+
+/// `[idcard]`: the roster (keyed hashes only) and its key.
+fn idcard_config(raw: Option<RawIdCard>, base: &Path, problems: &mut Vec<String>) -> IdCardConfig {
+    use crate::credential::idcard::{Home, IdRoster, read_roster_key};
+    let raw = raw.unwrap_or(RawIdCard { roster: None, roster_key: None, health_region: None });
+    if let Some(r) = &raw.health_region
+        && (r.len() != 6 || !r.bytes().all(|b| b.is_ascii_digit()))
+    {
+        problems.push(format!("`idcard.health_region` = {r:?}: give a six-digit province code (420000)"));
+    }
+    let mut out = IdCardConfig { roster: IdRoster::empty(), roster_len: 0, health_region: raw.health_region };
+    let (roster, key) = match (raw.roster, raw.roster_key) {
+        (None, None) => return out,
+        (Some(r), Some(k)) => (resolve(base, &r), resolve(base, &k)),
+        _ => {
+            problems.push("`idcard.roster` and `idcard.roster_key` go together (the roster's hashes are keyed)".into());
+            return out;
+        }
+    };
+    let key = match read_roster_key(&key) {
+        Ok(k) => k,
+        Err(e) => {
+            problems.push(format!("`idcard.roster_key`: {e}"));
+            return out;
+        }
+    };
+    let mut reader = match csv::ReaderBuilder::new().has_headers(true).flexible(true).from_path(&roster) {
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(format!("`idcard.roster`: cannot read {}: {e}", roster.display()));
+            return out;
+        }
+    };
+    let mut entries = Vec::new();
+    for (i, row) in reader.records().enumerate() {
+        let line = i + 2;
+        let Ok(row) = row else {
+            problems.push(format!("`idcard.roster` {} line {line}: unreadable row", roster.display()));
+            continue;
+        };
+        let Some(hash) = row.get(3).map(str::trim).filter(|h| !h.is_empty()) else { continue };
+        if hash.len() != 32 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            problems.push(format!(
+                "`idcard.roster` {} line {line}: `id_hash` must be 32 hex digits (sibi idcard roster makes them; \
+                 the roster never holds a clear ID number)",
+                roster.display()
+            ));
+            continue;
+        }
+        let home = Home { building: row.get(0).unwrap_or("").trim().into(), room: row.get(1).unwrap_or("").trim().into() };
+        entries.push((hash.to_string(), home));
+    }
+    out.roster_len = entries.len();
+    out.roster = IdRoster::new(key, entries);
+    out
 }
 
 /// A QR decoder by name (`zxing`, the default, or `rqrr`).

@@ -130,6 +130,8 @@ pub enum IdentityKind {
     HealthCode,
     /// An international certificate (EU DCC).
     Dcc,
+    /// A resident ID card (or residence card) tapped on the reader.
+    IdCard,
     /// Registered by hand by the operator (the offline lane).
     Manual,
     /// Nothing presented yet.
@@ -138,8 +140,14 @@ pub enum IdentityKind {
 
 impl IdentityKind {
     /// Every identity kind.
-    pub const ALL: [IdentityKind; 5] =
-        [IdentityKind::Pass, IdentityKind::HealthCode, IdentityKind::Dcc, IdentityKind::Manual, IdentityKind::None];
+    pub const ALL: [IdentityKind; 6] = [
+        IdentityKind::Pass,
+        IdentityKind::HealthCode,
+        IdentityKind::Dcc,
+        IdentityKind::IdCard,
+        IdentityKind::Manual,
+        IdentityKind::None,
+    ];
 
     /// The stable snake_case name.
     pub fn as_str(self) -> &'static str {
@@ -147,6 +155,7 @@ impl IdentityKind {
             IdentityKind::Pass => "pass",
             IdentityKind::HealthCode => "health_code",
             IdentityKind::Dcc => "dcc",
+            IdentityKind::IdCard => "id_card",
             IdentityKind::Manual => "manual",
             IdentityKind::None => "none",
         }

@@ -65,7 +65,12 @@ enum Command {
         #[command(subcommand)]
         command: MaskCommand,
     },
-    /// Commissioning checks on the real devices: `probe thermometer|gpio|camera|audio`.
+    /// The resident ID card reader (GA 467): read one card; make the roster key and the hashed roster.
+    Idcard {
+        #[command(subcommand)]
+        command: IdcardCommand,
+    },
+    /// Commissioning checks on the real devices: `probe thermometer|gpio|camera|audio|idcard`.
     Probe {
         #[command(subcommand)]
         command: ProbeCommand,
@@ -270,6 +275,51 @@ enum ProbeCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Ask the config's ID card reader for its SAM status and id, then read one card (masked).
+    Idcard {
+        /// The gate config with [devices.idcard] backend = "serial".
+        #[arg(long)]
+        config: PathBuf,
+        /// Seconds to wait for the card.
+        #[arg(long, default_value_t = 15)]
+        timeout: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdcardCommand {
+    /// Wait for one card and print it as one JSON object (masked name and number; never the address or photo).
+    /// Exit 0 on a read, 1 when no card came in time or the reader reported an error, 2 for an unusable port.
+    Read {
+        /// The reader's serial port (prefer /dev/serial/by-id/...).
+        #[arg(long)]
+        port: PathBuf,
+        /// Baud rate.
+        #[arg(long, default_value_t = 115_200)]
+        baud: u32,
+        /// Seconds to wait for a card.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+        /// "Now" for `expired` (RFC 3339; default: the clock).
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Make a new roster key (hex, mode 0600): the community's HMAC key for the ID hashes in the roster.
+    RosterKey {
+        /// Where to write it (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Turn the office's clear list (CSV building,room,name,id_number) into the box's roster (building,room,masked
+    /// name,id_hash) on standard output. Bad rows are refused by line and nothing is written.
+    Roster {
+        /// The roster key.
+        #[arg(long)]
+        key: PathBuf,
+        /// The clear list (stays at the office).
+        #[arg(long)]
+        input: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -380,6 +430,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Code { command: CodeCommand::Scan { images, decoder, repeat } } => code_scan(images, &decoder, repeat),
+        Command::Idcard { command } => idcard(command),
         Command::Mask { command: MaskCommand::Scan { images, models } } => {
             ExitCode::from(sibi::mask::scan::run(&images, models.as_deref()))
         }
@@ -661,6 +712,17 @@ fn probe(command: ProbeCommand) -> ExitCode {
                 }
             }
         }
+        ProbeCommand::Idcard { config, timeout } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(e) => return usage_error(&e),
+            };
+            let Some(sibi::config::IdCardBackend::Serial(settings)) = c.devices.idcard else {
+                return usage_error(&format!("{} has no `[devices.idcard] backend = \"serial\"`", config.display()));
+            };
+            let ok = sibi::hw::idcard::cli::probe(&settings, std::time::Duration::from_secs(timeout));
+            if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
         ProbeCommand::Camera { config } => {
             let c = match load(&config) {
                 Ok(c) => c,
@@ -681,6 +743,47 @@ fn probe(command: ProbeCommand) -> ExitCode {
             };
             if probe::camera(settings, 10, judge.as_ref()) { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
+    }
+}
+
+/// `sibi idcard …`.
+fn idcard(command: IdcardCommand) -> ExitCode {
+    use sibi::hw::idcard::cli;
+    match command {
+        IdcardCommand::Read { port, baud, timeout, at } => {
+            let now = match at.as_deref().map(Timestamp::parse_rfc3339) {
+                None => time::OffsetDateTime::now_utc(),
+                Some(Some(t)) => time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0) * 1_000_000)
+                    .unwrap_or_else(|_| time::OffsetDateTime::now_utc()),
+                Some(None) => {
+                    return usage_error(&format!("--at `{}` is not an RFC 3339 date-time", at.unwrap_or_default()));
+                }
+            };
+            if !(timeout.is_finite() && (0.1..=3600.0).contains(&timeout)) {
+                return usage_error(&format!("--timeout {timeout}: give 0.1–3600 seconds"));
+            }
+            let settings = sibi::hw::idcard::IdCardSettings { port, baud };
+            if let Some(p) = settings.problems().first() {
+                return usage_error(p);
+            }
+            let cst = time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC);
+            let today = sibi::credential::idcard::date_at(now.to_offset(cst));
+            ExitCode::from(cli::read_command(&settings, std::time::Duration::from_secs_f64(timeout), today))
+        }
+        IdcardCommand::RosterKey { out } => match cli::roster_key(&out) {
+            Ok(()) => {
+                eprintln!("wrote {} (keep it with the roster; every gate of the community needs it)", out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage_error(&e),
+        },
+        IdcardCommand::Roster { key, input } => match cli::roster(&key, &input, &mut std::io::stdout()) {
+            Ok(n) => {
+                eprintln!("{n} residents");
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage_error(&e),
+        },
     }
 }
 

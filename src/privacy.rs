@@ -26,6 +26,9 @@ pub struct Personal {
     /// Resident ID number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_number: Option<String>,
+    /// The address on an ID card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// Make the office's sealing key pair: `NAME.key` (secret, stays at the office) and `NAME.pub` (for every gate).
@@ -78,6 +81,7 @@ mod tests {
             name: "测试访客".into(),
             phone: Some("13800000000".into()),
             id_number: Some("TEST-ID-0001".into()),
+            address: Some("测试地址1号".into()),
         };
         let sealed = seal(&public, &p).unwrap();
         assert!(!sealed.contains("13800000000"));

@@ -151,6 +151,7 @@ impl RegistrationForm {
             name: name.to_string(),
             phone: (!phone.is_empty()).then_some(phone),
             id_number: (!id.is_empty()).then(|| id.to_ascii_uppercase()),
+            address: None,
             destination: Some(destination.to_string()),
             reason: (!self.reason.trim().is_empty()).then(|| self.reason.trim().to_string()),
             category: self.category,

@@ -5,6 +5,7 @@
 
 pub mod dcc;
 pub mod health_code;
+pub mod idcard;
 pub mod pass;
 pub mod qr;
 pub mod reader;

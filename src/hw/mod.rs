@@ -8,6 +8,7 @@
 pub mod camera;
 pub mod frames;
 pub mod gpio;
+pub mod idcard;
 pub mod script;
 pub mod serial;
 pub mod sim_gate;

@@ -22,6 +22,10 @@
 //! at = 4.0
 //! face = "faces/masked.png"        # the camera sees this picture (relative to the scenario; judged by the real
 //!                                  #   mask judge when [mask] is on)
+//! [[event]]
+//! at = 5.0
+//! card = { name = "王秀英", sex = "2", nation = "01", birth = "19460307", address = "示范市示范路1号",
+//!          id = "110101194603070020", valid_from = "20100101", valid_to = "长期" }   # tapped on the ID card reader
 //! ```
 //!
 //! When a script repeats, each cycle's credential keys get a `~N` suffix, so every cycle brings new people.
@@ -53,6 +57,50 @@ struct RawEvent {
     button: Option<Button>,
     thermometer_fault: Option<f64>,
     face: Option<std::path::PathBuf>,
+    card: Option<SimCard>,
+}
+
+/// An ID card as a scenario describes it (a resident card, or with `kind = "hk_mo_tw"` the residence permit, which
+/// has the same layout); written into a real text block and decoded by the real decoder.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct SimCard {
+    #[serde(default)]
+    pub kind: Option<String>,
+    pub name: String,
+    pub sex: String,
+    #[serde(default)]
+    pub nation: String,
+    pub birth: String,
+    #[serde(default)]
+    pub address: String,
+    pub id: String,
+    pub valid_from: String,
+    pub valid_to: String,
+}
+
+impl SimCard {
+    /// The card's 256-byte text block.
+    pub fn text(&self) -> Result<[u8; 256], String> {
+        use super::idcard::text::{CardKind, TextBuilder};
+        let kind = match self.kind.as_deref() {
+            None | Some("resident") => CardKind::Resident,
+            Some("hk_mo_tw") => CardKind::HkMoTw,
+            Some(other) => return Err(format!("card kind `{other}`: use resident or hk_mo_tw in a scenario")),
+        };
+        Ok(TextBuilder::new(kind)
+            .put(0, 30, &self.name)
+            .put(30, 2, &self.sex)
+            .put(32, 4, &self.nation)
+            .put(36, 16, &self.birth)
+            .put(52, 70, &self.address)
+            .put(122, 36, &self.id)
+            .put(158, 30, "示范市公安局")
+            .put(188, 16, &self.valid_from)
+            .put(204, 16, &self.valid_to)
+            .build())
+    }
 }
 
 /// A credential as a scenario (or the console's simulator) describes it.
@@ -98,6 +146,7 @@ impl SimCredential {
             courier_registered: self.courier_registered,
             visitor_registered: self.visitor_registered,
             service_roster: self.service_roster,
+            prefill: None,
         }
     }
 }
@@ -134,6 +183,8 @@ pub enum ScriptItem {
     ThermometerFault(u64),
     /// The camera sees this picture (a face for the mask judge).
     Face(std::path::PathBuf),
+    /// A card tapped on the ID card reader: its text block.
+    Card(Arc<[u8; 256]>),
 }
 
 /// A parsed scenario.
@@ -224,9 +275,12 @@ impl Script {
             if let Some(p) = e.face {
                 items.push(ScriptItem::Face(p));
             }
+            if let Some(c) = e.card {
+                items.push(ScriptItem::Card(Arc::new(c.text().map_err(|m| bad(&m))?)));
+            }
             if items.len() != 1 {
                 return Err(bad(
-                    "give exactly one of credential, temperature, operator, button, thermometer_fault, face",
+                    "give exactly one of credential, temperature, operator, button, thermometer_fault, face, card",
                 ));
             }
             events.push((at, items.remove(0)));
@@ -318,6 +372,35 @@ impl ScriptedFaces {
     pub fn poll(&mut self, wait: Duration) -> Polled<Arc<image::RgbImage>> {
         match self.track.next(wait) {
             Polled::Item((p, _, _)) => Polled::Item(p),
+            Polled::Idle => Polled::Idle,
+            Polled::Done => Polled::Done,
+        }
+    }
+}
+
+/// The scripted ID card reader's taps: each `card` event's text block at its time.
+pub struct ScriptedCards {
+    track: Track<Arc<[u8; 256]>>,
+}
+
+impl ScriptedCards {
+    /// The card part of `script`.
+    pub fn new(script: &Script, playback: Playback) -> ScriptedCards {
+        let items = script
+            .events
+            .iter()
+            .filter_map(|(at, item)| match item {
+                ScriptItem::Card(c) => Some((*at, c.clone())),
+                _ => None,
+            })
+            .collect();
+        ScriptedCards { track: Track::new(items, script.period_ms(), playback) }
+    }
+
+    /// Wait at most `wait` for the next tap.
+    pub fn poll(&mut self, wait: Duration) -> Polled<Arc<[u8; 256]>> {
+        match self.track.next(wait) {
+            Polled::Item((c, _, _)) => Polled::Item(c),
             Polled::Idle => Polled::Idle,
             Polled::Done => Polled::Done,
         }

@@ -12,6 +12,7 @@ mod dcc_vectors;
 mod decide_cli;
 mod decode;
 mod health_code;
+mod idcard;
 mod mask;
 mod office_lists;
 mod packaging;

@@ -1,0 +1,279 @@
+//! An ID card read becomes a credential (身份必问 and 信息必录 in one tap; 卡码合一 when the network is up).
+//!
+//! - A failing check digit is a read error and an expired (or not yet valid) card a prompt: neither is an identity.
+//! - The resident roster on the box holds no clear ID numbers: it matches by a keyed hash (HMAC-SHA256 under the
+//!   community's roster key) of the number. A hit is a resident with building and room; a miss a visitor, with the
+//!   registration prefilled so the volunteer adds only destination and reason.
+//! - Name, number and address travel as the presentation's registration, which the store seals to the office key; the
+//!   credential itself carries only the masked name and a keyed digest for de-duplication.
+//! - The health status comes from the office's gateway by ID number (bounded timeout); without one, `unverified`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use hmac::{KeyInit, Mac};
+
+use crate::checkpoint::{CredentialRead, Registration};
+use crate::domain::{Category, CodeStatus, IdentityKind};
+use crate::hw::idcard::{CardItem, IdCard, IdCardReader, Ymd};
+use crate::hw::{DeviceFault, Polled};
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// The keyed hash of an ID number under `key` (hex, 128 bits): what the roster and the records hold instead of it.
+pub fn id_hash(key: &[u8], id_number: &str) -> String {
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(id_number.trim().to_ascii_uppercase().as_bytes());
+    crate::keys::hex(&mac.finalize().into_bytes()[..16])
+}
+
+/// Read a roster key file (hex, at least 32 bytes' worth), as `sibi idcard roster-key` writes it.
+pub fn read_roster_key(path: &Path) -> Result<Vec<u8>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let hex = text.trim();
+    if hex.len() < 64 || hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{}: expected a hex key of at least 32 bytes (sibi idcard roster-key)", path.display()));
+    }
+    Ok((0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0)).collect())
+}
+
+/// Where a resident lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    /// 楼栋.
+    pub building: String,
+    /// 房号.
+    pub room: String,
+}
+
+/// The roster by keyed hash.
+#[derive(Debug, Clone, Default)]
+pub struct IdRoster {
+    key: Vec<u8>,
+    homes: HashMap<String, Home>,
+}
+
+impl IdRoster {
+    /// A roster under `key` with `(id_hash, home)` entries.
+    pub fn new(key: Vec<u8>, entries: impl IntoIterator<Item = (String, Home)>) -> IdRoster {
+        IdRoster { key, homes: entries.into_iter().map(|(h, home)| (h.to_ascii_lowercase(), home)).collect() }
+    }
+
+    /// A roster with no entries and a random key (no roster configured: every card is a visitor, and the digests
+    /// that de-duplicate taps change at every start).
+    pub fn empty() -> IdRoster {
+        let mut key = vec![0u8; 32];
+        let _ = getrandom::fill(&mut key);
+        IdRoster { key, homes: HashMap::new() }
+    }
+
+    /// The home of the holder of `id_number`, if on the roster.
+    pub fn home(&self, id_number: &str) -> Option<&Home> {
+        self.homes.get(&id_hash(&self.key, id_number))
+    }
+
+    /// The keyed digest of `id_number`.
+    pub fn digest(&self, id_number: &str) -> String {
+        id_hash(&self.key, id_number)
+    }
+}
+
+/// Why a card is not an identity, for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardRefused {
+    /// For the log (English, nothing personal).
+    pub detail: String,
+    /// For the operator (Chinese).
+    pub message_zh: String,
+}
+
+/// The credential a card gives on `today`, with `code` its health status; or why it gives none.
+pub fn credential_of(
+    card: &IdCard,
+    today: Ymd,
+    roster: &IdRoster,
+    code: CodeStatus,
+) -> Result<CredentialRead, CardRefused> {
+    if !card.id_check {
+        return Err(CardRefused {
+            detail: format!("{} with a failing check digit ({})", card.kind.as_str(), card.masked_id()),
+            message_zh: "读卡失败（证件号码校验不符），请重新放卡".into(),
+        });
+    }
+    if card.expired(today) {
+        return Err(CardRefused {
+            detail: format!("{} expired on {}", card.kind.as_str(), card.valid_to),
+            message_zh: format!("{}已过期（有效期至{}），请人工登记", card.kind.zh(), card.valid_to),
+        });
+    }
+    if card.not_yet_valid(today) {
+        return Err(CardRefused {
+            detail: format!("{} valid only from {}", card.kind.as_str(), card.valid_from),
+            message_zh: format!("{}尚未生效（{}起有效），请人工登记", card.kind.zh(), card.valid_from),
+        });
+    }
+    let home = roster.home(&card.id_number);
+    let category = if home.is_some() { Category::Resident } else { Category::Visitor };
+    let mut read = CredentialRead::new(
+        format!("id:{}", roster.digest(&card.id_number)),
+        IdentityKind::IdCard,
+        category,
+        code,
+        card.masked_name(),
+    );
+    read.prefill = Some(Registration {
+        name: card.display_name().to_string(),
+        phone: None,
+        id_number: Some(card.id_number.clone()),
+        address: Some(card.address.clone()).filter(|a| !a.is_empty()),
+        destination: home.map(|h| format!("{}栋{}", h.building, h.room)),
+        reason: None,
+        category: Some(category),
+    });
+    Ok(read)
+}
+
+/// What the ID card lane reports to the checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CardEvent {
+    /// A card that is an identity.
+    Read(CredentialRead),
+    /// Something for the operator (a reader status, an expired card...).
+    Notice {
+        /// For the log.
+        detail: String,
+        /// For the operator.
+        message_zh: String,
+    },
+}
+
+/// The gateway lookup by ID number.
+pub struct IdHealth {
+    client: super::health_code::HealthCodeClient,
+    region: Option<String>,
+}
+
+impl IdHealth {
+    /// Ask `client`, for the province `region` (default: the card's own province, from its first two digits).
+    pub fn new(client: super::health_code::HealthCodeClient, region: Option<String>) -> IdHealth {
+        IdHealth { client, region }
+    }
+
+    fn status(&self, id_number: &str) -> CodeStatus {
+        let region = self.region.clone().unwrap_or_else(|| format!("{}0000", id_number.get(..2).unwrap_or("00")));
+        self.client.verify_id(&region, id_number)
+    }
+}
+
+/// The ID card lane: a reader, the roster and (when configured) the gateway.
+pub struct IdCardCredentials {
+    reader: Box<dyn IdCardReader>,
+    roster: IdRoster,
+    health: Option<IdHealth>,
+    /// China Standard Time offset for "today" (the card's dates are local dates).
+    offset: time::UtcOffset,
+}
+
+impl IdCardCredentials {
+    /// The lane over `reader`.
+    pub fn new(reader: Box<dyn IdCardReader>, roster: IdRoster, health: Option<IdHealth>) -> IdCardCredentials {
+        let offset = time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC);
+        IdCardCredentials { reader, roster, health, offset }
+    }
+
+    /// Wait at most `wait` for the next card or notice.
+    pub fn poll(&mut self, wait: Duration) -> Result<Polled<CardEvent>, DeviceFault> {
+        let item = match self.reader.poll(wait)? {
+            Polled::Item(i) => i,
+            Polled::Idle => return Ok(Polled::Idle),
+            Polled::Done => return Ok(Polled::Done),
+        };
+        Ok(Polled::Item(match item {
+            CardItem::Card(card) => {
+                let today = today(self.offset);
+                let code = match &self.health {
+                    Some(h) if card.id_check && !card.expired(today) => h.status(&card.id_number),
+                    _ => CodeStatus::Unverified,
+                };
+                match credential_of(&card, today, &self.roster, code) {
+                    Ok(read) => {
+                        tracing::info!(card = card.kind.as_str(), holder = %read.holder, id = %card.masked_id(),
+                            category = read.category.as_str(), code = ?read.code, "ID card read");
+                        CardEvent::Read(read)
+                    }
+                    Err(r) => {
+                        tracing::info!(detail = %r.detail, "ID card refused");
+                        CardEvent::Notice { detail: r.detail, message_zh: r.message_zh }
+                    }
+                }
+            }
+            CardItem::Prompt { detail, message_zh } => CardEvent::Notice { detail, message_zh },
+            CardItem::Restored(gap) => CardEvent::Notice {
+                detail: format!("the ID card reader is back after {} ms", gap.as_millis()),
+                message_zh: "身份证阅读器已恢复".into(),
+            },
+        }))
+    }
+}
+
+/// Today's date at `offset`.
+pub fn today(offset: time::UtcOffset) -> Ymd {
+    date_at(time::OffsetDateTime::now_utc().to_offset(offset))
+}
+
+/// The date of `t` (in its own offset).
+pub fn date_at(t: time::OffsetDateTime) -> Ymd {
+    Ymd { year: t.year().clamp(0, 9999) as u16, month: u8::from(t.month()), day: t.day() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hw::idcard::TextBuilder;
+    use crate::hw::idcard::text::decode;
+
+    fn card(id: &str, to: &str) -> IdCard {
+        decode(&TextBuilder::resident("王秀英", "2", "01", "19460307", "示范市示范路1号", id, "20100101", to).build())
+            .unwrap()
+    }
+
+    #[test]
+    fn roster_hit_is_a_resident_and_a_miss_a_prefilled_visitor() {
+        let key = b"0123456789abcdef0123456789abcdef".to_vec();
+        let home = Home { building: "3".into(), room: "201".into() };
+        let roster = IdRoster::new(key.clone(), [(id_hash(&key, "110101194603070020"), home)]);
+        let today = Ymd::parse("20261201").unwrap();
+        let hit = credential_of(&card("110101194603070020", "长期"), today, &roster, CodeStatus::Green).unwrap();
+        assert_eq!((hit.identity, hit.category, hit.code), (IdentityKind::IdCard, Category::Resident, CodeStatus::Green));
+        assert_eq!(hit.holder, "王*英");
+        assert!(!hit.key.contains("194603070026"));
+        let p = hit.prefill.unwrap();
+        assert_eq!((p.name.as_str(), p.destination.as_deref()), ("王秀英", Some("3栋201")));
+        assert_eq!(p.address.as_deref(), Some("示范市示范路1号"));
+        let miss = credential_of(&card("110101199003070038", "长期"), today, &roster, CodeStatus::Unverified).unwrap();
+        assert_eq!(miss.category, Category::Visitor);
+        assert_eq!(miss.prefill.as_ref().unwrap().destination, None);
+        assert_eq!(miss.prefill.unwrap().id_number.as_deref(), Some("110101199003070038"));
+    }
+
+    #[test]
+    fn expired_and_bad_check_digit_cards_are_prompts() {
+        let roster = IdRoster::empty();
+        let today = Ymd::parse("20261201").unwrap();
+        let e = credential_of(&card("110101199003070038", "20261130"), today, &roster, CodeStatus::Unverified);
+        assert!(e.unwrap_err().message_zh.contains("已过期（有效期至2026-11-30）"));
+        assert!(credential_of(&card("110101199003070038", "20261201"), today, &roster, CodeStatus::Unverified).is_ok());
+        let bad = credential_of(&card("110101199003070037", "长期"), today, &roster, CodeStatus::Unverified);
+        let bad = bad.unwrap_err();
+        assert!(bad.message_zh.contains("读卡失败"));
+        assert!(!bad.detail.contains("199003070037"), "{}", bad.detail);
+    }
+
+    #[test]
+    fn the_keyed_hash_depends_on_the_key_and_ignores_case() {
+        assert_eq!(id_hash(b"k1", "11010119900307003x"), id_hash(b"k1", "11010119900307003X"));
+        assert_ne!(id_hash(b"k1", "110101199003070038"), id_hash(b"k2", "110101199003070038"));
+        assert_eq!(id_hash(b"k1", "110101199003070038").len(), 32);
+    }
+}

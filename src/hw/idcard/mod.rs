@@ -1,0 +1,245 @@
+//! The resident ID card reader (二代身份证阅读器, GA 467) on a serial port, in the thermometer's shape: a pure frame
+//! parser ([`frame`]) and reader state machine ([`machine`]), the text block decoder ([`text`]), and the serial
+//! transport on its own thread, reopening the port by its stable path after an unplug (a fault reported once, the
+//! gap reported on return). The encrypted photo in the read answer is dropped unread.
+
+pub mod cli;
+pub mod frame;
+pub mod machine;
+pub mod text;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::{DeviceFault, Polled, StopFlag};
+use machine::{Machine, Step};
+pub use text::{CardKind, IdCard, Sex, TextBuilder, ValidTo, Ymd};
+
+/// `[devices.idcard]` with `backend = "serial"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdCardSettings {
+    /// The port; prefer the stable `/dev/serial/by-id/...` link (or the udev name `/dev/sibi-idcard`).
+    pub port: PathBuf,
+    /// Baud rate (115200 default; readers also offer 57600, 38400, 19200, 9600).
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+}
+
+fn default_baud() -> u32 {
+    115_200
+}
+
+impl IdCardSettings {
+    /// Problems with the settings, for the config loader.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if ![9600, 19200, 38400, 57600, 115_200].contains(&self.baud) {
+            p.push(format!("`devices.idcard.baud` = {}: use 115200 (or 57600, 38400, 19200, 9600)", self.baud));
+        }
+        p
+    }
+}
+
+/// What a reader reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CardItem {
+    /// A card was read and its text decoded (check digit and validity are for the caller to judge).
+    Card(Box<IdCard>),
+    /// Something for the operator (a status from the reader, a text block that is no card).
+    Prompt {
+        /// For the log (English).
+        detail: String,
+        /// For the operator (Chinese).
+        message_zh: String,
+    },
+    /// The reader works again after a gap this long.
+    Restored(Duration),
+}
+
+/// An ID card reader (serial, or scripted for the demo and tests).
+pub trait IdCardReader: Send {
+    /// Wait at most `wait` for the next card or prompt.
+    fn poll(&mut self, wait: Duration) -> Result<Polled<CardItem>, DeviceFault>;
+}
+
+/// What the transport thread reports.
+#[derive(Debug, Clone, PartialEq)]
+enum ReaderMsg {
+    Card(Vec<u8>),
+    Prompt(machine::Prompt),
+    Fault(String),
+    Restored(Duration),
+}
+
+const REOPEN_EVERY: Duration = Duration::from_millis(250);
+const READ_TIMEOUT: Duration = Duration::from_millis(5);
+
+/// The serial reader: a transport thread and the text decoder. Stops its thread when dropped.
+pub struct SerialIdCard {
+    rx: mpsc::Receiver<ReaderMsg>,
+    stop: StopFlag,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SerialIdCard {
+    fn drop(&mut self) {
+        self.stop.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl SerialIdCard {
+    /// Start reading `settings.port`.
+    pub fn start(settings: &IdCardSettings) -> std::io::Result<SerialIdCard> {
+        let (tx, rx) = mpsc::sync_channel(64);
+        let stop = StopFlag::default();
+        let (s, flag) = (settings.clone(), stop.clone());
+        let thread = std::thread::Builder::new().name("idcard".into()).spawn(move || read_loop(&s, &tx, &flag))?;
+        Ok(SerialIdCard { rx, stop, thread: Some(thread) })
+    }
+}
+
+impl IdCardReader for SerialIdCard {
+    fn poll(&mut self, wait: Duration) -> Result<Polled<CardItem>, DeviceFault> {
+        match self.rx.recv_timeout(wait) {
+            Ok(ReaderMsg::Card(bytes)) => Ok(Polled::Item(match text::decode(&bytes) {
+                Ok(card) => CardItem::Card(Box::new(card)),
+                Err(e) => CardItem::Prompt {
+                    detail: format!("the card's text block is unreadable: {e}"),
+                    message_zh: "读卡失败，请重新放卡".into(),
+                },
+            })),
+            Ok(ReaderMsg::Prompt(p)) => {
+                Ok(Polled::Item(CardItem::Prompt { detail: p.detail, message_zh: p.message_zh.into() }))
+            }
+            Ok(ReaderMsg::Fault(why)) => Err(DeviceFault(why)),
+            Ok(ReaderMsg::Restored(gap)) => Ok(Polled::Item(CardItem::Restored(gap))),
+            Err(mpsc::RecvTimeoutError::Timeout) => Ok(Polled::Idle),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(DeviceFault("the ID card reader thread stopped".into())),
+        }
+    }
+}
+
+fn read_loop(s: &IdCardSettings, tx: &mpsc::SyncSender<ReaderMsg>, stop: &StopFlag) {
+    let port_name = s.port.display().to_string();
+    let epoch = Instant::now();
+    let now_ms = || epoch.elapsed().as_millis() as u64;
+    let mut machine = Machine::new();
+    let mut parser = frame::Parser::new();
+    // A port-level fault (cannot open, unplugged): reported once; the gap when frames flow again.
+    let mut port_fault: Option<Instant> = None;
+    let fault = |since: &mut Option<Instant>, why: String| {
+        if since.is_none() {
+            *since = Some(Instant::now());
+            tracing::warn!(port = %port_name, %why, "ID card reader fault");
+            let _ = tx.try_send(ReaderMsg::Fault(why));
+        }
+    };
+    while !stop.is_stopped() {
+        let mut port = match serialport::new(port_name.as_str(), s.baud).timeout(READ_TIMEOUT).open_native() {
+            Ok(p) => p,
+            Err(e) => {
+                fault(&mut port_fault, format!("cannot open {port_name}: {e}"));
+                std::thread::sleep(REOPEN_EVERY);
+                continue;
+            }
+        };
+        parser.reset();
+        machine.reopened(now_ms());
+        let mut buf = [0u8; 2048];
+        let mut parsed = Vec::new();
+        let lost = 'port: loop {
+            if stop.is_stopped() {
+                return;
+            }
+            let mut steps = machine.tick(now_ms());
+            match port.read(&mut buf) {
+                Ok(0) => break format!("{port_name}: the port closed"),
+                Ok(n) => parser.feed(&buf[..n], &mut parsed),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {}
+                Err(e) => break format!("{port_name}: read failed: {e}"),
+            }
+            for p in parsed.drain(..) {
+                match p {
+                    frame::Parsed::Frame(body) => {
+                        if let Some(since) = port_fault.take() {
+                            let gap = since.elapsed();
+                            tracing::info!(port = %port_name, gap_ms = gap.as_millis() as u64, "ID card reader back");
+                            let _ = tx.try_send(ReaderMsg::Restored(gap));
+                        }
+                        steps.extend(machine.frame(&body, now_ms()));
+                    }
+                    frame::Parsed::BadChecksum => {
+                        tracing::debug!(port = %port_name, "ID card reader frame with a bad checksum");
+                        steps.extend(machine.bad_frame(now_ms()));
+                    }
+                }
+            }
+            for step in steps {
+                match step {
+                    Step::Send(bytes) => {
+                        if let Err(e) = port.write_all(&bytes) {
+                            break 'port format!("{port_name}: write failed: {e}");
+                        }
+                    }
+                    Step::Card(text) => {
+                        let _ = tx.send(ReaderMsg::Card(text));
+                    }
+                    Step::Prompt(p) => {
+                        tracing::info!(port = %port_name, detail = %p.detail, "ID card reader status");
+                        let _ = tx.try_send(ReaderMsg::Prompt(p));
+                    }
+                    Step::Fault(why) => {
+                        tracing::warn!(port = %port_name, %why, "ID card reader fault");
+                        let _ = tx.try_send(ReaderMsg::Fault(why));
+                    }
+                    Step::Restored { since_ms } => {
+                        let gap = Duration::from_millis(now_ms().saturating_sub(since_ms));
+                        tracing::info!(port = %port_name, gap_ms = gap.as_millis() as u64, "ID card reader answers again");
+                        let _ = tx.try_send(ReaderMsg::Restored(gap));
+                    }
+                    Step::Found => tracing::debug!(port = %port_name, "card found"),
+                    Step::Resync => parser.reset(),
+                }
+            }
+        };
+        fault(&mut port_fault, lost);
+        drop(port);
+        std::thread::sleep(REOPEN_EVERY);
+    }
+}
+
+/// The scripted reader (demo, tests): each `card` event of the scenario is a tap, decoded by the real decoder.
+pub struct ScriptedIdCard {
+    cards: super::script::ScriptedCards,
+}
+
+impl ScriptedIdCard {
+    /// The card part of `script`.
+    pub fn new(script: &super::script::Script, playback: super::script::Playback) -> ScriptedIdCard {
+        ScriptedIdCard { cards: super::script::ScriptedCards::new(script, playback) }
+    }
+}
+
+impl IdCardReader for ScriptedIdCard {
+    fn poll(&mut self, wait: Duration) -> Result<Polled<CardItem>, DeviceFault> {
+        Ok(match self.cards.poll(wait) {
+            Polled::Item(bytes) => Polled::Item(match text::decode(&bytes[..]) {
+                Ok(card) => CardItem::Card(Box::new(card)),
+                Err(e) => CardItem::Prompt {
+                    detail: format!("scripted card: {e}"),
+                    message_zh: "读卡失败，请重新放卡".into(),
+                },
+            }),
+            Polled::Idle => Polled::Idle,
+            Polled::Done => Polled::Done,
+        })
+    }
+}
