@@ -46,7 +46,7 @@ pub struct CredentialRead {
     /// What the credential itself says of the person (an ID card's name, number and address), to be recorded like a
     /// registration (sealed); the operator's registration form adds destination and reason. Moved into the
     /// presentation when it opens, so no copy travels with the credential.
-    pub prefill: Option<Registration>,
+    pub prefill: Option<Box<Registration>>,
 }
 
 impl CredentialRead {
@@ -629,7 +629,7 @@ impl Checkpoint {
         self.open(Some(credential), person, now);
         if let Some(s) = &mut self.current {
             s.mask_by = mask_by;
-            s.registration = prefill;
+            s.registration = prefill.map(|r| *r);
         }
         self.evaluate(now, out);
     }

@@ -1139,7 +1139,8 @@ fn idcard_config(raw: Option<RawIdCard>, base: &Path, problems: &mut Vec<String>
             ));
             continue;
         }
-        let home = Home { building: row.get(0).unwrap_or("").trim().into(), room: row.get(1).unwrap_or("").trim().into() };
+        let home =
+            Home { building: row.get(0).unwrap_or("").trim().into(), room: row.get(1).unwrap_or("").trim().into() };
         entries.push((hash.to_string(), home));
     }
     out.roster_len = entries.len();

@@ -122,7 +122,7 @@ pub fn credential_of(
         code,
         card.masked_name(),
     );
-    read.prefill = Some(Registration {
+    read.prefill = Some(Box::new(Registration {
         name: card.display_name().to_string(),
         phone: None,
         id_number: Some(card.id_number.clone()),
@@ -130,7 +130,7 @@ pub fn credential_of(
         destination: home.map(|h| format!("{}栋{}", h.building, h.room)),
         reason: None,
         category: Some(category),
-    });
+    }));
     Ok(read)
 }
 
@@ -245,7 +245,10 @@ mod tests {
         let roster = IdRoster::new(key.clone(), [(id_hash(&key, "110101194603070020"), home)]);
         let today = Ymd::parse("20261201").unwrap();
         let hit = credential_of(&card("110101194603070020", "长期"), today, &roster, CodeStatus::Green).unwrap();
-        assert_eq!((hit.identity, hit.category, hit.code), (IdentityKind::IdCard, Category::Resident, CodeStatus::Green));
+        assert_eq!(
+            (hit.identity, hit.category, hit.code),
+            (IdentityKind::IdCard, Category::Resident, CodeStatus::Green)
+        );
         assert_eq!(hit.holder, "王*英");
         assert!(!hit.key.contains("194603070026"));
         let p = hit.prefill.unwrap();

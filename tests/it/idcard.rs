@@ -204,7 +204,11 @@ fn a_card_is_read_once_through_split_writes_garbage_and_a_bad_checksum() {
         assert!(cards(&drain(&mut reader, Duration::from_millis(400))).is_empty());
         *fake.card.lock().unwrap() = Some(resident("110101194603070020", "长期"));
         let items = drain(&mut reader, Duration::from_millis(1500));
-        assert_eq!(cards(&items), vec!["1101**********0020".to_string()], "{mode:?}: read once while it stays: {items:?}");
+        assert_eq!(
+            cards(&items),
+            vec!["1101**********0020".to_string()],
+            "{mode:?}: read once while it stays: {items:?}"
+        );
         if mode == ReadMode::BadChecksumOnce {
             assert_eq!(prompts(&items), vec!["读卡失败，请重新放卡".to_string()]);
         }
@@ -284,7 +288,10 @@ fn an_unplugged_reader_is_one_fault_and_recovers_within_two_seconds_of_repluggin
     }
     let recovered = replugged.elapsed();
     assert!(recovered < Duration::from_secs(2), "recovered after {recovered:?}");
-    assert!(seen.iter().any(|i| matches!(i, Ok(CardItem::Restored(g)) if *g >= Duration::from_millis(1000))), "{seen:?}");
+    assert!(
+        seen.iter().any(|i| matches!(i, Ok(CardItem::Restored(g)) if *g >= Duration::from_millis(1000))),
+        "{seen:?}"
+    );
     fake.unplug();
 }
 
@@ -403,4 +410,189 @@ pub const VISITOR_ID: &str = "110101199003070038";
 /// A path helper for other tests.
 pub fn link_in(dir: &Path) -> PathBuf {
     dir.join("idcard")
+}
+
+/// A gateway on loopback answering ID queries by number: `answers` maps an ID number to a status.
+fn id_gateway(answers: Vec<(&'static str, &'static str)>) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut line, mut len) = (String::new(), 0usize);
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            log.lock().unwrap().push(v.clone());
+            let status = answers.iter().find(|(id, _)| v["code"] == *id).map_or("not_found", |(_, s)| s);
+            let text = format!(r#"{{"status":"{status}"}}"#);
+            let mut out = stream;
+            let _ = write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+/// One person taps `card` at the gate (the real daemon, the serial reader over a pty, the roster by keyed hash, the
+/// gateway at `gateway`); the scripted thermometer reads 36.5 and the operator confirms the mask. Returns the final
+/// row (verdict, category, identity, code, holder_masked, gate_action, personal_sealed is set) and the state folder.
+type Row = (String, String, String, String, String, String, bool);
+
+fn tap_at_the_gate(card: [u8; 256], gateway: &str) -> (Option<Row>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let link = link_in(dir.path());
+    let key = dir.path().join("roster.key");
+    sibi::hw::idcard::cli::roster_key(&key).unwrap();
+    std::fs::write(dir.path().join("clear.csv"), format!("building,room,name,id_number\n3,201,王秀英,{RESIDENT_ID}\n"))
+        .unwrap();
+    let mut roster = Vec::new();
+    sibi::hw::idcard::cli::roster(&key, &dir.path().join("clear.csv"), &mut roster).unwrap();
+    let roster = String::from_utf8(roster).unwrap();
+    assert!(!roster.contains(RESIDENT_ID) && !roster.contains("王秀英"), "{roster}");
+    std::fs::write(dir.path().join("roster.csv"), roster).unwrap();
+    sibi::privacy::write_key_pair(dir.path(), "office-seal").unwrap();
+    std::fs::write(
+        dir.path().join("scenario.toml"),
+        "[[event]]\nat = 0.6\ntemperature = 36.5\n[[event]]\nat = 0.8\noperator = { mask = \"worn\" }\n[[event]]\nat = 2.5\ntemperature = 36.6\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("gate.toml"),
+        format!(
+            r#"
+[gate]
+id = "card-gate"
+community = "test-community"
+state_dir = "state"
+[checkpoint]
+session_timeout_secs = 1.5
+[health_code]
+gateway = "{gateway}"
+timeout_ms = 800
+[idcard]
+roster = "roster.csv"
+roster_key = "roster.key"
+[privacy]
+office_key = "office-seal.pub"
+[devices.credentials]
+backend = "script"
+[devices.idcard]
+backend = "serial"
+port = "{}"
+[devices.thermometer]
+backend = "script"
+[devices.operator]
+backend = "script"
+[devices.gate]
+backend = "sim"
+pulse_ms = 200
+[script]
+file = "scenario.toml"
+exit_when_done = true
+"#,
+            link.display()
+        ),
+    )
+    .unwrap();
+    let fake = plug(&link);
+    let config = sibi::config::load(&dir.path().join("gate.toml")).expect("config loads");
+    let card_fake = fake.clone();
+    let tapper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        *card_fake.card.lock().unwrap() = Some(card);
+        std::thread::sleep(Duration::from_millis(1500));
+        *card_fake.card.lock().unwrap() = None;
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let summary = rt
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), sibi::app::run(config, std::future::pending())).await
+        })
+        .expect("ends by itself")
+        .expect("runs");
+    tapper.join().unwrap();
+    fake.unplug();
+    assert!(summary.clean);
+    let db = rusqlite::Connection::open(dir.path().join("state/sibi.db")).unwrap();
+    let row = db
+        .query_row(
+            "SELECT verdict, category, identity, code, COALESCE(holder_masked, ''), COALESCE(gate_action, ''),
+                personal_sealed IS NOT NULL FROM entries WHERE is_final = 1 ORDER BY seq LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+        )
+        .ok();
+    (row, dir)
+}
+
+/// Everything the box wrote, as bytes.
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(all_bytes(&p));
+        } else if p.file_name().is_some_and(|n| n != "clear.csv") {
+            out.extend(std::fs::read(&p).unwrap_or_default());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_card_tap_goes_through_the_daemon_to_a_sealed_row_and_the_gate() {
+    let (url, seen) = id_gateway(vec![(RESIDENT_ID, "green"), (VISITOR_ID, "red")]);
+    // On the roster, gateway green: a resident passes with one tap.
+    let (row, dir) = tap_at_the_gate(resident(RESIDENT_ID, "长期"), &url);
+    let row = row.expect("a final row");
+    assert_eq!(
+        (row.0.as_str(), row.1.as_str(), row.2.as_str(), row.3.as_str(), row.4.as_str(), row.5.as_str(), row.6),
+        ("pass", "resident", "id_card", "green", "王*英", "opened", true)
+    );
+    assert!(seen.lock().unwrap().iter().any(|v| v["code"] == RESIDENT_ID && v["issuer"] == "身份证"));
+    // The stolen-box check: no name, ID number or address in clear anywhere the box wrote.
+    let bytes = all_bytes(dir.path());
+    for clear in ["王秀英", RESIDENT_ID, "示范路1号"] {
+        assert!(!bytes.windows(clear.len()).any(|w| w == clear.as_bytes()), "{clear} in clear on the box");
+    }
+    // Not on the roster, gateway red: a visitor, denied (and recorded, sealed).
+    let visitor =
+        TextBuilder::resident("李四", "1", "01", "19900307", "外地市某路9号", VISITOR_ID, "20200101", "长期").build();
+    let (row, dir) = tap_at_the_gate(visitor, &url);
+    let row = row.expect("a final row");
+    assert_eq!(
+        (row.0.as_str(), row.1.as_str(), row.3.as_str(), row.5.as_str(), row.6),
+        ("deny", "visitor", "red", "kept_closed", true)
+    );
+    let bytes = all_bytes(dir.path());
+    assert!(!bytes.windows(VISITOR_ID.len()).any(|w| w == VISITOR_ID.as_bytes()));
+    // The gateway unreachable: unverified, the operator's refer; no gate.
+    let (row, _dir) = tap_at_the_gate(resident(RESIDENT_ID, "长期"), "http://127.0.0.1:9");
+    let row = row.expect("a final row");
+    assert_eq!(
+        (row.0.as_str(), row.1.as_str(), row.3.as_str(), row.5.as_str()),
+        ("refer", "resident", "unverified", "kept_closed")
+    );
+    // An expired card is a prompt, not an identity: no row with identity id_card.
+    let (row, _dir) = tap_at_the_gate(resident(RESIDENT_ID, "20200101"), &url);
+    assert!(row.as_ref().is_none_or(|r| r.2 != "id_card"), "{row:?}");
 }

@@ -45,9 +45,9 @@ pub fn read_one(settings: &IdCardSettings, timeout: Duration) -> Result<IdCard, 
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(ReadFailure::NoCard(last_problem.unwrap_or_else(|| {
-                format!("no card on the reader within {} s", timeout.as_secs_f64())
-            })));
+            return Err(ReadFailure::NoCard(
+                last_problem.unwrap_or_else(|| format!("no card on the reader within {} s", timeout.as_secs_f64())),
+            ));
         }
         match reader.poll(left.min(Duration::from_millis(100))) {
             Ok(Polled::Item(CardItem::Card(card))) => return Ok(*card),
@@ -108,7 +108,9 @@ pub fn probe(settings: &IdCardSettings, timeout: Duration) -> bool {
     let status = ask(cmd::SAM_STATUS);
     let id = ask(cmd::SAM_ID);
     match &status {
-        Some(r) => println!("SAM status: SW3 {:02X} ({})", r.sw[2], super::machine::status_text(r.sw[2]).map_or("ok", |t| t.0)),
+        Some(r) => {
+            println!("SAM status: SW3 {:02X} ({})", r.sw[2], super::machine::status_text(r.sw[2]).map_or("ok", |t| t.0))
+        }
         None => println!("SAM status: no answer"),
     }
     match &id {
@@ -168,7 +170,10 @@ pub fn roster(key: &Path, input: &Path, out: &mut dyn Write) -> Result<usize, St
             continue;
         };
         if !super::text::id_number_ok(id.trim()) {
-            problems.push(format!("line {line}: the ID number's check digit fails ({})", crate::domain::mask_id_number(id)));
+            problems.push(format!(
+                "line {line}: the ID number's check digit fails ({})",
+                crate::domain::mask_id_number(id)
+            ));
             continue;
         }
         rows.push([
@@ -179,7 +184,12 @@ pub fn roster(key: &Path, input: &Path, out: &mut dyn Write) -> Result<usize, St
         ]);
     }
     if !problems.is_empty() {
-        return Err(format!("{}: {} bad rows, nothing written:\n  {}", input.display(), problems.len(), problems.join("\n  ")));
+        return Err(format!(
+            "{}: {} bad rows, nothing written:\n  {}",
+            input.display(),
+            problems.len(),
+            problems.join("\n  ")
+        ));
     }
     let mut w = csv::Writer::from_writer(out);
     w.write_record(["building", "room", "name", "id_hash"]).map_err(|e| e.to_string())?;

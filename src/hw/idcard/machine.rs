@@ -91,12 +91,23 @@ pub enum Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Waiting to send the next find.
-    Idle { next_ms: u64 },
+    Idle {
+        next_ms: u64,
+    },
     /// A command is out; its answer is due by `deadline_ms`.
-    Find { deadline_ms: u64 },
-    Select { deadline_ms: u64 },
-    Read { deadline_ms: u64 },
-    Sam { deadline_ms: u64, reset: bool },
+    Find {
+        deadline_ms: u64,
+    },
+    Select {
+        deadline_ms: u64,
+    },
+    Read {
+        deadline_ms: u64,
+    },
+    Sam {
+        deadline_ms: u64,
+        reset: bool,
+    },
 }
 
 /// The reader's state machine.

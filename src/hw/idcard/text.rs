@@ -80,10 +80,62 @@ impl Sex {
 /// GB 3304 nation names by code (01–56; 97 其他; 98 外国血统中国籍人士), as printed on the card.
 pub fn nation(code: &str) -> Option<&'static str> {
     const NATIONS: [&str; 56] = [
-        "汉", "蒙古", "回", "藏", "维吾尔", "苗", "彝", "壮", "布依", "朝鲜", "满", "侗", "瑶", "白", "土家", "哈尼",
-        "哈萨克", "傣", "黎", "傈僳", "佤", "畲", "高山", "拉祜", "水", "东乡", "纳西", "景颇", "柯尔克孜", "土",
-        "达斡尔", "仫佬", "羌", "布朗", "撒拉", "毛南", "仡佬", "锡伯", "阿昌", "普米", "塔吉克", "怒", "乌孜别克",
-        "俄罗斯", "鄂温克", "德昂", "保安", "裕固", "京", "塔塔尔", "独龙", "鄂伦春", "赫哲", "门巴", "珞巴", "基诺",
+        "汉",
+        "蒙古",
+        "回",
+        "藏",
+        "维吾尔",
+        "苗",
+        "彝",
+        "壮",
+        "布依",
+        "朝鲜",
+        "满",
+        "侗",
+        "瑶",
+        "白",
+        "土家",
+        "哈尼",
+        "哈萨克",
+        "傣",
+        "黎",
+        "傈僳",
+        "佤",
+        "畲",
+        "高山",
+        "拉祜",
+        "水",
+        "东乡",
+        "纳西",
+        "景颇",
+        "柯尔克孜",
+        "土",
+        "达斡尔",
+        "仫佬",
+        "羌",
+        "布朗",
+        "撒拉",
+        "毛南",
+        "仡佬",
+        "锡伯",
+        "阿昌",
+        "普米",
+        "塔吉克",
+        "怒",
+        "乌孜别克",
+        "俄罗斯",
+        "鄂温克",
+        "德昂",
+        "保安",
+        "裕固",
+        "京",
+        "塔塔尔",
+        "独龙",
+        "鄂伦春",
+        "赫哲",
+        "门巴",
+        "珞巴",
+        "基诺",
     ];
     if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -482,7 +534,8 @@ mod tests {
         assert_eq!((nation("01"), nation("05"), nation("56")), (Some("汉"), Some("维吾尔"), Some("基诺")));
         assert_eq!((nation("97"), nation("98")), (Some("其他"), Some("外国血统中国籍人士")));
         assert_eq!((nation("00"), nation("57"), nation("1"), nation("ab")), (None, None, None, None));
-        let bad_sex = TextBuilder::resident("王秀英", "5", "01", "19900307", "x", "110101199003070038", "20200101", "长期");
+        let bad_sex =
+            TextBuilder::resident("王秀英", "5", "01", "19900307", "x", "110101199003070038", "20200101", "长期");
         assert_eq!(decode(&bad_sex.build()), Err(TextError::Sex));
     }
 
@@ -518,7 +571,10 @@ mod tests {
         let c = decode(&i).unwrap();
         assert_eq!(c.kind, CardKind::Foreign2017);
         assert_eq!(c.name_en.as_deref(), Some("SMITH JOHN PAUL"), "inner spaces kept");
-        assert_eq!((c.name.as_str(), c.nationality.as_deref(), c.birth.to_string()), ("史密斯", Some("CAN"), "1990-01-01".into()));
+        assert_eq!(
+            (c.name.as_str(), c.nationality.as_deref(), c.birth.to_string()),
+            ("史密斯", Some("CAN"), "1990-01-01".into())
+        );
         assert!(c.id_check);
         let y = TextBuilder::new(CardKind::Foreign2023)
             .put(0, 30, "")
