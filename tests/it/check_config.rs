@@ -278,7 +278,7 @@ fn the_console_section_is_checked() {
     assert_eq!(code, Some(2));
     assert!(err.contains("names in the roster must be masked"), "{err}");
     let out = run(&["check-config", repo().join("config/demo.toml").to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("console     http://127.0.0.1:8080/ (1 operator(s), lock after 5 wrong PINs for 300 s, 4 roster entries, simulator on)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("console     http://127.0.0.1:8080/ (1 operator(s), lock after 5 wrong PINs for 300 s, 5 roster entries, simulator on)"));
 }
 
 /// `[devices.face_camera]` is checked like the QR camera, feeds only the mask judge (so needs `[mask]`), reads no codes,

@@ -25,6 +25,11 @@ fn demo_config(dir: &Path, port: u16) -> std::path::PathBuf {
     let text = replace(text, "roster = \"demo-roster.csv\"", format!("roster = {:?}", repo.join("demo-roster.csv")));
     let text = replace(
         text,
+        "roster_key = \"demo-keys/roster.key\"",
+        format!("roster_key = {:?}", repo.join("demo-keys/roster.key")),
+    );
+    let text = replace(
+        text,
         "office_key = \"demo-keys/office-seal.pub\"",
         format!("office_key = {:?}", repo.join("demo-keys/office-seal.pub")),
     );

@@ -1,0 +1,102 @@
+//! Time from the card's first "find ok" to its credential, over a pseudo-terminal with a fake GA 467 reader that
+//! paces each answer at 115200 baud (the read answer alone is 1295 bytes, ~112 ms on the wire), through the real
+//! driver (transport thread, parser, state machine), the text decoder and the credential step (keyed-hash roster).
+//! The decision after it is pure and takes microseconds (`cargo bench --bench pipeline`).
+//!
+//! Run: `cargo bench --bench idcard` (optionally `-- N` taps, default 30).
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serialport::{SerialPort, TTYPort};
+use sibi::credential::idcard::{CardEvent, IdCardCredentials, IdRoster};
+use sibi::hw::Polled;
+use sibi::hw::idcard::frame::{Parsed, Parser, cmd, frame};
+use sibi::hw::idcard::{IdCardSettings, SerialIdCard, TextBuilder};
+
+const BAUD: f64 = 115_200.0;
+
+fn wire(bytes: usize) -> Duration {
+    Duration::from_secs_f64(bytes as f64 * 10.0 / BAUD)
+}
+
+fn answer(sw3: u8, data: &[u8]) -> Vec<u8> {
+    let mut body = vec![0, 0, sw3];
+    body.extend_from_slice(data);
+    frame(&body)
+}
+
+fn main() {
+    let taps: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(30);
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("idcard");
+    let (mut master, slave) = TTYPort::pair().unwrap();
+    std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
+    master.set_timeout(Duration::from_millis(5)).unwrap();
+    let text =
+        TextBuilder::resident("王秀英", "2", "01", "19460307", "示范路1号", "110101194603070020", "20100101", "长期")
+            .build();
+    let present = Arc::new(Mutex::new(false));
+    let found_at: Arc<Mutex<Option<Instant>>> = Default::default();
+    let (p, f) = (present.clone(), found_at.clone());
+    std::thread::spawn(move || {
+        let _slave = slave;
+        let (mut parser, mut out, mut buf) = (Parser::new(), Vec::new(), [0u8; 64]);
+        loop {
+            if let Ok(n) = master.read(&mut buf) {
+                parser.feed(&buf[..n], &mut out);
+            }
+            for parsed in out.drain(..) {
+                let Parsed::Frame(body) = parsed else { continue };
+                let on = *p.lock().unwrap();
+                let reply = match (body[0], body[1]) {
+                    c if c == cmd::FIND && on => {
+                        let mut at = f.lock().unwrap();
+                        if at.is_none() {
+                            *at = Some(Instant::now());
+                        }
+                        answer(0x9F, &[0; 4])
+                    }
+                    c if c == cmd::FIND => answer(0x80, &[]),
+                    c if c == cmd::SELECT => answer(0x90, &[0; 8]),
+                    c if c == cmd::READ => {
+                        let mut d = vec![0x01, 0x00, 0x04, 0x00];
+                        d.extend_from_slice(&text);
+                        d.extend([0x55u8; 1024]);
+                        answer(0x90, &d)
+                    }
+                    _ => answer(0x21, &[]),
+                };
+                std::thread::sleep(wire(reply.len()));
+                let _ = master.write_all(&reply);
+            }
+        }
+    });
+    let reader = SerialIdCard::start(&IdCardSettings { port: link, baud: 115_200 }).unwrap();
+    let mut lane = IdCardCredentials::new(Box::new(reader), IdRoster::empty(), None);
+    let mut ms = Vec::new();
+    for _ in 0..taps {
+        *found_at.lock().unwrap() = None;
+        *present.lock().unwrap() = true;
+        loop {
+            if let Ok(Polled::Item(CardEvent::Read(_))) = lane.poll(Duration::from_millis(50)) {
+                let found = found_at.lock().unwrap().expect("found before read");
+                ms.push(found.elapsed().as_secs_f64() * 1e3);
+                break;
+            }
+        }
+        *present.lock().unwrap() = false;
+        std::thread::sleep(Duration::from_millis(300)); // the card leaves the field
+    }
+    ms.sort_by(f64::total_cmp);
+    let q = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+    let wire_ms = (wire(9 + 12 + 11 + 11 + 1295).as_secs_f64()) * 1e3;
+    println!("ID card benchmark: {taps} taps, fake reader pacing answers at 115200 baud over a pty");
+    println!("| from the first find ok to the credential | ms |");
+    println!("|---|---|");
+    println!("| p50 | {:.1} |", q(0.5));
+    println!("| p95 | {:.1} |", q(0.95));
+    println!("| max | {:.1} |", q(1.0));
+    println!("wire time of select + read (requests and answers) at 115200 baud: {wire_ms:.1} ms; goal: wire + 200 ms");
+}
