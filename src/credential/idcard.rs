@@ -231,7 +231,15 @@ pub fn date_at(t: time::OffsetDateTime) -> Ymd {
 mod tests {
     use super::*;
     use crate::hw::idcard::TextBuilder;
-    use crate::hw::idcard::text::decode;
+    use crate::hw::idcard::text::{complete_id, decode};
+
+    /// Synthetic numbers, from their first 17 digits.
+    fn resident_id() -> String {
+        complete_id("11010119460307002").unwrap()
+    }
+    fn visitor_id() -> String {
+        complete_id("11010119900307003").unwrap()
+    }
 
     fn card(id: &str, to: &str) -> IdCard {
         decode(&TextBuilder::resident("王秀英", "2", "01", "19460307", "示范市示范路1号", id, "20100101", to).build())
@@ -242,9 +250,9 @@ mod tests {
     fn roster_hit_is_a_resident_and_a_miss_a_prefilled_visitor() {
         let key = b"0123456789abcdef0123456789abcdef".to_vec();
         let home = Home { building: "3".into(), room: "201".into() };
-        let roster = IdRoster::new(key.clone(), [(id_hash(&key, "110101194603070020"), home)]);
+        let roster = IdRoster::new(key.clone(), [(id_hash(&key, &resident_id()), home)]);
         let today = Ymd::parse("20261201").unwrap();
-        let hit = credential_of(&card("110101194603070020", "长期"), today, &roster, CodeStatus::Green).unwrap();
+        let hit = credential_of(&card(&resident_id(), "长期"), today, &roster, CodeStatus::Green).unwrap();
         assert_eq!(
             (hit.identity, hit.category, hit.code),
             (IdentityKind::IdCard, Category::Resident, CodeStatus::Green)
@@ -254,29 +262,32 @@ mod tests {
         let p = hit.prefill.unwrap();
         assert_eq!((p.name.as_str(), p.destination.as_deref()), ("王秀英", Some("3栋201")));
         assert_eq!(p.address.as_deref(), Some("示范市示范路1号"));
-        let miss = credential_of(&card("110101199003070038", "长期"), today, &roster, CodeStatus::Unverified).unwrap();
+        let miss = credential_of(&card(&visitor_id(), "长期"), today, &roster, CodeStatus::Unverified).unwrap();
         assert_eq!(miss.category, Category::Visitor);
         assert_eq!(miss.prefill.as_ref().unwrap().destination, None);
-        assert_eq!(miss.prefill.unwrap().id_number.as_deref(), Some("110101199003070038"));
+        assert_eq!(miss.prefill.unwrap().id_number.as_deref(), Some(visitor_id().as_str()));
     }
 
     #[test]
     fn expired_and_bad_check_digit_cards_are_prompts() {
         let roster = IdRoster::empty();
         let today = Ymd::parse("20261201").unwrap();
-        let e = credential_of(&card("110101199003070038", "20261130"), today, &roster, CodeStatus::Unverified);
+        let e = credential_of(&card(&visitor_id(), "20261130"), today, &roster, CodeStatus::Unverified);
         assert!(e.unwrap_err().message_zh.contains("已过期（有效期至2026-11-30）"));
-        assert!(credential_of(&card("110101199003070038", "20261201"), today, &roster, CodeStatus::Unverified).is_ok());
-        let bad = credential_of(&card("110101199003070037", "长期"), today, &roster, CodeStatus::Unverified);
+        assert!(credential_of(&card(&visitor_id(), "20261201"), today, &roster, CodeStatus::Unverified).is_ok());
+        let bad =
+            credential_of(&card(&format!("{}7", &visitor_id()[..17]), "长期"), today, &roster, CodeStatus::Unverified);
         let bad = bad.unwrap_err();
         assert!(bad.message_zh.contains("读卡失败"));
-        assert!(!bad.detail.contains("199003070037"), "{}", bad.detail);
+        assert!(!bad.detail.contains(&visitor_id()[4..14]), "{}", bad.detail);
     }
 
     #[test]
     fn the_keyed_hash_depends_on_the_key_and_ignores_case() {
-        assert_eq!(id_hash(b"k1", "11010119900307003x"), id_hash(b"k1", "11010119900307003X"));
-        assert_ne!(id_hash(b"k1", "110101199003070038"), id_hash(b"k2", "110101199003070038"));
-        assert_eq!(id_hash(b"k1", "110101199003070038").len(), 32);
+        let x = complete_id("11010119900307002").unwrap();
+        assert!(x.ends_with('X'), "a number whose check character is X: {x}");
+        assert_eq!(id_hash(b"k1", &x.to_lowercase()), id_hash(b"k1", &x));
+        assert_ne!(id_hash(b"k1", &visitor_id()), id_hash(b"k2", &visitor_id()));
+        assert_eq!(id_hash(b"k1", &visitor_id()).len(), 32);
     }
 }

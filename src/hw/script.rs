@@ -25,7 +25,8 @@
 //! [[event]]
 //! at = 5.0
 //! card = { name = "王秀英", sex = "2", nation = "01", birth = "19460307", address = "示范市示范路1号",
-//!          id = "110101194603070020", valid_from = "20100101", valid_to = "长期" }   # tapped on the ID card reader
+//!          id = "11010119460307002", valid_from = "20100101", valid_to = "长期" }   # tapped on the ID card reader
+//!                                  # (17 digits: the simulated card carries the check character)
 //! ```
 //!
 //! When a script repeats, each cycle's credential keys get a `~N` suffix, so every cycle brings new people.
@@ -61,7 +62,9 @@ struct RawEvent {
 }
 
 /// An ID card as a scenario describes it (a resident card, or with `kind = "hk_mo_tw"` the residence permit, which
-/// has the same layout); written into a real text block and decoded by the real decoder.
+/// has the same layout); written into a real text block and decoded by the real decoder. `id` gives the number's
+/// first 17 digits and the card carries its check character (so no full number is written in a scenario), or all
+/// 18 characters (to play a card whose check fails).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
@@ -89,17 +92,22 @@ impl SimCard {
             Some("hk_mo_tw") => CardKind::HkMoTw,
             Some(other) => return Err(format!("card kind `{other}`: use resident or hk_mo_tw in a scenario")),
         };
-        Ok(TextBuilder::new(kind)
-            .put(0, 30, &self.name)
-            .put(30, 2, &self.sex)
-            .put(32, 4, &self.nation)
-            .put(36, 16, &self.birth)
-            .put(52, 70, &self.address)
-            .put(122, 36, &self.id)
-            .put(158, 30, "示范市公安局")
-            .put(188, 16, &self.valid_from)
-            .put(204, 16, &self.valid_to)
-            .build())
+        let id = match self.id.len() {
+            17 => super::idcard::text::complete_id(&self.id).ok_or("card `id`: 17 digits expected")?,
+            18 => self.id.clone(),
+            _ => return Err("card `id`: give the first 17 digits (or all 18 characters)".into()),
+        };
+        let card = TextBuilder::resident(
+            &self.name,
+            &self.sex,
+            &self.nation,
+            &self.birth,
+            &self.address,
+            &id,
+            &self.valid_from,
+            &self.valid_to,
+        );
+        Ok(card.kind(kind).build())
     }
 }
 

@@ -324,6 +324,12 @@ pub fn check_char(first17: &str) -> Option<char> {
     Some(b"10X98765432"[(sum % 11) as usize] as char)
 }
 
+/// The 18-character number for `first17` with its check character (for simulated cards and tests, which give
+/// only the first 17 digits so that no full number is written anywhere by hand).
+pub fn complete_id(first17: &str) -> Option<String> {
+    check_char(first17).map(|c| format!("{first17}{c}"))
+}
+
 /// True when `id` is 18 characters whose last is the GB 11643 check character of the first 17 digits.
 pub fn id_number_ok(id: &str) -> bool {
     id.len() == 18 && check_char(&id[..17]).is_some_and(|c| id[17..].eq_ignore_ascii_case(&c.to_string()))
@@ -441,6 +447,12 @@ impl TextBuilder {
         TextBuilder { bytes }
     }
 
+    /// The card type byte for `kind` (the resident layout also serves the HK/Macau/Taiwan permit).
+    pub fn kind(mut self, kind: CardKind) -> TextBuilder {
+        self.bytes[248] = TextBuilder::new(kind).bytes[248];
+        self
+    }
+
     /// Write `value` at byte `at` (at most `len` bytes; longer values are cut).
     pub fn put(mut self, at: usize, len: usize, value: &str) -> TextBuilder {
         let units: Vec<u16> = value.encode_utf16().take(len / 2).collect();
@@ -469,7 +481,7 @@ impl TextBuilder {
             .put(36, 16, birth)
             .put(52, 70, address)
             .put(122, 36, id)
-            .put(158, 30, "示范市公安局示范分局")
+            .put(158, 30, "示范市公安局")
             .put(188, 16, from)
             .put(204, 16, to)
     }
@@ -484,17 +496,29 @@ impl TextBuilder {
 mod tests {
     use super::*;
 
+    /// A synthetic number from its first 17 digits, with its check character.
+    fn id(first17: &str) -> String {
+        complete_id(first17).unwrap()
+    }
+
+    /// The same number with a wrong check character.
+    fn bad_id(first17: &str) -> String {
+        let good = check_char(first17).unwrap();
+        format!("{first17}{}", if good == '0' { '1' } else { '0' })
+    }
+
     fn resident(id: &str, to: &str) -> [u8; 256] {
         TextBuilder::resident("王秀英", "2", "01", "19900307", "北京市东城区示范街道1号", id, "20200101", to).build()
     }
 
     #[test]
     fn the_check_digit_follows_gb_11643() {
+        // The two synthetic numbers of ID-CARD.md: …0038 and …2176.
         assert_eq!(check_char("11010119900307003"), Some('8'));
-        assert!(id_number_ok("110101199003070038"));
-        assert!(id_number_ok("110101202311012176"));
-        assert!(!id_number_ok("110101199003070037"));
-        assert!(!id_number_ok("11010119900307003X"));
+        assert_eq!(check_char("11010120231101217"), Some('6'));
+        assert!(id_number_ok(&id("11010119900307003")));
+        assert!(!id_number_ok(&bad_id("11010119900307003")));
+        assert!(!id_number_ok(&format!("{}X", "11010119900307003")), "X where 8 belongs");
         assert!(!id_number_ok("1101011990030700A8"), "letters in the first 17 places");
         assert!(!id_number_ok("11010119900307003"));
         // X (value 10) as a check character, either case.
@@ -504,7 +528,7 @@ mod tests {
 
     #[test]
     fn a_resident_card_decodes_with_its_tables() {
-        let c = decode(&resident("110101199003070038", "20300101")).unwrap();
+        let c = decode(&resident(&id("11010119900307003"), "20300101")).unwrap();
         assert_eq!(c.kind, CardKind::Resident);
         assert_eq!((c.name.as_str(), c.sex, c.nation), ("王秀英", Sex::Female, Some("汉")));
         assert_eq!(c.birth.to_string(), "1990-03-07");
@@ -516,10 +540,10 @@ mod tests {
         let today = Ymd::parse("20301231").unwrap();
         assert!(c.expired(today));
         assert!(!c.expired(Ymd::parse("20300101").unwrap()), "valid through its last day");
-        let long = decode(&resident("110101199003070038", "长期")).unwrap();
+        let long = decode(&resident(&id("11010119900307003"), "长期")).unwrap();
         assert_eq!(long.valid_to, ValidTo::LongTerm);
         assert!(!long.expired(Ymd::parse("29991231").unwrap()));
-        assert!(!decode(&resident("110101199003070037", "长期")).unwrap().id_check);
+        assert!(!decode(&resident(&bad_id("11010119900307003"), "长期")).unwrap().id_check);
         assert!(!format!("{long:?}").contains("王秀英") && !format!("{long:?}").contains("199003070038"));
     }
 
@@ -535,7 +559,7 @@ mod tests {
         assert_eq!((nation("97"), nation("98")), (Some("其他"), Some("外国血统中国籍人士")));
         assert_eq!((nation("00"), nation("57"), nation("1"), nation("ab")), (None, None, None, None));
         let bad_sex =
-            TextBuilder::resident("王秀英", "5", "01", "19900307", "x", "110101199003070038", "20200101", "长期");
+            TextBuilder::resident("王秀英", "5", "01", "19900307", "x", &id("11010119900307003"), "20200101", "长期");
         assert_eq!(decode(&bad_sex.build()), Err(TextError::Sex));
     }
 
@@ -546,7 +570,7 @@ mod tests {
             .put(30, 2, "1")
             .put(36, 16, "19850505")
             .put(52, 70, "广东省深圳市福田区示范路2号")
-            .put(122, 36, "81000019850505001X")
+            .put(122, 36, &id("81000019850505001"))
             .put(158, 30, "深圳市公安局")
             .put(188, 16, "20220101")
             .put(204, 16, "20270101")
@@ -555,7 +579,7 @@ mod tests {
             .build();
         let c = decode(&j).unwrap();
         assert_eq!((c.kind, c.nation, c.pass_number.as_deref()), (CardKind::HkMoTw, None, Some("H12345678")));
-        assert_eq!(c.id_check, id_number_ok("81000019850505001X"));
+        assert_eq!(c.id_check, id_number_ok(&id("81000019850505001")));
         let i = TextBuilder::new(CardKind::Foreign2017)
             .put(0, 120, "SMITH JOHN PAUL")
             .put(120, 2, "1")
@@ -582,7 +606,7 @@ mod tests {
             .put(32, 4, "00")
             .put(36, 16, "19920202")
             .put(52, 70, "GARCIA MARIA DE LOS ANGELES")
-            .put(122, 36, "932000199202020028")
+            .put(122, 36, &id("93200019920202002"))
             .put(188, 16, "20240101")
             .put(204, 16, "20340101")
             .put(242, 6, "ESP")
@@ -591,19 +615,19 @@ mod tests {
         assert_eq!(c.kind, CardKind::Foreign2023);
         assert_eq!(c.display_name(), "GARCIA MARIA DE LOS ANGELES");
         assert_eq!(c.masked_name().chars().count(), "GARCIA MARIA DE LOS ANGELES".chars().count());
-        assert_eq!(c.id_check, id_number_ok("932000199202020028"));
+        assert_eq!(c.id_check, id_number_ok(&id("93200019920202002")));
         assert_eq!(c.sex, Sex::Female);
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert_eq!(decode(&[0u8; 10]), Err(TextError::Length(10)));
-        let mut t = resident("110101199003070038", "20300101");
+        let mut t = resident(&id("11010119900307003"), "20300101");
         t[248] = b'Q';
         assert_eq!(decode(&t), Err(TextError::Kind(b'Q')));
-        let mut t = resident("110101199003070038", "20301301");
+        let mut t = resident(&id("11010119900307003"), "20301301");
         assert_eq!(decode(&t), Err(TextError::Date("valid_to")));
-        t = resident("110101199003070038", "20300101");
+        t = resident(&id("11010119900307003"), "20300101");
         t[1] = 0xD8; // a lone surrogate in the name
         assert_eq!(decode(&t), Err(TextError::Encoding("name")));
         let mut seed = 3u64;
