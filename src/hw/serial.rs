@@ -179,61 +179,98 @@ impl Reader {
     }
 }
 
+/// A port that could not be opened, or was lost, is retried this often.
 const REOPEN_EVERY: Duration = Duration::from_millis(250);
 const READ_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// An outage of a serial device: begun once (so a pulled cable is one report, not a flood), ended with its length.
+#[derive(Debug, Default)]
+pub struct Outage {
+    since: Option<Instant>,
+}
+
+impl Outage {
+    /// The device stopped working: true the first time (report it), false while the outage lasts.
+    pub fn begin(&mut self) -> bool {
+        let first = self.since.is_none();
+        if first {
+            self.since = Some(Instant::now());
+        }
+        first
+    }
+
+    /// Valid data again: how long the outage lasted, if there was one.
+    pub fn end(&mut self) -> Option<Duration> {
+        self.since.take().map(|s| s.elapsed())
+    }
+}
+
+/// Keep the serial port `name` open (the reader threads of the thermometer and the ID card reader): run `session` on
+/// it until it says the port is lost (`Some(why)`) or the thread should stop (`None`), then reopen it by its path
+/// after a pause, as often as it takes. Opening failures and losses begin an `outage` and go to `report` once.
+pub fn keep_open(
+    name: &str,
+    baud: u32,
+    timeout: Duration,
+    stop: &StopFlag,
+    outage: &mut Outage,
+    report: &dyn Fn(String),
+    mut session: impl FnMut(&mut serialport::TTYPort, &mut Outage) -> Option<String>,
+) {
+    while !stop.is_stopped() {
+        let why = match serialport::new(name, baud).timeout(timeout).open_native() {
+            Ok(mut port) => match session(&mut port, outage) {
+                Some(lost) => lost,
+                None => return,
+            },
+            Err(e) => format!("cannot open {name}: {e}"),
+        };
+        if outage.begin() {
+            report(why);
+        }
+        std::thread::sleep(REOPEN_EVERY);
+    }
+}
 
 fn read_loop(s: &SerialSettings, tx: &mpsc::SyncSender<ReaderMsg>, stop: &StopFlag) {
     let port_name = s.port.display().to_string();
     let protocol = s.protocol();
     let watch_silence = !matches!(protocol, Protocol::Ascii);
-    let mut faulted_since: Option<Instant> = None;
-    let fault = |since: &mut Option<Instant>, why: String| {
-        if since.is_none() {
-            *since = Some(Instant::now());
-            tracing::warn!(port = %port_name, %why, "thermometer fault");
-            let _ = tx.try_send(ReaderMsg::Fault(why));
-        }
+    let report = |why: String| {
+        tracing::warn!(port = %port_name, %why, "thermometer fault");
+        let _ = tx.try_send(ReaderMsg::Fault(why));
     };
-    while !stop.is_stopped() {
-        let mut port = match serialport::new(port_name.as_str(), s.baud).timeout(READ_TIMEOUT).open_native() {
-            Ok(p) => p,
-            Err(e) => {
-                fault(&mut faulted_since, format!("cannot open {port_name}: {e}"));
-                std::thread::sleep(REOPEN_EVERY);
-                continue;
-            }
-        };
+    let mut outage = Outage::default();
+    keep_open(&port_name, s.baud, READ_TIMEOUT, stop, &mut outage, &report, |port, outage| {
         let mut parser = protocol.parser();
         let start = parser.on_open();
         if !start.is_empty() {
             let _ = port.write_all(&start);
         }
-        let opened = Instant::now();
-        let mut last_valid = opened;
+        let mut last_valid = Instant::now();
         let mut last_request: Option<Instant> = None;
         let mut buf = [0u8; 256];
         let mut out = Vec::new();
-        let lost = loop {
+        loop {
             if stop.is_stopped() {
-                return;
+                return None;
             }
             if protocol.polled() && last_request.is_none_or(|t| t.elapsed() >= Duration::from_millis(s.poll_ms)) {
                 last_request = Some(Instant::now());
                 if let Err(e) = port.write_all(&parser.request()) {
-                    break format!("{port_name}: write failed: {e}");
+                    return Some(format!("{port_name}: write failed: {e}"));
                 }
             }
             match port.read(&mut buf) {
-                Ok(0) => break format!("{port_name}: the port closed"),
+                Ok(0) => return Some(format!("{port_name}: the port closed")),
                 Ok(n) => parser.feed(&buf[..n], &mut out),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => break format!("{port_name}: read failed: {e}"),
+                Err(e) => return Some(format!("{port_name}: read failed: {e}")),
             }
             for p in out.drain(..) {
                 last_valid = Instant::now();
-                if let Some(since) = faulted_since.take() {
-                    let gap = since.elapsed();
+                if let Some(gap) = outage.end() {
                     tracing::info!(port = %port_name, gap_ms = gap.as_millis() as u64, "thermometer back");
                     let _ = tx.try_send(ReaderMsg::Restored(gap));
                 }
@@ -244,24 +281,25 @@ fn read_loop(s: &SerialSettings, tx: &mpsc::SyncSender<ReaderMsg>, stop: &StopFl
                 let _ = tx.try_send(msg);
             }
             if last_valid.elapsed() >= Duration::from_millis(s.silence_ms) {
-                if parser.garbage() > 0 {
-                    fault(
-                        &mut faulted_since,
-                        format!(
-                            "{port_name}: only unreadable data ({} bytes) — check the baud rate ({}) and protocol",
-                            parser.garbage(),
-                            s.baud
-                        ),
-                    );
+                let why = if parser.garbage() > 0 {
+                    Some(format!(
+                        "{port_name}: only unreadable data ({} bytes) — check the baud rate ({}) and protocol",
+                        parser.garbage(),
+                        s.baud
+                    ))
                 } else if watch_silence {
-                    fault(&mut faulted_since, format!("{port_name}: no data from the thermometer"));
+                    Some(format!("{port_name}: no data from the thermometer"))
+                } else {
+                    None
+                };
+                if let Some(why) = why
+                    && outage.begin()
+                {
+                    report(why);
                 }
             }
-        };
-        fault(&mut faulted_since, lost);
-        drop(port);
-        std::thread::sleep(REOPEN_EVERY);
-    }
+        }
+    });
 }
 
 /// The serial thermometer as the checkpoint sees it: settled, calibrated body temperatures.

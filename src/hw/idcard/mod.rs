@@ -76,7 +76,6 @@ enum ReaderMsg {
     Restored(Duration),
 }
 
-const REOPEN_EVERY: Duration = Duration::from_millis(250);
 const READ_TIMEOUT: Duration = Duration::from_millis(5);
 
 /// The serial reader: a transport thread and the text decoder. Stops its thread when dropped.
@@ -133,44 +132,32 @@ fn read_loop(s: &IdCardSettings, tx: &mpsc::SyncSender<ReaderMsg>, stop: &StopFl
     let now_ms = || epoch.elapsed().as_millis() as u64;
     let mut machine = Machine::new();
     let mut parser = frame::Parser::new();
-    // A port-level fault (cannot open, unplugged): reported once; the gap when frames flow again.
-    let mut port_fault: Option<Instant> = None;
-    let fault = |since: &mut Option<Instant>, why: String| {
-        if since.is_none() {
-            *since = Some(Instant::now());
-            tracing::warn!(port = %port_name, %why, "ID card reader fault");
-            let _ = tx.try_send(ReaderMsg::Fault(why));
-        }
+    let report = |why: String| {
+        tracing::warn!(port = %port_name, %why, "ID card reader fault");
+        let _ = tx.try_send(ReaderMsg::Fault(why));
     };
-    while !stop.is_stopped() {
-        let mut port = match serialport::new(port_name.as_str(), s.baud).timeout(READ_TIMEOUT).open_native() {
-            Ok(p) => p,
-            Err(e) => {
-                fault(&mut port_fault, format!("cannot open {port_name}: {e}"));
-                std::thread::sleep(REOPEN_EVERY);
-                continue;
-            }
-        };
+    // A port-level outage (cannot open, unplugged) here; the machine keeps its own (the reader stops answering).
+    let mut outage = crate::hw::serial::Outage::default();
+    crate::hw::serial::keep_open(&port_name, s.baud, READ_TIMEOUT, stop, &mut outage, &report, |port, outage| {
         parser.reset();
         machine.reopened(now_ms());
         let mut buf = [0u8; 2048];
         let mut parsed = Vec::new();
-        let lost = 'port: loop {
+        loop {
             if stop.is_stopped() {
-                return;
+                return None;
             }
             let mut steps = machine.tick(now_ms());
             match port.read(&mut buf) {
-                Ok(0) => break format!("{port_name}: the port closed"),
+                Ok(0) => return Some(format!("{port_name}: the port closed")),
                 Ok(n) => parser.feed(&buf[..n], &mut parsed),
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {}
-                Err(e) => break format!("{port_name}: read failed: {e}"),
+                Err(e) => return Some(format!("{port_name}: read failed: {e}")),
             }
             for p in parsed.drain(..) {
                 match p {
                     frame::Parsed::Frame(body) => {
-                        if let Some(since) = port_fault.take() {
-                            let gap = since.elapsed();
+                        if let Some(gap) = outage.end() {
                             tracing::info!(port = %port_name, gap_ms = gap.as_millis() as u64, "ID card reader back");
                             let _ = tx.try_send(ReaderMsg::Restored(gap));
                         }
@@ -186,7 +173,7 @@ fn read_loop(s: &IdCardSettings, tx: &mpsc::SyncSender<ReaderMsg>, stop: &StopFl
                 match step {
                     Step::Send(bytes) => {
                         if let Err(e) = port.write_all(&bytes) {
-                            break 'port format!("{port_name}: write failed: {e}");
+                            return Some(format!("{port_name}: write failed: {e}"));
                         }
                     }
                     Step::Card(text) => {
@@ -196,10 +183,7 @@ fn read_loop(s: &IdCardSettings, tx: &mpsc::SyncSender<ReaderMsg>, stop: &StopFl
                         tracing::info!(port = %port_name, detail = %p.detail, "ID card reader status");
                         let _ = tx.try_send(ReaderMsg::Prompt(p));
                     }
-                    Step::Fault(why) => {
-                        tracing::warn!(port = %port_name, %why, "ID card reader fault");
-                        let _ = tx.try_send(ReaderMsg::Fault(why));
-                    }
+                    Step::Fault(why) => report(why),
                     Step::Restored { since_ms } => {
                         let gap = Duration::from_millis(now_ms().saturating_sub(since_ms));
                         tracing::info!(port = %port_name, gap_ms = gap.as_millis() as u64, "ID card reader answers again");
@@ -209,11 +193,8 @@ fn read_loop(s: &IdCardSettings, tx: &mpsc::SyncSender<ReaderMsg>, stop: &StopFl
                     Step::Resync => parser.reset(),
                 }
             }
-        };
-        fault(&mut port_fault, lost);
-        drop(port);
-        std::thread::sleep(REOPEN_EVERY);
-    }
+        }
+    });
 }
 
 /// The scripted reader (demo, tests): each `card` event of the scenario is a tap, decoded by the real decoder.
