@@ -151,21 +151,14 @@ impl CredentialSource for CameraCredentials {
             Polled::Idle => return Ok(Polled::Idle),
             Polled::Done => return Ok(Polled::Done),
         };
-        if let Some(tap) = &self.tap {
-            // Before change detection: a person standing still is still judged while their presentation is open.
-            // With none open, the frame after a changed scene is offered (a face appears, before any code).
-            if (tap.wants_frame() || (self.probe_armed && tap.may_probe()))
-                && let Some(picture) = self.frames.colour()
-            {
-                tap.offer(picture);
-                self.probe_armed = false;
-            }
-        }
         let thumb = thumbnail(&frame);
         let changed = difference(&thumb, &self.last_thumb) >= SAME_SCENE;
-        if let Some(tap) = &self.tap {
-            self.probe_armed |= changed && tap.may_probe();
-            self.frames.keep_colour(tap.is_wanted() || self.probe_armed);
+        // Before the decode skip: a person standing still is still judged while their presentation is open; with
+        // none open, the frame after a changed scene goes to the judge (a face appears, before any code).
+        if let Some(tap) = &self.tap
+            && let Some(picture) = tap.pick(&mut *self.frames, changed, &mut self.probe_armed)
+        {
+            tap.offer(picture);
         }
         // An unchanged scene with no code in it is not decoded again; one with a code is, so a person who keeps
         // showing their code stays "seen" (the checkpoint de-duplicates).

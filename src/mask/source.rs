@@ -62,25 +62,38 @@ impl MaskTap {
             && last.is_none_or(|at| at.elapsed() >= PROBE_EVERY)
     }
 
-    /// Hand a colour picture over: while a presentation is open, or (a changed scene) when [`MaskTap::may_probe`].
-    /// Dropped if the thread is still busy.
-    pub fn offer(&self, picture: RgbImage) {
-        let probe = self.may_probe();
-        if !(self.wants_frame() || probe) {
-            return;
-        }
-        let Some(tx) = &self.tx else { return };
-        if tx.try_send(picture).is_ok() {
-            self.busy.store(true, Ordering::SeqCst);
-            if probe {
+    /// For whoever reads a camera for the judge, once per frame after change detection (`changed`): the colour
+    /// picture the judge should take from this frame, if any — every frame while a presentation is open, and with
+    /// none open the first colour frame after a changed scene (`armed` remembers the change until colour comes), at
+    /// most once a [`PROBE_EVERY`]. Also tells `frames` whether to keep colour for the frames that follow.
+    pub fn pick(
+        &self,
+        frames: &mut dyn crate::hw::frames::FrameSource,
+        changed: bool,
+        armed: &mut bool,
+    ) -> Option<RgbImage> {
+        let probing = !self.is_wanted();
+        let take = self.wants_frame() || (*armed && self.may_probe());
+        let picture = if take { frames.colour() } else { None };
+        if picture.is_some() {
+            *armed = false;
+            if probing {
                 *self.last_probe.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
             }
+        } else {
+            *armed |= changed && self.may_probe();
         }
+        frames.keep_colour(self.is_wanted() || *armed);
+        picture
     }
 
-    /// A probe was taken by the thread itself (the face camera).
-    fn probed(&self) {
-        *self.last_probe.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    /// Hand a picture from [`MaskTap::pick`] to the mask thread (dropped if it is still busy).
+    pub fn offer(&self, picture: RgbImage) {
+        if let Some(tx) = &self.tx
+            && tx.try_send(picture).is_ok()
+        {
+            self.busy.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -94,11 +107,8 @@ struct FaceCamera {
 }
 
 impl FaceCamera {
-    /// The next picture to judge, if any: every frame's colour while a presentation is open, one after a changed
-    /// scene otherwise.
+    /// The next picture to judge, if any (as [`MaskTap::pick`] chooses).
     fn next(&mut self, wait: Duration) -> Result<Polled<RgbImage>, DeviceFault> {
-        let wanted = self.tap.is_wanted();
-        self.frames.keep_colour(wanted || self.armed);
         let frame = match self.frames.next_frame(wait)? {
             Polled::Item(f) => f,
             Polled::Idle => return Ok(Polled::Idle),
@@ -107,18 +117,7 @@ impl FaceCamera {
         let thumb = crate::hw::frames::thumbnail(&frame);
         let changed = crate::hw::frames::difference(&thumb, &self.last_thumb) >= crate::hw::frames::SAME_SCENE;
         self.last_thumb = thumb;
-        if wanted || self.armed {
-            if let Some(picture) = self.frames.colour() {
-                if !wanted {
-                    self.tap.probed();
-                }
-                self.armed = false;
-                return Ok(Polled::Item(picture));
-            }
-        } else if changed && self.tap.may_probe() {
-            self.armed = true;
-        }
-        Ok(Polled::Idle)
+        Ok(self.tap.pick(&mut *self.frames, changed, &mut self.armed).map_or(Polled::Idle, Polled::Item))
     }
 }
 
