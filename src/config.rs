@@ -501,6 +501,13 @@ impl Devices {
             )),
             None => {}
         }
+        match &self.idcard {
+            Some(IdCardBackend::Script) => lines.push("id reader   scripted (simulated)".into()),
+            Some(IdCardBackend::Serial(r)) => {
+                lines.push(format!("id reader   serial {} {} baud (GA 467)", r.port.display(), r.baud))
+            }
+            None => {}
+        }
         lines.extend([
             format!("thermometer {thermometer}"),
             format!("buttons     {operator}"),
@@ -565,8 +572,6 @@ pub enum IdCardBackend {
 pub struct IdCardConfig {
     /// The roster by keyed hash (empty, with a random key, when none is configured).
     pub roster: crate::credential::idcard::IdRoster,
-    /// Residents on it.
-    pub roster_len: usize,
     /// The province asked for health status by ID number.
     pub health_region: Option<String>,
 }
@@ -1100,7 +1105,7 @@ fn idcard_config(raw: Option<RawIdCard>, base: &Path, problems: &mut Vec<String>
     {
         problems.push(format!("`idcard.health_region` = {r:?}: give a six-digit province code (420000)"));
     }
-    let mut out = IdCardConfig { roster: IdRoster::empty(), roster_len: 0, health_region: raw.health_region };
+    let mut out = IdCardConfig { roster: IdRoster::empty(), health_region: raw.health_region };
     let (roster, key) = match (raw.roster, raw.roster_key) {
         (None, None) => return out,
         (Some(r), Some(k)) => (resolve(base, &r), resolve(base, &k)),
@@ -1143,7 +1148,6 @@ fn idcard_config(raw: Option<RawIdCard>, base: &Path, problems: &mut Vec<String>
             Home { building: row.get(0).unwrap_or("").trim().into(), room: row.get(1).unwrap_or("").trim().into() };
         entries.push((hash.to_string(), home));
     }
-    out.roster_len = entries.len();
     out.roster = IdRoster::new(key, entries);
     out
 }

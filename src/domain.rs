@@ -358,12 +358,16 @@ impl Timestamp {
         Some(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
     }
 
-    /// Format as RFC 3339 in UTC+8 (China Standard Time), the zone the street office reads.
-    pub fn to_rfc3339(self) -> String {
+    /// The moment in UTC+8 (China Standard Time), the zone the street office reads and ID cards' dates are in.
+    pub fn china(self) -> time::OffsetDateTime {
         let utc = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        let cst = utc.to_offset(time::macros::offset!(+8));
-        cst.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| self.0.to_string())
+        utc.to_offset(time::macros::offset!(+8))
+    }
+
+    /// Format as RFC 3339 in UTC+8 (China Standard Time).
+    pub fn to_rfc3339(self) -> String {
+        self.china().format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| self.0.to_string())
     }
 }
 

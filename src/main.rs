@@ -752,9 +752,8 @@ fn idcard(command: IdcardCommand) -> ExitCode {
     match command {
         IdcardCommand::Read { port, baud, timeout, at } => {
             let now = match at.as_deref().map(Timestamp::parse_rfc3339) {
-                None => time::OffsetDateTime::now_utc(),
-                Some(Some(t)) => time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0) * 1_000_000)
-                    .unwrap_or_else(|_| time::OffsetDateTime::now_utc()),
+                None => sibi::hw::now(),
+                Some(Some(t)) => t,
                 Some(None) => {
                     return usage_error(&format!("--at `{}` is not an RFC 3339 date-time", at.unwrap_or_default()));
                 }
@@ -766,8 +765,7 @@ fn idcard(command: IdcardCommand) -> ExitCode {
             if let Some(p) = settings.problems().first() {
                 return usage_error(p);
             }
-            let cst = time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC);
-            let today = sibi::credential::idcard::date_at(now.to_offset(cst));
+            let today = sibi::hw::idcard::Ymd::from(now.china().date());
             ExitCode::from(cli::read_command(&settings, std::time::Duration::from_secs_f64(timeout), today))
         }
         IdcardCommand::RosterKey { out } => match cli::roster_key(&out) {
@@ -1211,6 +1209,13 @@ fn check_config(path: PathBuf) -> ExitCode {
                     Ok(dir) => println!("  mask        by the camera, models in {}", dir.display()),
                     Err(e) => println!("  mask        by the operator for now: {e}"),
                 },
+            }
+            if c.devices.idcard.is_some() {
+                let health = if c.credentials.gateway.is_some() { "by ID through the gateway" } else { "unverified" };
+                println!(
+                    "  id cards    {} residents on the roster by keyed hash; health status {health}",
+                    c.idcard.roster.len()
+                );
             }
             match &c.sync {
                 Some(s) => println!(

@@ -28,14 +28,12 @@ pub fn id_hash(key: &[u8], id_number: &str) -> String {
     crate::keys::hex(&mac.finalize().into_bytes()[..16])
 }
 
-/// Read a roster key file (hex, at least 32 bytes' worth), as `sibi idcard roster-key` writes it.
+/// Read a roster key file (64 hex digits), as `sibi idcard roster-key` writes it.
 pub fn read_roster_key(path: &Path) -> Result<Vec<u8>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let hex = text.trim();
-    if hex.len() < 64 || hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("{}: expected a hex key of at least 32 bytes (sibi idcard roster-key)", path.display()));
-    }
-    Ok((0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0)).collect())
+    crate::keys::unhex32(&text)
+        .map(|k| k.to_vec())
+        .ok_or_else(|| format!("{}: expected a key of 64 hex digits (sibi idcard roster-key)", path.display()))
 }
 
 /// Where a resident lives.
@@ -63,9 +61,21 @@ impl IdRoster {
     /// A roster with no entries and a random key (no roster configured: every card is a visitor, and the digests
     /// that de-duplicate taps change at every start).
     pub fn empty() -> IdRoster {
-        let mut key = vec![0u8; 32];
-        let _ = getrandom::fill(&mut key);
-        IdRoster { key, homes: HashMap::new() }
+        let key = crate::keys::random32().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no random key for the ID digests: they are unkeyed until the next start");
+            [0; 32]
+        });
+        IdRoster { key: key.to_vec(), homes: HashMap::new() }
+    }
+
+    /// Residents on the roster.
+    pub fn len(&self) -> usize {
+        self.homes.len()
+    }
+
+    /// True when nobody is on the roster.
+    pub fn is_empty(&self) -> bool {
+        self.homes.is_empty()
     }
 
     /// The home of the holder of `id_number`, if on the roster.
@@ -88,31 +98,32 @@ pub struct CardRefused {
     pub message_zh: String,
 }
 
-/// The credential a card gives on `today`, with `code` its health status; or why it gives none.
-pub fn credential_of(
-    card: &IdCard,
-    today: Ymd,
-    roster: &IdRoster,
-    code: CodeStatus,
-) -> Result<CredentialRead, CardRefused> {
+/// Why `card` is no identity on `today`, if it is none: a failing check digit (a read error), an expired or not yet
+/// valid card (a prompt).
+pub fn refusal(card: &IdCard, today: Ymd) -> Option<CardRefused> {
     if !card.id_check {
-        return Err(CardRefused {
+        return Some(CardRefused {
             detail: format!("{} with a failing check digit ({})", card.kind.as_str(), card.masked_id()),
             message_zh: "读卡失败（证件号码校验不符），请重新放卡".into(),
         });
     }
     if card.expired(today) {
-        return Err(CardRefused {
+        return Some(CardRefused {
             detail: format!("{} expired on {}", card.kind.as_str(), card.valid_to),
             message_zh: format!("{}已过期（有效期至{}），请人工登记", card.kind.zh(), card.valid_to),
         });
     }
     if card.not_yet_valid(today) {
-        return Err(CardRefused {
+        return Some(CardRefused {
             detail: format!("{} valid only from {}", card.kind.as_str(), card.valid_from),
             message_zh: format!("{}尚未生效（{}起有效），请人工登记", card.kind.zh(), card.valid_from),
         });
     }
+    None
+}
+
+/// The credential a card that passed [`refusal`] gives, with `code` its health status.
+pub fn credential_of(card: &IdCard, roster: &IdRoster, code: CodeStatus) -> CredentialRead {
     let home = roster.home(&card.id_number);
     let category = if home.is_some() { Category::Resident } else { Category::Visitor };
     let mut read = CredentialRead::new(
@@ -131,7 +142,7 @@ pub fn credential_of(
         reason: None,
         category: Some(category),
     }));
-    Ok(read)
+    read
 }
 
 /// What the ID card lane reports to the checkpoint.
@@ -171,15 +182,12 @@ pub struct IdCardCredentials {
     reader: Box<dyn IdCardReader>,
     roster: IdRoster,
     health: Option<IdHealth>,
-    /// China Standard Time offset for "today" (the card's dates are local dates).
-    offset: time::UtcOffset,
 }
 
 impl IdCardCredentials {
     /// The lane over `reader`.
     pub fn new(reader: Box<dyn IdCardReader>, roster: IdRoster, health: Option<IdHealth>) -> IdCardCredentials {
-        let offset = time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC);
-        IdCardCredentials { reader, roster, health, offset }
+        IdCardCredentials { reader, roster, health }
     }
 
     /// Wait at most `wait` for the next card or notice.
@@ -191,22 +199,17 @@ impl IdCardCredentials {
         };
         Ok(Polled::Item(match item {
             CardItem::Card(card) => {
-                let today = today(self.offset);
-                let code = match &self.health {
-                    Some(h) if card.id_check && !card.expired(today) => h.status(&card.id_number),
-                    _ => CodeStatus::Unverified,
-                };
-                match credential_of(&card, today, &self.roster, code) {
-                    Ok(read) => {
-                        tracing::info!(card = card.kind.as_str(), holder = %read.holder, id = %card.masked_id(),
-                            category = read.category.as_str(), code = ?read.code, "ID card read");
-                        CardEvent::Read(read)
-                    }
-                    Err(r) => {
-                        tracing::info!(detail = %r.detail, "ID card refused");
-                        CardEvent::Notice { detail: r.detail, message_zh: r.message_zh }
-                    }
+                // The card's dates are China dates.
+                let today = Ymd::from(crate::hw::now().china().date());
+                if let Some(r) = refusal(&card, today) {
+                    tracing::info!(detail = %r.detail, "ID card refused");
+                    return Ok(Polled::Item(CardEvent::Notice { detail: r.detail, message_zh: r.message_zh }));
                 }
+                let code = self.health.as_ref().map_or(CodeStatus::Unverified, |h| h.status(&card.id_number));
+                let read = credential_of(&card, &self.roster, code);
+                tracing::info!(card = card.kind.as_str(), holder = %read.holder, id = %card.masked_id(),
+                    category = read.category.as_str(), code = ?read.code, "ID card read");
+                CardEvent::Read(read)
             }
             CardItem::Prompt { detail, message_zh } => CardEvent::Notice { detail, message_zh },
             CardItem::Restored(gap) => CardEvent::Notice {
@@ -215,16 +218,6 @@ impl IdCardCredentials {
             },
         }))
     }
-}
-
-/// Today's date at `offset`.
-pub fn today(offset: time::UtcOffset) -> Ymd {
-    date_at(time::OffsetDateTime::now_utc().to_offset(offset))
-}
-
-/// The date of `t` (in its own offset).
-pub fn date_at(t: time::OffsetDateTime) -> Ymd {
-    Ymd { year: t.year().clamp(0, 9999) as u16, month: u8::from(t.month()), day: t.day() }
 }
 
 #[cfg(test)]
@@ -252,7 +245,9 @@ mod tests {
         let home = Home { building: "3".into(), room: "201".into() };
         let roster = IdRoster::new(key.clone(), [(id_hash(&key, &resident_id()), home)]);
         let today = Ymd::parse("20261201").unwrap();
-        let hit = credential_of(&card(&resident_id(), "长期"), today, &roster, CodeStatus::Green).unwrap();
+        let hit = card(&resident_id(), "长期");
+        assert_eq!(refusal(&hit, today), None);
+        let hit = credential_of(&hit, &roster, CodeStatus::Green);
         assert_eq!(
             (hit.identity, hit.category, hit.code),
             (IdentityKind::IdCard, Category::Resident, CodeStatus::Green)
@@ -262,7 +257,7 @@ mod tests {
         let p = hit.prefill.unwrap();
         assert_eq!((p.name.as_str(), p.destination.as_deref()), ("王秀英", Some("3栋201")));
         assert_eq!(p.address.as_deref(), Some("示范市示范路1号"));
-        let miss = credential_of(&card(&visitor_id(), "长期"), today, &roster, CodeStatus::Unverified).unwrap();
+        let miss = credential_of(&card(&visitor_id(), "长期"), &roster, CodeStatus::Unverified);
         assert_eq!(miss.category, Category::Visitor);
         assert_eq!(miss.prefill.as_ref().unwrap().destination, None);
         assert_eq!(miss.prefill.unwrap().id_number.as_deref(), Some(visitor_id().as_str()));
@@ -270,14 +265,12 @@ mod tests {
 
     #[test]
     fn expired_and_bad_check_digit_cards_are_prompts() {
-        let roster = IdRoster::empty();
         let today = Ymd::parse("20261201").unwrap();
-        let e = credential_of(&card(&visitor_id(), "20261130"), today, &roster, CodeStatus::Unverified);
-        assert!(e.unwrap_err().message_zh.contains("已过期（有效期至2026-11-30）"));
-        assert!(credential_of(&card(&visitor_id(), "20261201"), today, &roster, CodeStatus::Unverified).is_ok());
-        let bad =
-            credential_of(&card(&format!("{}7", &visitor_id()[..17]), "长期"), today, &roster, CodeStatus::Unverified);
-        let bad = bad.unwrap_err();
+        let e = refusal(&card(&visitor_id(), "20261130"), today);
+        assert!(e.unwrap().message_zh.contains("已过期（有效期至2026-11-30）"));
+        assert!(refusal(&card(&visitor_id(), "20261201"), today).is_none());
+        let bad = refusal(&card(&format!("{}7", &visitor_id()[..17]), "长期"), today);
+        let bad = bad.unwrap();
         assert!(bad.message_zh.contains("读卡失败"));
         assert!(!bad.detail.contains(&visitor_id()[4..14]), "{}", bad.detail);
     }

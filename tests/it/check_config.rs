@@ -49,6 +49,9 @@ fn the_shipped_configs_are_valid() {
     let out = run(&["check-config", repo().join("config/demo.toml").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("demo-east-gate"));
+    // The demo's ID card reader and its roster (one resident known by keyed hash).
+    assert!(String::from_utf8_lossy(&out.stdout).contains("id reader   scripted (simulated)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("id cards    1 residents on the roster by keyed hash"));
     let out = run(&["check-config", repo().join("config/gate.example.toml").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     // What the technician wires against, readable: device paths and BCM pins as in hardware/README.md.

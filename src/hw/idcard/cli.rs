@@ -121,7 +121,7 @@ pub fn probe(settings: &IdCardSettings, timeout: Duration) -> bool {
     drop(port);
     println!("place a card on the reader ({} s)…", timeout.as_secs());
     let _ = std::io::stdout().flush();
-    let today = crate::credential::idcard::today(time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC));
+    let today = Ymd::from(crate::hw::now().china().date());
     match read_one(settings, timeout) {
         Ok(card) => {
             println!("read: {}", card_json(&card, today));
@@ -136,8 +136,7 @@ pub fn probe(settings: &IdCardSettings, timeout: Duration) -> bool {
 
 /// `sibi idcard roster-key --out FILE`: a new random roster key (hex), written with mode 0600.
 pub fn roster_key(out: &Path) -> Result<(), String> {
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| format!("no randomness: {e}"))?;
+    let key = crate::keys::random32()?;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]

@@ -172,6 +172,12 @@ impl Ymd {
     }
 }
 
+impl From<time::Date> for Ymd {
+    fn from(d: time::Date) -> Ymd {
+        Ymd { year: d.year().clamp(0, 9999) as u16, month: u8::from(d.month()), day: d.day() }
+    }
+}
+
 impl fmt::Display for Ymd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
