@@ -74,15 +74,7 @@ exit_when_done = true
 "#,
     )
     .unwrap();
-    let config = sibi::config::load(&dir.path().join("gate.toml")).expect("config loads");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let summary = rt
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(20), sibi::app::run(config, std::future::pending())).await
-        })
-        .expect("ends by itself")
-        .expect("runs");
-    assert!(summary.clean);
+    crate::util::run_to_end(&dir.path().join("gate.toml"), Duration::from_secs(20));
     let rows = Store::open(&dir.path().join("state/sibi.db"), "cam-gate").unwrap().entries().unwrap();
     let got: Vec<(&str, &str, &str, bool)> =
         rows.iter().map(|r| (r.identity.as_str(), r.verdict.as_str(), r.rule.as_str(), r.is_final)).collect();
@@ -186,15 +178,7 @@ exit_when_done = true
         ),
     )
     .unwrap();
-    let config = sibi::config::load(&dir.path().join("gate.toml")).expect("config loads");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let summary = rt
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(30), sibi::app::run(config, std::future::pending())).await
-        })
-        .expect("ends by itself")
-        .expect("runs");
-    assert!(summary.clean);
+    crate::util::run_to_end(&dir.path().join("gate.toml"), Duration::from_secs(30));
     let db = rusqlite::Connection::open(dir.path().join("state/sibi.db")).unwrap();
     let sql = "SELECT verdict, mask, COALESCE(mask_by, ''), COALESCE(gate_action, '') FROM entries WHERE is_final = 1";
     db.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap()

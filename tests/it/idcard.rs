@@ -46,14 +46,6 @@ pub struct Fake {
     stop: Arc<AtomicBool>,
 }
 
-impl Drop for Fake {
-    fn drop(&mut self) {
-        if Arc::strong_count(&self.stop) <= 2 {
-            self.stop.store(true, Ordering::SeqCst);
-        }
-    }
-}
-
 impl Fake {
     /// Stop answering (the thread ends; the pty closes: an unplug).
     pub fn unplug(&self) {
@@ -412,8 +404,8 @@ pub fn link_in(dir: &Path) -> PathBuf {
     dir.join("idcard")
 }
 
-/// A gateway on loopback answering ID queries by number: `answers` maps an ID number to a status.
-fn id_gateway(answers: Vec<(&'static str, &'static str)>) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+/// A provincial platform on loopback answering ID queries by number: `answers` maps an ID number to a status.
+fn province(answers: Vec<(&'static str, &'static str)>) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     use std::io::{BufRead, BufReader};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -450,6 +442,27 @@ fn id_gateway(answers: Vec<(&'static str, &'static str)>) -> (String, Arc<Mutex<
         }
     });
     (url, seen)
+}
+
+/// The street office's real gateway (`sibi office serve`'s server, in this process) with gate `card-gate` enrolled:
+/// drill numbers answered from its roster, Beijing (110000) numbers relayed to `province`. Returns its base URL.
+fn office_gateway(dir: &Path, province: &str, drill: &[(&str, &str)]) -> String {
+    let out = run(&["keygen", "--out", dir.join("office-keys").to_str().unwrap(), "--name", "gate"]);
+    assert_eq!(out.status.code(), Some(0));
+    let rows: String = drill.iter().map(|(id, status)| format!("{id},{status}\n")).collect();
+    std::fs::write(dir.join("drill.csv"), format!("code,status\n{rows}")).unwrap();
+    let toml = dir.join("office.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[office]\nlisten = \"127.0.0.1:0\"\ndatabase = \"office.db\"\n\n[[gate]]\nid = \"card-gate\"\n\
+             key = \"office-keys/gate.pub\"\n\n[health_code]\ntimeout_ms = 600\n\n[[health_code.provincial]]\n\
+             region = \"110000\"\nurl = \"{province}/v1/health-code/verify\"\n\n[health_code.drill]\nroster = \"drill.csv\"\n"
+        ),
+    )
+    .unwrap();
+    let office = sibi::office::Office::open(sibi::office::load(&toml).unwrap()).unwrap();
+    format!("http://{}", sibi::office::serve_in_background(office).unwrap())
 }
 
 /// One person taps `card` at the gate (the real daemon, the serial reader over a pty, the roster by keyed hash, the
@@ -514,7 +527,6 @@ exit_when_done = true
     )
     .unwrap();
     let fake = plug(&link);
-    let config = sibi::config::load(&dir.path().join("gate.toml")).expect("config loads");
     let card_fake = fake.clone();
     let tapper = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
@@ -522,16 +534,9 @@ exit_when_done = true
         std::thread::sleep(Duration::from_millis(1500));
         *card_fake.card.lock().unwrap() = None;
     });
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let summary = rt
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(30), sibi::app::run(config, std::future::pending())).await
-        })
-        .expect("ends by itself")
-        .expect("runs");
+    crate::util::run_to_end(&dir.path().join("gate.toml"), Duration::from_secs(30));
     tapper.join().unwrap();
     fake.unplug();
-    assert!(summary.clean);
     let db = rusqlite::Connection::open(dir.path().join("state/sibi.db")).unwrap();
     let row = db
         .query_row(
@@ -560,7 +565,10 @@ fn all_bytes(dir: &Path) -> Vec<u8> {
 
 #[test]
 fn a_card_tap_goes_through_the_daemon_to_a_sealed_row_and_the_gate() {
-    let (url, seen) = id_gateway(vec![(RESIDENT_ID, "green"), (VISITOR_ID, "red")]);
+    // The resident's number is on the office's drill roster (green); the visitor's is relayed to the province (red).
+    let (province, seen) = province(vec![(VISITOR_ID, "red")]);
+    let office = tempfile::tempdir().unwrap();
+    let url = office_gateway(office.path(), &province, &[(RESIDENT_ID, "green")]);
     // On the roster, gateway green: a resident passes with one tap.
     let (row, dir) = tap_at_the_gate(resident(RESIDENT_ID, "长期"), &url);
     let row = row.expect("a final row");
@@ -568,7 +576,7 @@ fn a_card_tap_goes_through_the_daemon_to_a_sealed_row_and_the_gate() {
         (row.0.as_str(), row.1.as_str(), row.2.as_str(), row.3.as_str(), row.4.as_str(), row.5.as_str(), row.6),
         ("pass", "resident", "id_card", "green", "王*英", "opened", true)
     );
-    assert!(seen.lock().unwrap().iter().any(|v| v["code"] == RESIDENT_ID && v["issuer"] == "身份证"));
+    assert!(seen.lock().unwrap().is_empty(), "a drill number stays at the office");
     // The stolen-box check: no name, ID number or address in clear anywhere the box wrote.
     let bytes = all_bytes(dir.path());
     for clear in ["王秀英", RESIDENT_ID, "示范路1号"] {
@@ -585,6 +593,15 @@ fn a_card_tap_goes_through_the_daemon_to_a_sealed_row_and_the_gate() {
     );
     let bytes = all_bytes(dir.path());
     assert!(!bytes.windows(VISITOR_ID.len()).any(|w| w == VISITOR_ID.as_bytes()));
+    // The office asked the province by ID number (卡码合一), for the gate, in the card's province.
+    assert!(
+        seen.lock().unwrap().iter().any(|v| v["code"] == VISITOR_ID
+            && v["issuer"] == "身份证"
+            && v["region"] == "110000"
+            && v["gate"] == "card-gate"),
+        "{:?}",
+        seen.lock().unwrap()
+    );
     // The gateway unreachable: unverified, the operator's refer; no gate.
     let (row, _dir) = tap_at_the_gate(resident(RESIDENT_ID, "长期"), "http://127.0.0.1:9");
     let row = row.expect("a final row");
@@ -595,4 +612,28 @@ fn a_card_tap_goes_through_the_daemon_to_a_sealed_row_and_the_gate() {
     // An expired card is a prompt, not an identity: no row with identity id_card.
     let (row, _dir) = tap_at_the_gate(resident(RESIDENT_ID, "20200101"), &url);
     assert!(row.as_ref().is_none_or(|r| r.2 != "id_card"), "{row:?}");
+}
+
+/// `sibi probe idcard` on the configured reader: the security module's status and id, then one masked read.
+#[test]
+fn probe_idcard_asks_the_sam_and_reads_one_card_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = link_in(dir.path());
+    let section = format!("\n[devices.idcard]\nbackend = \"serial\"\nport = \"{}\"\n", link.display());
+    let gate = crate::util::Gate::new("", &section, "");
+    let fake = plug(&link);
+    *fake.card.lock().unwrap() = Some(resident(RESIDENT_ID, "长期"));
+    let out = run(&["probe", "idcard", "--config", gate.config().to_str().unwrap(), "--timeout", "5"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("SAM status: SW3 90"), "{text}");
+    assert!(text.contains(&format!("SAM id: {}", "05".repeat(16))), "{text}");
+    assert!(text.contains("\"id\":\"1101**********0020\"") && !text.contains(RESIDENT_ID), "{text}");
+    let seen = fake.seen.lock().unwrap().clone();
+    assert_eq!(seen[..2], [cmd::SAM_STATUS, cmd::SAM_ID]);
+    fake.unplug();
+    // A config without a serial reader is a usage error.
+    let plain = crate::util::Gate::new("", "", "");
+    let out = run(&["probe", "idcard", "--config", plain.config().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -62,15 +62,8 @@ credential = { key = "P5", identity = "pass", category = "resident", holder = "é
 #[test]
 fn a_scripted_morning_gives_these_rows_and_gate_commands_in_order() {
     let gate = Gate::new(SCENARIO, "speed = 5\nexit_when_done = true", "session_timeout_secs = 1.0");
-    let config = sibi::config::load(&gate.config()).expect("config loads");
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let started = Instant::now();
-    let summary = rt
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(30), sibi::app::run(config, std::future::pending())).await
-        })
-        .expect("the scenario ends by itself")
-        .expect("run succeeds");
+    let summary = crate::util::run_to_end(&gate.config(), Duration::from_secs(30));
     assert!(summary.clean);
     assert!(started.elapsed() < Duration::from_secs(10));
 

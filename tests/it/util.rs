@@ -126,3 +126,16 @@ pub fn wait_for_port(port: u16) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Run the daemon in this process on the config at `path` until its scripted devices finish (at most `limit`), and
+/// return its summary, which must say it shut down cleanly.
+pub fn run_to_end(path: &Path, limit: std::time::Duration) -> sibi::app::RunSummary {
+    let config = sibi::config::load(path).expect("config loads");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let summary = rt
+        .block_on(async { tokio::time::timeout(limit, sibi::app::run(config, std::future::pending())).await })
+        .expect("the scenario ends by itself")
+        .expect("run succeeds");
+    assert!(summary.clean);
+    summary
+}
