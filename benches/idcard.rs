@@ -34,7 +34,7 @@ fn main() {
     let (mut master, slave) = TTYPort::pair().unwrap();
     std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
     master.set_timeout(Duration::from_millis(5)).unwrap();
-    let id = sibi::hw::idcard::text::complete_id("11010119460307002").unwrap();
+    let id = sibi::domain::complete_id("11010119460307002").unwrap();
     let text = TextBuilder::resident("王秀英", "2", "01", "19460307", "示范路1号", &id, "20100101", "长期").build();
     let present = Arc::new(Mutex::new(false));
     let found_at: Arc<Mutex<Option<Instant>>> = Default::default();

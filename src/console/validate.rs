@@ -54,17 +54,6 @@ pub fn phone_problem(phone: &str) -> Option<String> {
     if mobile || landline { None } else { Some(format!("手机号应为11位数字（现在是{}位）", p.len())) }
 }
 
-/// The GB 11643 check character for the first 17 digits.
-pub fn id_check_char(first17: &str) -> Option<char> {
-    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    const CHECK: [char; 11] = ['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2'];
-    if first17.len() != 17 || !first17.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let sum: u32 = first17.bytes().zip(WEIGHTS).map(|(b, w)| u32::from(b - b'0') * w).sum();
-    Some(CHECK[(sum % 11) as usize])
-}
-
 /// An 18-character resident ID number: digits, a real birth date, and the right check character.
 pub fn id_problem(id: &str) -> Option<String> {
     let id = id.trim().to_ascii_uppercase();
@@ -72,7 +61,7 @@ pub fn id_problem(id: &str) -> Option<String> {
         return Some(format!("身份证号应为18位（现在是{}位）", chars(&id)));
     }
     let (first17, last) = id.split_at(17);
-    let Some(check) = id_check_char(first17) else {
+    let Some(check) = crate::domain::id_check_char(first17) else {
         return Some("身份证号前17位应为数字".into());
     };
     let (y, m, d) = (&first17[6..10], &first17[10..12], &first17[12..14]);
@@ -165,7 +154,7 @@ mod tests {
 
     /// A synthetic ID number with the right check character (the digits are made up here, not copied).
     fn synthetic_id(first17: &str) -> String {
-        format!("{first17}{}", id_check_char(first17).unwrap())
+        crate::domain::complete_id(first17).unwrap()
     }
 
     #[test]

@@ -223,8 +223,9 @@ impl IdCardCredentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::complete_id;
     use crate::hw::idcard::TextBuilder;
-    use crate::hw::idcard::text::{complete_id, decode};
+    use crate::hw::idcard::text::decode;
 
     /// Synthetic numbers, from their first 17 digits.
     fn resident_id() -> String {

@@ -93,7 +93,7 @@ impl SimCard {
             Some(other) => return Err(format!("card kind `{other}`: use resident or hk_mo_tw in a scenario")),
         };
         let id = match self.id.len() {
-            17 => super::idcard::text::complete_id(&self.id).ok_or("card `id`: 17 digits expected")?,
+            17 => crate::domain::complete_id(&self.id).ok_or("card `id`: 17 digits expected")?,
             18 => self.id.clone(),
             _ => return Err("card `id`: give the first 17 digits (or all 18 characters)".into()),
         };

@@ -35,6 +35,7 @@ pub fn entries_table(rows: &[serde_json::Value], secret: Option<&crypto_box::Sec
             "姓名",
             "电话",
             "身份证号",
+            "住址",
             "去向",
             "事由",
             "紧急通行",
@@ -48,6 +49,10 @@ pub fn entries_table(rows: &[serde_json::Value], secret: Option<&crypto_box::Sec
         let opened = match (sealed, secret) {
             (Some(s), Some(k)) => Some(crate::privacy::unseal(k, s)),
             _ => None,
+        };
+        let address = match &opened {
+            Some(Ok(p)) => p.address.clone().unwrap_or_default(),
+            _ => String::new(),
         };
         let (name, phone, id, note) = match opened {
             Some(Ok(p)) => (p.name, p.phone.unwrap_or_default(), p.id_number.unwrap_or_default(), "已解密".to_string()),
@@ -75,6 +80,7 @@ pub fn entries_table(rows: &[serde_json::Value], secret: Option<&crypto_box::Sec
             name.into(),
             phone.into(),
             id.into(),
+            address.into(),
             text("destination").into(),
             text("visit_reason").into(),
             text("emergency").into(),

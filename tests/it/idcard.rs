@@ -577,6 +577,19 @@ fn a_card_tap_goes_through_the_daemon_to_a_sealed_row_and_the_gate() {
         ("pass", "resident", "id_card", "green", "王*英", "opened", true)
     );
     assert!(seen.lock().unwrap().is_empty(), "a drill number stays at the office");
+    // Only the office opens what the card said (信息必录): name, number and address, and its export shows the address.
+    let db = rusqlite::Connection::open(dir.path().join("state/sibi.db")).unwrap();
+    let sealed: String =
+        db.query_row("SELECT personal_sealed FROM entries WHERE is_final = 1", [], |r| r.get(0)).unwrap();
+    let secret = sibi::privacy::read_secret(&dir.path().join("office-seal.key")).unwrap();
+    let p = sibi::privacy::unseal(&secret, &sealed).unwrap();
+    let address = "示范市示范区示范路1号3栋201";
+    assert_eq!(
+        (p.name.as_str(), p.id_number.as_deref(), p.address.as_deref()),
+        ("王秀英", Some(RESIDENT_ID), Some(address))
+    );
+    let table = sibi::office::export::entries_table(&[serde_json::json!({ "personal_sealed": sealed })], Some(&secret));
+    assert!(format!("{:?}", table.rows).contains(address), "the export's 住址");
     // The stolen-box check: no name, ID number or address in clear anywhere the box wrote.
     let bytes = all_bytes(dir.path());
     for clear in ["王秀英", RESIDENT_ID, "示范路1号"] {

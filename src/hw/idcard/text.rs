@@ -320,25 +320,10 @@ fn valid_to(text: &[u8]) -> Result<ValidTo, TextError> {
     Ymd::parse(&s).map(ValidTo::Date).ok_or(TextError::Date("valid_to"))
 }
 
-/// GB 11643-1999 (ISO 7064 MOD 11-2): the 18th character of an ID number from its first 17 digits.
-pub fn check_char(first17: &str) -> Option<char> {
-    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    if first17.len() != 17 || !first17.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let sum: u32 = first17.bytes().zip(WEIGHTS).map(|(b, w)| u32::from(b - b'0') * w).sum();
-    Some(b"10X98765432"[(sum % 11) as usize] as char)
-}
-
-/// The 18-character number for `first17` with its check character (for simulated cards and tests, which give
-/// only the first 17 digits so that no full number is written anywhere by hand).
-pub fn complete_id(first17: &str) -> Option<String> {
-    check_char(first17).map(|c| format!("{first17}{c}"))
-}
-
 /// True when `id` is 18 characters whose last is the GB 11643 check character of the first 17 digits.
 pub fn id_number_ok(id: &str) -> bool {
-    id.len() == 18 && check_char(&id[..17]).is_some_and(|c| id[17..].eq_ignore_ascii_case(&c.to_string()))
+    id.len() == 18
+        && crate::domain::id_check_char(&id[..17]).is_some_and(|c| id[17..].eq_ignore_ascii_case(&c.to_string()))
 }
 
 /// The 2017 foreigner's permit number: three letters (nationality) and twelve digits.
@@ -501,6 +486,7 @@ impl TextBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{complete_id, id_check_char as check_char};
 
     /// A synthetic number from its first 17 digits, with its check character.
     fn id(first17: &str) -> String {
