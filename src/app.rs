@@ -56,8 +56,10 @@ pub struct OpenDevices {
     pub mask_tap: Option<crate::mask::source::MaskTap>,
     /// Why `[mask]` is on but the judge is not running (its models are missing or broken).
     pub mask_fault: Option<String>,
-    /// The ID card lane, where the gate has a reader (and whether it plays a script).
+    /// The ID card lane, where the gate has a reader (and whether it plays a script to its end).
     pub idcard: Option<(crate::credential::idcard::IdCardCredentials, bool)>,
+    /// The console simulator's taps on the scripted ID card reader.
+    pub card_taps: Option<crate::hw::idcard::CardTaps>,
 }
 
 /// Open every device the config names.
@@ -155,13 +157,22 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
             (Box::new(gpio::pi::gate(settings).map_err(anyhow::Error::msg)?), *pulse)
         }
     };
+    let mut card_taps = None;
     let idcard = match &config.devices.idcard {
         None => None,
         Some(backend) => {
             let (reader, scripted): (Box<dyn crate::hw::idcard::IdCardReader>, bool) = match backend {
                 crate::config::IdCardBackend::Script => {
                     let (s, p) = script()?;
-                    (Box::new(crate::hw::idcard::ScriptedIdCard::new(&s.script, p)), true)
+                    let reader = crate::hw::idcard::ScriptedIdCard::new(&s.script, p);
+                    if config.console.as_ref().is_some_and(|c| c.simulator) {
+                        // The console's 刷身份证 buttons tap here; the reader then runs until the daemon stops.
+                        let (reader, taps) = reader.with_taps();
+                        card_taps = Some(taps);
+                        (Box::new(reader), false)
+                    } else {
+                        (Box::new(reader), true)
+                    }
                 }
                 crate::config::IdCardBackend::Serial(settings) => (
                     Box::new(
@@ -181,7 +192,19 @@ pub fn open_devices(config: &Config) -> anyhow::Result<OpenDevices> {
             Some((lane, scripted))
         }
     };
-    Ok(OpenDevices { credentials, thermometer, operator, gate, pulse, trust, mask, mask_tap, mask_fault, idcard })
+    Ok(OpenDevices {
+        credentials,
+        thermometer,
+        operator,
+        gate,
+        pulse,
+        trust,
+        mask,
+        mask_tap,
+        mask_fault,
+        idcard,
+        card_taps,
+    })
 }
 
 enum GateRequest {
@@ -699,6 +722,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 store.clone(),
                 config.db_path.clone(),
                 config.gate.id.clone(),
+                devices.card_taps.clone(),
             );
             let listener = tokio::net::TcpListener::bind(c.listen)
                 .await

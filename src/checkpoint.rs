@@ -1262,6 +1262,39 @@ mod tests {
     }
 
     #[test]
+    fn a_card_prefill_stays_with_the_presentation_and_the_form_adds_only_the_rest() {
+        let mut k = cp();
+        let mut card =
+            CredentialRead::new("id:abc", IdentityKind::IdCard, Category::Visitor, CodeStatus::Green, "周*国");
+        card.prefill = Some(Box::new(Registration {
+            name: "周建国".into(),
+            id_number: Some("TEST-ID".into()),
+            address: Some("外市某路8号".into()),
+            ..Registration::default()
+        }));
+        k.handle(Event::Credential(card), at(0));
+        k.handle(c(36.5), at(10));
+        k.handle(Event::Button(Button::MaskConfirmed), at(20));
+        // The form sends the masked name (or none) and no number; the card's stand, the form adds where and why.
+        let form = Registration {
+            name: "周*国".into(),
+            destination: Some("3栋201".into()),
+            reason: Some("探亲".into()),
+            ..Registration::default()
+        };
+        let e = k.handle(Event::Operator(OperatorAction::Register(form)), at(30));
+        let o = outcomes(&e);
+        assert_eq!(o[0].decision.verdict, Verdict::Pass);
+        assert_eq!(o[0].credential.as_ref().map(|c| c.prefill.is_none()), Some(true), "no copy on the credential");
+        let r = o[0].registration.clone().unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.id_number.as_deref(), r.address.as_deref()),
+            ("周建国", Some("TEST-ID"), Some("外市某路8号"))
+        );
+        assert_eq!((r.destination.as_deref(), r.reason.as_deref()), (Some("3栋201"), Some("探亲")));
+    }
+
+    #[test]
     fn registering_someone_who_showed_nothing_opens_their_presentation() {
         let mut k = cp();
         let reg = Registration {

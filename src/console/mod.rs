@@ -219,6 +219,19 @@ pub struct Panel {
     pub fever: bool,
     /// The vehicle being checked, if any.
     pub vehicle: Option<VehicleView>,
+    /// What an ID card tap already recorded (masked): the registration form takes it and asks only for the rest.
+    pub card: Option<CardView>,
+}
+
+/// An ID card's data on the panel, masked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CardView {
+    /// 王*英.
+    pub name: String,
+    /// 1101**********0020.
+    pub id: String,
+    /// The roster's 3栋201 for a resident.
+    pub destination: Option<String>,
 }
 
 /// The vehicle in vehicle mode.
@@ -305,6 +318,14 @@ impl Panel {
             colour_check: matches!(o.person.code, CodeStatus::Unverified | CodeStatus::Timeout),
             fever,
             vehicle: None,
+            card: match (&o.credential, &o.registration) {
+                (Some(c), Some(r)) if c.identity == crate::domain::IdentityKind::IdCard => Some(CardView {
+                    name: crate::domain::mask_name(&r.name),
+                    id: r.id_number.as_deref().map(crate::domain::mask_id_number).unwrap_or_default(),
+                    destination: r.destination.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -352,10 +373,13 @@ pub struct Console {
     gate_id: String,
     /// A read connection for the status strip, opened on first use and kept.
     reader: Arc<Mutex<Option<crate::store::Store>>>,
+    /// The scripted ID card reader's taps, for the simulator.
+    card_taps: Option<crate::hw::idcard::CardTaps>,
 }
 
 impl Console {
-    /// A console sending events on `tx`, showing `live`, journaling to `store`, reading status from `db`.
+    /// A console sending events on `tx`, showing `live`, journaling to `store`, reading status from `db`; its
+    /// simulator taps cards through `card_taps` (the scripted ID card reader's), if given.
     pub fn new(
         config: ConsoleConfig,
         tx: mpsc::Sender<SourceMsg>,
@@ -363,6 +387,7 @@ impl Console {
         store: StoreHandle,
         db: PathBuf,
         gate_id: String,
+        card_taps: Option<crate::hw::idcard::CardTaps>,
     ) -> Arc<Console> {
         let sessions = auth::Sessions::new(config.lockout_failures, config.lockout, config.session);
         Arc::new(Console {
@@ -374,6 +399,7 @@ impl Console {
             db,
             gate_id,
             reader: Arc::new(Mutex::new(None)),
+            card_taps,
         })
     }
 
@@ -690,6 +716,8 @@ async fn vehicle(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes)
 struct SimForm {
     credential: Option<crate::hw::script::SimCredential>,
     temperature: Option<f64>,
+    /// A card tapped on the scripted ID card reader (it goes through the reader's lane: roster, validity, sealing).
+    card: Option<crate::hw::script::SimCard>,
 }
 
 async fn simulate(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -700,13 +728,26 @@ async fn simulate(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("simulator: {e}")),
     };
-    let event = match (form.credential, form.temperature) {
-        (Some(cred), None) => Event::Credential(cred.read()),
-        (None, Some(t)) => match crate::domain::Celsius::from_f64(t) {
+    let event = match (form.credential, form.temperature, form.card) {
+        (Some(cred), None, None) => Event::Credential(cred.read()),
+        (None, Some(t), None) => match crate::domain::Celsius::from_f64(t) {
             Some(c) => Event::Temperature(c),
             None => return error(StatusCode::BAD_REQUEST, "simulator: not a temperature"),
         },
-        _ => return error(StatusCode::BAD_REQUEST, "simulator: give one credential or one temperature"),
+        (None, None, Some(card)) => {
+            let Some(taps) = &c.card_taps else {
+                return error(StatusCode::BAD_REQUEST, "simulator: no scripted ID card reader ([devices.idcard])");
+            };
+            let text = match card.text() {
+                Ok(t) => t,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("simulator: {e}")),
+            };
+            return match taps.try_send(text) {
+                Ok(()) => axum::Json(serde_json::json!({ "ok": true })).into_response(),
+                Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "simulator: the reader is busy"),
+            };
+        }
+        _ => return error(StatusCode::BAD_REQUEST, "simulator: give one credential, temperature or card"),
     };
     match c.tx.send(SourceMsg::Event(Stamped { event, at: crate::hw::now() })).await {
         Ok(()) => axum::Json(serde_json::json!({ "ok": true })).into_response(),

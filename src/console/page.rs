@@ -50,5 +50,7 @@ const SIM: &str = "<details id=\"sim\" class=\"sim\"><summary>模拟设备</summ
     <button class=\"simbtn\" data-sim='{\"credential\":{\"key\":\"demo-pass\",\"identity\":\"pass\",\"category\":\"resident\",\"holder\":\"王小华\"}}'>出示居民通行证</button>\
     <button class=\"simbtn\" data-sim='{\"credential\":{\"key\":\"demo-green\",\"identity\":\"health_code\",\"category\":\"visitor\",\"code\":\"green\"}}'>出示绿码</button>\
     <button class=\"simbtn\" data-sim='{\"credential\":{\"key\":\"demo-red\",\"identity\":\"health_code\",\"category\":\"visitor\",\"code\":\"red\"}}'>出示红码</button>\
+    <button class=\"simbtn\" data-sim='{\"card\":{\"name\":\"赵秀兰\",\"sex\":\"2\",\"nation\":\"01\",\"birth\":\"19460307\",\"address\":\"示范市示范区示范路1号6栋102\",\"id\":\"11010119460307002\",\"valid_from\":\"20160101\",\"valid_to\":\"长期\"}}'>刷身份证（居民）</button>\
+    <button class=\"simbtn\" data-sim='{\"card\":{\"name\":\"周建国\",\"sex\":\"1\",\"nation\":\"01\",\"birth\":\"19780512\",\"address\":\"外市某区某路8号\",\"id\":\"11010119780512001\",\"valid_from\":\"20180101\",\"valid_to\":\"20380101\"}}'>刷身份证（访客）</button>\
     <button class=\"simbtn\" data-sim='{\"temperature\":36.5}'>测温 36.5</button>\
     <button class=\"simbtn\" data-sim='{\"temperature\":38.2}'>测温 38.2</button></details>";

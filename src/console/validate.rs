@@ -31,6 +31,10 @@ pub struct RegistrationForm {
     /// `resident` for a resident picked from the roster; otherwise a visitor.
     #[serde(default)]
     pub category: Option<Category>,
+    /// The person tapped their ID card: name and number come from the card (the form shows them masked and sends
+    /// neither), and a phone number is optional (an elderly resident without a phone may have none).
+    #[serde(default)]
+    pub from_card: bool,
 }
 
 /// Field → message.
@@ -106,18 +110,20 @@ impl RegistrationForm {
     /// The registration, or every problem with it.
     pub fn check(&self) -> Result<Registration, Problems> {
         let mut p = Problems::new();
-        let name = self.name.trim();
-        if name.is_empty() {
+        // From a card, the card's name and number stand (Registration::over); the form's are not taken.
+        let (name, id) = if self.from_card { ("", "") } else { (self.name.trim(), self.id_number.trim()) };
+        if name.is_empty() && !self.from_card {
             p.insert("name", "请填写姓名".into());
         } else if chars(name) > 20 || name.chars().any(|c| c.is_ascii_digit() || c.is_control()) {
             p.insert("name", "姓名不应超过20个字，也不应包含数字".into());
         }
-        // A resident picked from the roster may have no phone at all; a visitor must leave one.
-        let phone_optional = self.category == Some(Category::Resident) && self.phone.trim().is_empty();
+        // A resident picked from the roster, or someone who tapped their card, may have no phone at all; any other
+        // visitor must leave one.
+        let phone_optional =
+            (self.category == Some(Category::Resident) || self.from_card) && self.phone.trim().is_empty();
         if !phone_optional && let Some(e) = phone_problem(&self.phone) {
             p.insert("phone", e);
         }
-        let id = self.id_number.trim();
         if !id.is_empty()
             && let Some(e) = id_problem(id)
         {
@@ -201,6 +207,7 @@ mod tests {
             destination: String::new(),
             reason: "探亲".into(),
             category: None,
+            from_card: false,
         };
         let p = form.check().unwrap_err();
         assert_eq!(p.keys().copied().collect::<Vec<_>>(), vec!["destination", "id_number", "name", "phone"]);
@@ -212,5 +219,24 @@ mod tests {
         };
         let r = ok.check().unwrap();
         assert_eq!((r.phone.as_deref(), r.id_number, r.reason), (Some("13000000001"), None, None));
+    }
+
+    #[test]
+    fn a_card_tap_needs_only_destination_and_reason() {
+        // The form shows the card's masked name and number; neither is taken, and no phone is needed.
+        let card = RegistrationForm {
+            name: "王*英".into(),
+            id_number: "1101**********0020".into(),
+            destination: "3栋201".into(),
+            reason: "探望父母".into(),
+            from_card: true,
+            ..Default::default()
+        };
+        let r = card.check().unwrap();
+        assert_eq!((r.name.as_str(), r.phone, r.id_number), ("", None, None));
+        assert_eq!((r.destination.as_deref(), r.reason.as_deref()), (Some("3栋201"), Some("探望父母")));
+        // The destination is still asked for, and a phone given is still checked.
+        let missing = RegistrationForm { phone: "123".into(), from_card: true, ..Default::default() };
+        assert_eq!(missing.check().unwrap_err().keys().copied().collect::<Vec<_>>(), vec!["destination", "phone"]);
     }
 }

@@ -120,6 +120,40 @@ try {
   await expectState('pass', 'roster resident');
   await page.click('#btn-cancel');
 
+  step('ID card: a resident on the roster taps her card; the network is down, so the volunteer confirms her status');
+  const card = (name, sex, birth, id, to) => ({ card: { name, sex, nation: '01', birth, address: '示范市示范路1号', id, valid_from: '20160101', valid_to: to } });
+  await sim(card('赵秀兰', '2', '19460307', '11010119460307002', '长期'));
+  await sim({ temperature: 36.4 });
+  await page.click('#btn-mask');
+  await expectState('refer', 'card tap without the gateway');
+  if (!(await text('#holder')).includes('赵*兰')) fail(`the card's name is not shown masked: ${await text('#holder')}`);
+  await page.click('#btn-colour');
+  await page.click('#dlg-colour [data-colour=green]');
+  await expectState('pass', 'card resident');
+  await shot('05a-idcard-resident');
+
+  step('ID card: a visitor taps his card; the form already has his name and number, the volunteer adds the rest');
+  await sim(card('周建国', '1', '19780512', '11010119780512001', '20380101'));
+  await sim({ temperature: 36.6 });
+  await page.click('#btn-mask');
+  await expectState('refer', 'card visitor before registration');
+  if (!(await text('#holder')).includes('周*国')) fail(`the card's name is not shown masked: ${await text('#holder')}`);
+  await page.click('#btn-register');
+  if (!(await page.isVisible('#card-note'))) fail('the registration form does not say the card was read');
+  const note = await text('#card-note');
+  if (!note.includes('周*国') || !note.includes('1101**********0018')) fail(`card note: ${note}`);
+  if (!(await reg.locator('[name=name]').evaluate((e) => e.readOnly))) fail('the card\'s name can be edited');
+  await reg.locator('[name=phone]').fill('');
+  await reg.locator('[name=destination]').fill('3栋201');
+  await reg.locator('[name=reason]').fill('探望父母');
+  await shot('05b-idcard-visitor-form');
+  await reg.locator('button[type=submit]').click();
+  await page.waitForSelector('#dlg-register', { state: 'hidden' });
+  if (await page.isVisible('#card-note')) fail('the card note stayed after the form closed');
+  await page.click('#btn-colour');
+  await page.click('#dlg-colour [data-colour=green]');
+  await expectState('pass', 'card visitor registered');
+
   step('vehicle: a bad plate is refused inline; two occupants, one red code → vehicle denied');
   await page.click('#btn-vehicle');
   const veh = page.locator('#form-vehicle');

@@ -78,7 +78,11 @@ fn the_operator_console_end_to_end_in_chromium() {
     {
         assert!(actions.contains(&a), "{a} in {actions:?}");
     }
-    assert_eq!(actions.iter().filter(|a| a.contains("register")).count(), 2, "the refused form never got through");
+    assert_eq!(
+        actions.iter().filter(|a| a.contains("register")).count(),
+        3,
+        "the refused form never got through (two by hand, one after a card tap)"
+    );
     assert_eq!(journal.iter().filter(|(k, _)| k == "operator_login_refused").count(), 6);
     let rows: Vec<(String, String, Option<String>, String, i64)> = db
         .prepare("SELECT identity, verdict, plate, gate_action, is_final FROM entries ORDER BY seq")
@@ -92,9 +96,29 @@ fn the_operator_console_end_to_end_in_chromium() {
     assert!(vehicle.iter().all(|r| r.3 == "kept_closed"), "no occupant moves the gate: {vehicle:?}");
     assert_eq!((vehicle[2].0.as_str(), vehicle[2].1.as_str()), ("vehicle", "deny"));
     assert_eq!((vehicle[0].1.as_str(), vehicle[1].1.as_str()), ("pass", "deny"), "one green, one red occupant");
-    // The relay opened for the resident, the registered visitor, the roster resident and the ambulance only.
+    // The relay opened for the resident, the registered visitor, the roster resident, the two card holders and the
+    // ambulance only.
     let gate_log = std::fs::read_to_string(dir.path().join("state/gate-sim.log")).unwrap();
-    assert_eq!(gate_log.matches("\"relay_open\"").count(), 4, "{gate_log}");
+    assert_eq!(gate_log.matches("\"relay_open\"").count(), 6, "{gate_log}");
+    // The card taps: the resident known by the roster's keyed hash, the visitor registered over his card's data.
+    let cards: Vec<(String, String, String, Option<String>, bool, Option<String>)> = db
+        .prepare(
+            "SELECT category, verdict, holder_masked, destination, personal_sealed IS NOT NULL, note FROM entries
+             WHERE identity = 'id_card' AND is_final = 1 ORDER BY seq",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        cards,
+        vec![
+            ("resident".into(), "pass".into(), "赵*兰".into(), Some("6栋102".into()), true, None),
+            ("visitor".into(), "pass".into(), "周*国".into(), Some("3栋201".into()), true, None),
+        ],
+        "{rows:?}"
+    );
     // The visitor's identifiers are sealed, never in clear.
     let bytes = std::fs::read(dir.path().join("state/sibi.db")).unwrap();
     assert!(!bytes.windows("13000000001".len()).any(|w| w == b"13000000001"), "the phone number in clear");

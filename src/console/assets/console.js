@@ -12,9 +12,10 @@
   };
   // Measured in the browser: from the decision's timestamp to the panel showing it.
   window.__panelLatencies = [];
-  let lastUpdate = -1, lastDecided = 0;
+  let lastUpdate = -1, lastDecided = 0, lastCard = null;
   function render(live) {
     const p = live.panel, g = live.gate;
+    lastCard = p.card || null;
     $('tier').textContent = g.tier_zh || '—';
     $('tier').className = 'tier tier-' + (g.tier || 'none');
     // "自 2026-11-26" (and the hour when a change did not start at midnight).
@@ -84,7 +85,25 @@
   $('btn-cancel').addEventListener('click', () => act('cancel'));
   $('btn-colour').addEventListener('click', () => open('dlg-colour'));
   $('btn-emergency').addEventListener('click', () => open('dlg-emergency'));
-  $('btn-register').addEventListener('click', () => { clearErrors($('form-register')); open('dlg-register'); });
+  // After an ID card tap the card has given name and number: the form shows them masked and asks only the rest.
+  function fillFromCard(f) {
+    const c = lastCard;
+    f.from_card.value = c ? 'true' : '';
+    f.name.readOnly = !!c; f.id_number.disabled = !!c;
+    $('card-note').hidden = !c;
+    if (!c) return;
+    f.name.value = c.name; f.id_number.value = c.id;
+    $('card-note').textContent = `已读取身份证：${c.name} ${c.id}，请填写去往和事由（手机号选填）`;
+    if (c.destination) { f.destination.value = c.destination; f.category.value = 'resident'; }
+  }
+  function resetRegister(f) {
+    f.reset(); f.category.value = 'visitor'; f.from_card.value = '';
+    f.name.readOnly = false; f.id_number.disabled = false; $('card-note').hidden = true;
+  }
+  $('btn-register').addEventListener('click', () => {
+    const f = $('form-register');
+    clearErrors(f); fillFromCard(f); open('dlg-register');
+  });
   $('btn-vehicle').addEventListener('click', () => { clearErrors($('form-vehicle')); open('dlg-vehicle'); });
   $('btn-vehicle-finish').addEventListener('click', () => post('/api/vehicle', { step: 'finish' }));
   document.querySelectorAll('#dlg-colour [data-colour]').forEach((b) => b.addEventListener('click', async () => {
@@ -104,8 +123,9 @@
   $('form-register').addEventListener('submit', async (e) => {
     e.preventDefault();
     const f = e.target, data = Object.fromEntries(new FormData(f));
+    data.from_card = data.from_card === 'true';
     const r = await post('/api/register', data);
-    if (r.ok) { f.reset(); f.category.value = 'visitor'; $('roster-results').innerHTML = ''; $('dlg-register').close(); }
+    if (r.ok) { resetRegister(f); $('roster-results').innerHTML = ''; $('dlg-register').close(); }
     else showErrors(f, r.body.errors || { name: r.body.error });
   });
   $('roster-find').addEventListener('click', async () => {

@@ -91,6 +91,11 @@ impl Parser {
         self.garbage
     }
 
+    /// Bytes held for a frame not yet complete (never more than one frame's worth).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Forget a partial frame (after a reopen).
     pub fn reset(&mut self) {
         self.buf.clear();

@@ -197,21 +197,42 @@ fn read_loop(s: &IdCardSettings, tx: &mpsc::SyncSender<ReaderMsg>, stop: &StopFl
     });
 }
 
-/// The scripted reader (demo, tests): each `card` event of the scenario is a tap, decoded by the real decoder.
+/// Taps on the scripted reader from outside the script (the console's simulator): each a card's text block.
+pub type CardTaps = mpsc::SyncSender<[u8; text::TEXT_LEN]>;
+
+/// The scripted reader (demo, tests): each `card` event of the scenario is a tap, and so is each block sent through
+/// its [`CardTaps`]; all are decoded by the real decoder.
 pub struct ScriptedIdCard {
     cards: super::script::ScriptedCards,
+    taps: Option<mpsc::Receiver<[u8; text::TEXT_LEN]>>,
 }
 
 impl ScriptedIdCard {
     /// The card part of `script`.
     pub fn new(script: &super::script::Script, playback: super::script::Playback) -> ScriptedIdCard {
-        ScriptedIdCard { cards: super::script::ScriptedCards::new(script, playback) }
+        ScriptedIdCard { cards: super::script::ScriptedCards::new(script, playback), taps: None }
+    }
+
+    /// Also take taps from the returned sender. The reader then never finishes by itself.
+    pub fn with_taps(mut self) -> (ScriptedIdCard, CardTaps) {
+        let (tx, rx) = mpsc::sync_channel(4);
+        self.taps = Some(rx);
+        (self, tx)
     }
 }
 
 impl IdCardReader for ScriptedIdCard {
     fn poll(&mut self, wait: Duration) -> Result<Polled<CardItem>, DeviceFault> {
-        Ok(match self.cards.poll(wait) {
+        let tapped = self.taps.as_ref().and_then(|t| t.try_recv().ok());
+        let polled = match tapped {
+            Some(block) => Polled::Item(std::sync::Arc::new(block)),
+            None if self.taps.is_some() => match self.cards.poll(wait.min(Duration::from_millis(50))) {
+                Polled::Done => Polled::Idle, // the script has played; taps may still come
+                other => other,
+            },
+            None => self.cards.poll(wait),
+        };
+        Ok(match polled {
             Polled::Item(bytes) => Polled::Item(match text::decode(&bytes[..]) {
                 Ok(card) => CardItem::Card(Box::new(card)),
                 Err(e) => CardItem::Prompt {
