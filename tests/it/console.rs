@@ -101,7 +101,8 @@ fn the_operator_console_end_to_end_in_chromium() {
     let gate_log = std::fs::read_to_string(dir.path().join("state/gate-sim.log")).unwrap();
     assert_eq!(gate_log.matches("\"relay_open\"").count(), 6, "{gate_log}");
     // The card taps: the resident known by the roster's keyed hash, the visitor registered over his card's data.
-    let cards: Vec<(String, String, String, Option<String>, bool, Option<String>)> = db
+    type CardRow = (String, String, String, Option<String>, bool, Option<String>);
+    let cards: Vec<CardRow> = db
         .prepare(
             "SELECT category, verdict, holder_masked, destination, personal_sealed IS NOT NULL, note FROM entries
              WHERE identity = 'id_card' AND is_final = 1 ORDER BY seq",
