@@ -1,7 +1,7 @@
-//! Time from the card's first "find ok" to its credential, over a pseudo-terminal with a fake GA 467 reader that
+//! Time from the card's first "find ok" to the decision, over a pseudo-terminal with a fake GA 467 reader that
 //! paces each answer at 115200 baud (the read answer alone is 1295 bytes, ~112 ms on the wire), through the real
-//! driver (transport thread, parser, state machine), the text decoder and the credential step (keyed-hash roster).
-//! The decision after it is pure and takes microseconds (`cargo bench --bench pipeline`).
+//! driver (transport thread, parser, state machine), the text decoder, the credential step (keyed-hash roster) and
+//! the checkpoint (the reading and the mask came before the card, as at a gate where the volunteer measures first).
 //!
 //! Run: `cargo bench --bench idcard` (optionally `-- N` taps, default 30).
 
@@ -10,10 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serialport::{SerialPort, TTYPort};
+use sibi::checkpoint::{Button, Checkpoint, Effect, Event};
+use sibi::config::CheckpointConfig;
 use sibi::credential::idcard::{CardEvent, IdCardCredentials, IdRoster};
+use sibi::domain::{Celsius, Direction, Timestamp};
 use sibi::hw::Polled;
 use sibi::hw::idcard::frame::{Parsed, Parser, cmd, frame};
 use sibi::hw::idcard::{IdCardSettings, SerialIdCard, TextBuilder};
+use sibi::policy::Policy;
 
 const BAUD: f64 = 115_200.0;
 
@@ -74,14 +78,30 @@ fn main() {
     });
     let reader = SerialIdCard::start(&IdCardSettings { port: link, baud: 115_200 }).unwrap();
     let mut lane = IdCardCredentials::new(Box::new(reader), IdRoster::empty(), None);
-    let mut ms = Vec::new();
-    for _ in 0..taps {
+    let mut checkpoint = Checkpoint::new(
+        CheckpointConfig { session_timeout_ms: 2_000, same_code_interval_ms: 1_000 },
+        Policy::default(),
+        Direction::In,
+        1,
+    );
+    let (mut ms, mut verdicts) = (Vec::new(), Vec::new());
+    for i in 0..taps {
+        let t0 = Timestamp(1_790_000_000_000 + i as i64 * 10_000);
+        checkpoint.handle(Event::Temperature(Celsius::from_f64(36.5).unwrap()), t0);
+        checkpoint.handle(Event::Button(Button::MaskConfirmed), t0);
         *found_at.lock().unwrap() = None;
         *present.lock().unwrap() = true;
         loop {
-            if let Ok(Polled::Item(CardEvent::Read(_))) = lane.poll(Duration::from_millis(50)) {
+            if let Ok(Polled::Item(CardEvent::Read(read))) = lane.poll(Duration::from_millis(50)) {
+                let effects = checkpoint.handle(Event::Credential(read), Timestamp(t0.0 + 200));
+                let decided = effects.iter().find_map(|e| match e {
+                    Effect::Decided(o) => Some(o.decision.verdict),
+                    _ => None,
+                });
                 let found = found_at.lock().unwrap().expect("found before read");
                 ms.push(found.elapsed().as_secs_f64() * 1e3);
+                verdicts.push(decided);
+                checkpoint.handle(Event::Tick, Timestamp(t0.0 + 5_000));
                 break;
             }
         }
@@ -92,7 +112,9 @@ fn main() {
     let q = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
     let wire_ms = (wire(9 + 12 + 11 + 11 + 1295).as_secs_f64()) * 1e3;
     println!("ID card benchmark: {taps} taps, fake reader pacing answers at 115200 baud over a pty");
-    println!("| from the first find ok to the credential | ms |");
+    let decided = verdicts.iter().filter(|v| v.is_some()).count();
+    assert_eq!(decided, taps, "every tap reached a decision: {verdicts:?}");
+    println!("| from the first find ok to the decision | ms |");
     println!("|---|---|");
     println!("| p50 | {:.1} |", q(0.5));
     println!("| p95 | {:.1} |", q(0.95));

@@ -352,10 +352,36 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(ms))
     }
 
-    /// Parse an RFC 3339 date-time (`2026-11-25T08:00:00+08:00`).
+    /// Parse a date-time as every part of the program reads one ([`Timestamp::parse`]), or `None`.
     pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
-        let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-        Some(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
+        Timestamp::parse(s).ok()
+    }
+
+    /// Parse a date-time: RFC 3339 (`2026-11-25T08:00:00+08:00`, `…Z`), and the ISO 8601 forms public test data
+    /// writes — an offset without a colon (`2021-07-02T07:38:27+0000`) or with hours only (`+08`), no offset at all
+    /// (`2021-06-08T15:57:06.589470`, taken as UTC), fractional seconds of any length.
+    pub fn parse(s: &str) -> Result<Timestamp, TimeError> {
+        use time::format_description::well_known::Rfc3339;
+        let s = s.trim();
+        let millis = |t: time::OffsetDateTime| Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64);
+        if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+            return Ok(millis(t));
+        }
+        let bad = || TimeError(s.chars().take(64).collect());
+        // The offset, if any, starts at the last sign after the date (whose own dashes end by index 10).
+        let (local, offset) = if let Some(body) = s.strip_suffix(['Z', 'z']) {
+            (body, time::UtcOffset::UTC)
+        } else {
+            match s.char_indices().rev().find(|&(i, c)| i > 10 && (c == '+' || c == '-')) {
+                Some((i, _)) => (&s[..i], parse_offset(&s[i..]).ok_or_else(bad)?),
+                None => (s, time::UtcOffset::UTC),
+            }
+        };
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day][first [T][t][ ]][hour]:[minute]:[second][optional [.[subsecond]]]"
+        );
+        let local = time::PrimitiveDateTime::parse(local, format).map_err(|_| bad())?;
+        Ok(millis(local.assume_offset(offset)))
     }
 
     /// The moment in UTC+8 (China Standard Time), the zone the street office reads and ID cards' dates are in.
@@ -370,6 +396,26 @@ impl Timestamp {
         self.china().format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| self.0.to_string())
     }
 }
+
+/// `+08:00`, `+0800` or `+08` (and the same with `-`).
+fn parse_offset(s: &str) -> Option<time::UtcOffset> {
+    let sign: i8 = if s.starts_with('-') { -1 } else { 1 };
+    let digits: String = s[1..].chars().filter(|c| *c != ':').collect();
+    if !(digits.len() == 2 || digits.len() == 4) || !digits.bytes().all(|b| b.is_ascii_digit()) || s[1..].len() > 5 {
+        return None;
+    }
+    let hours: i8 = digits[..2].parse().ok()?;
+    let minutes: i8 = if digits.len() == 4 { digits[2..].parse().ok()? } else { 0 };
+    time::UtcOffset::from_hms(sign * hours, sign * minutes, 0).ok()
+}
+
+/// A date-time in none of the accepted forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a date-time: give RFC 3339 (2026-11-25T08:00:00+08:00 or …Z), or ISO 8601 with the offset \
+     written +0800 or left out (UTC), seconds optionally with a fraction (2021-06-08T15:57:06.589470)"
+)]
+pub struct TimeError(pub String);
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -547,5 +593,33 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2026-11-25T08:00:00+08:00");
         assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
         assert_eq!(t.plus_ms(1500).since(t), 1500);
+    }
+
+    #[test]
+    fn one_parser_reads_rfc_3339_and_the_iso_8601_forms_of_public_test_data() {
+        let at = |s: &str| Timestamp::parse(s).map(|t| t.0);
+        let utc = Timestamp::parse("2021-07-02T07:38:27Z").unwrap().0;
+        // The EU DCC test data's own clock strings.
+        assert_eq!(at("2021-07-02T07:38:27+0000"), Ok(utc));
+        assert_eq!(at("2021-07-02T07:38:27+00:00"), Ok(utc));
+        assert_eq!(at("2021-07-02T07:38:27"), Ok(utc), "no offset is UTC");
+        assert_eq!(at("2021-07-02T15:38:27+0800"), Ok(utc));
+        assert_eq!(at("2021-07-02T15:38:27+08"), Ok(utc));
+        assert_eq!(at("2021-07-02T02:38:27-0500"), Ok(utc));
+        assert_eq!(at("2021-07-02 07:38:27"), Ok(utc), "a space for the T");
+        let frac = Timestamp::parse("2021-06-08T15:57:06.589470").unwrap();
+        assert_eq!(frac.0 % 1000, 589);
+        assert_eq!(Timestamp::parse("2021-06-08T15:57:06.589470Z"), Ok(frac));
+        for bad in [
+            "yesterday",
+            "2021-06-08",
+            "2021-06-08T25:00:00",
+            "2021-06-08T15:57:06+8",
+            "2021-06-08T15:57:06+08:00:00",
+            "",
+        ] {
+            let e = Timestamp::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("RFC 3339") && e.contains("+0800"), "{bad}: {e}");
+        }
     }
 }

@@ -577,12 +577,10 @@ fn code_verify(
         eprintln!("error: {msg}");
         ExitCode::from(2)
     };
-    let now = match at.as_deref().map(Timestamp::parse_rfc3339) {
+    let now = match at.as_deref().map(Timestamp::parse) {
         None => sibi::hw::now(),
-        Some(Some(t)) => t,
-        Some(None) => {
-            return usage(format!("--at `{}` is not an RFC 3339 date-time", at.unwrap_or_default()));
-        }
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return usage(format!("--at {e}")),
     };
     let mut trusted = match config.map(|p| sibi::config::load(&p)) {
         None => Trust::default(),
@@ -751,12 +749,10 @@ fn idcard(command: IdcardCommand) -> ExitCode {
     use sibi::hw::idcard::cli;
     match command {
         IdcardCommand::Read { port, baud, timeout, at } => {
-            let now = match at.as_deref().map(Timestamp::parse_rfc3339) {
+            let now = match at.as_deref().map(Timestamp::parse) {
                 None => sibi::hw::now(),
-                Some(Some(t)) => t,
-                Some(None) => {
-                    return usage_error(&format!("--at `{}` is not an RFC 3339 date-time", at.unwrap_or_default()));
-                }
+                Some(Ok(t)) => t,
+                Some(Err(e)) => return usage_error(&format!("--at {e}")),
             };
             if !(timeout.is_finite() && (0.1..=3600.0).contains(&timeout)) {
                 return usage_error(&format!("--timeout {timeout}: give 0.1–3600 seconds"));
@@ -908,11 +904,13 @@ fn office_publish(
             let Ok(tier) = serde_json::from_value::<sibi::domain::Tier>(serde_json::Value::String(t.clone())) else {
                 return usage_error(&format!("--tier `{t}`: use low, medium or high"));
             };
-            let at = effective.clone().unwrap_or_else(|| sibi::hw::now().to_rfc3339());
-            if Timestamp::parse_rfc3339(&at).is_none() {
-                return usage_error(&format!("--effective `{at}` is not an RFC 3339 date-time"));
-            }
-            Some(sibi::bundle::BundleTier { tier, effective: at })
+            // Any accepted form in; RFC 3339 (China time) in the signed bundle.
+            let at = match effective.as_deref().map(Timestamp::parse) {
+                None => sibi::hw::now(),
+                Some(Ok(t)) => t,
+                Some(Err(e)) => return usage_error(&format!("--effective {e}")),
+            };
+            Some(sibi::bundle::BundleTier { tier, effective: at.to_rfc3339() })
         }
     };
     let mut issuers = Vec::new();
@@ -1262,10 +1260,10 @@ fn decide(config: PathBuf, input: PathBuf, pretty: bool, at: Option<String>) -> 
     };
     let now = match at {
         None => sibi::hw::now(),
-        Some(s) => match Timestamp::parse_rfc3339(&s) {
-            Some(t) => t,
-            None => {
-                eprintln!("error: --at `{s}` is not an RFC 3339 date-time (like 2026-11-25T08:00:00+08:00)");
+        Some(s) => match Timestamp::parse(&s) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: --at {e}");
                 return ExitCode::from(2);
             }
         },

@@ -185,15 +185,9 @@ impl RawPolicy {
             Some(list) => {
                 let mut tiers = Vec::new();
                 for (i, t) in list.iter().enumerate() {
-                    match Timestamp::parse_rfc3339(&t.effective) {
-                        Some(effective) => tiers.push(TierChange { tier: t.tier, effective }),
-                        None => errors.push(err(
-                            format!("policy.tier[{i}].effective"),
-                            format!(
-                                "`{}` is not an RFC 3339 date-time (write it like 2026-11-25T08:00:00+08:00)",
-                                t.effective
-                            ),
-                        )),
+                    match Timestamp::parse(&t.effective) {
+                        Ok(effective) => tiers.push(TierChange { tier: t.tier, effective }),
+                        Err(e) => errors.push(err(format!("policy.tier[{i}].effective"), e.to_string())),
                     }
                 }
                 tiers.sort_by_key(|t| t.effective);

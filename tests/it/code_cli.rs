@@ -83,6 +83,13 @@ fn verify_reports_the_format_validity_and_failing_stage() {
     assert_eq!((code, v["stage"].as_str()), (Some(1), Some("expired")));
     let (code, v) = verify(&ok, dir.path(), "2020-01-01T00:00:00Z");
     assert_eq!((code, v["stage"].as_str()), (Some(1), Some("not_yet_valid")));
+    // The clock as the DCC test data itself writes it: an offset without a colon, no offset (UTC), a fraction.
+    for at in ["2021-06-01T02:00:00+0200", "2021-06-01T00:00:00", "2021-06-01T00:00:00.589470"] {
+        let (code, v) = verify(&ok, dir.path(), at);
+        assert_eq!((code, v["stage"].as_str()), (Some(0), Some("ok")), "--at {at}");
+    }
+    let (code, v) = verify(&ok, dir.path(), "2030-01-01T00:00:00+0000");
+    assert_eq!((code, v["stage"].as_str()), (Some(1), Some("expired")));
     if let Some(bad_sig) = vector("common/2DCode/raw/CO5.json") {
         let at = bad_sig["TESTCTX"]["VALIDATIONCLOCK"].as_str().unwrap().to_string();
         let (code, v) = verify(&bad_sig, dir.path(), &at);
@@ -110,7 +117,10 @@ fn verify_handles_garbage_images_and_usage_errors() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((out.status.code(), v["stage"].as_str()), (Some(1), Some("base45")));
     assert_eq!(run(&["code", "verify", "--text", "x", "--trust", "/nonexistent.der"]).status.code(), Some(2));
-    assert_eq!(run(&["code", "verify", "--text", "x", "--at", "tomorrow"]).status.code(), Some(2));
+    let out = run(&["code", "verify", "--text", "x", "--at", "tomorrow"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RFC 3339") && err.contains("+0800"), "the error names the accepted forms: {err}");
     assert_eq!(run(&["code", "verify"]).status.code(), Some(2));
 }
 

@@ -110,3 +110,26 @@ fn a_missing_input_file_or_a_bad_config_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("below 37.0"));
 }
+
+/// `identity: "id_card"` (DESIGN.md §6): a resident who tapped their card, with the status the gateway gave; and `--at`
+/// in the ISO 8601 forms of public test data.
+#[test]
+fn an_id_card_is_an_identity_and_at_takes_the_iso_forms() {
+    let case = |code: &str| {
+        format!(
+            r#"{{ "tier": "low", "direction": "in", "people": [ {{ "category": "resident", "identity": "id_card",
+            "code": "{code}", "temperature": 36.5, "mask": "worn" }} ] }}"#
+        )
+    };
+    let v = ok(&case("green"));
+    assert_eq!((v["verdict"].as_str(), v["people"][0]["musts"]["identity"].as_str()), (Some("pass"), Some("asked")));
+    assert_eq!(ok(&case("unverified"))["rule"], "code.unverified", "offline: the operator looks");
+    assert_eq!(ok(&case("red"))["verdict"], "deny");
+    for at in ["2026-11-25T08:00:00+0800", "2026-11-25T00:00:00", "2026-11-25T00:00:00.5Z"] {
+        let out = decide(&case("green"), &["--at", at]);
+        assert_eq!(out.status.code(), Some(0), "--at {at}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = decide(&case("green"), &["--at", "25/11/2026"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
+}
