@@ -73,7 +73,9 @@ pub struct Zxing;
 
 impl Zxing {
     fn pass(view: &zxingcpp::ImageView<'_>, harder: bool) -> Result<Vec<String>, DecodeError> {
-        let reader = zxingcpp::read().formats([zxingcpp::BarcodeFormat::QRCode]);
+        // Plain text mode: the payload the symbol holds, control characters and all (the default mode escapes them
+        // for display as <SOH>…, which is not what the credential parsers or `sibi code scan` must see).
+        let reader = zxingcpp::read().formats([zxingcpp::BarcodeFormat::QRCode]).text_mode(zxingcpp::TextMode::Plain);
         let reader = if harder {
             reader.try_harder(true).try_invert(true).try_rotate(true).try_downscale(true)
         } else {
@@ -85,7 +87,13 @@ impl Zxing {
                 .try_downscale(false)
         };
         let found = reader.from(view).map_err(|e| DecodeError::Backend(e.to_string()))?;
-        Ok(found.into_iter().filter(|b| b.is_valid()).map(|b| b.text()).collect())
+        // The payload's bytes when they are UTF-8 (the common case, and zxing's charset guess can go wrong once control
+        // characters are in it); otherwise its text in the declared (ECI) or guessed charset.
+        Ok(found
+            .into_iter()
+            .filter(|b| b.is_valid())
+            .map(|b| String::from_utf8(b.bytes()).unwrap_or_else(|_| b.text()))
+            .collect())
     }
 }
 
@@ -173,10 +181,10 @@ impl Contained {
 
 /// Render `text` as a QR code image: zxing-cpp's writer, error-correction level M (sturdy on paper and screens),
 /// `scale` pixels per module, with quiet zones. Used for printed passes, and by tests and benchmarks to make frames.
+/// Text beyond ASCII goes in as its UTF-8 bytes (the writer would otherwise pick Shift_JIS for 汉字 and lose them).
 pub fn render(text: &str, scale: i32) -> Result<GrayImage, String> {
-    let code = zxingcpp::create(zxingcpp::BarcodeFormat::QRCode)
-        .options("ecLevel=M")
-        .from_str(text)
+    let creator = zxingcpp::create(zxingcpp::BarcodeFormat::QRCode).options("ecLevel=M");
+    let code = if text.is_ascii() { creator.from_str(text) } else { creator.from_slice(text.as_bytes()) }
         .map_err(|e| format!("cannot encode the QR code: {e}"))?;
     let img = code.to_image_with(&zxingcpp::write().scale(scale)).map_err(|e| format!("cannot render it: {e}"))?;
     GrayImage::from_raw(img.width() as u32, img.height() as u32, img.data()).ok_or_else(|| "bad QR image".into())
@@ -213,6 +221,15 @@ mod tests {
         let frame = qr_frame("SIBI-TEST-1234");
         for kind in DecoderKind::ALL {
             assert_eq!(kind.decoder().decode(&frame).unwrap(), vec!["SIBI-TEST-1234".to_string()], "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_payload_with_control_characters_comes_back_as_the_symbol_holds_it() {
+        let text = "\u{1}\u{10}AD:SUB:阿;;";
+        let frame = qr_frame(text);
+        for kind in DecoderKind::ALL {
+            assert_eq!(kind.decoder().decode(&frame).unwrap(), vec![text.to_string()], "{kind:?}: not escaped");
         }
     }
 

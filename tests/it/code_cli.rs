@@ -149,3 +149,20 @@ fn trust_lists_in_json_and_multi_certificate_pem_verify_each_signer() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("entry 0"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A payload is what the symbol holds: control characters come back as themselves (JSON-escaped), not as the
+/// `<SOH><DLE>` of a display mode, and the Chinese text after them intact.
+#[test]
+fn scan_returns_the_payload_with_its_control_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "\u{1}\u{10}AD:SUB:阿;;";
+    let img = qr_png(dir.path(), "ctl.png", text);
+    for decoder in ["zxing", "rqrr"] {
+        let out = run(&["code", "scan", &img, "--decoder", decoder]);
+        assert_eq!(out.status.code(), Some(0), "{decoder}");
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(!line.contains("<SOH>"), "{decoder}: {line}");
+        let v: Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(v["codes"], serde_json::json!([text]), "{decoder}");
+    }
+}
