@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serialport::{SerialPort, TTYPort};
+use sibi::checkpoint::CheckpointConfig;
 use sibi::checkpoint::{Button, Checkpoint, Effect, Event};
-use sibi::config::CheckpointConfig;
 use sibi::credential::idcard::{CardEvent, IdCardCredentials, IdRoster};
 use sibi::domain::{Celsius, Direction, Timestamp};
 use sibi::hw::Polled;

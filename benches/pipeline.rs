@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use sibi::app::{GateHandle, Pipeline};
+use sibi::checkpoint::CheckpointConfig;
 use sibi::checkpoint::{Button, Checkpoint, CredentialRead, Event};
-use sibi::config::CheckpointConfig;
 use sibi::domain::{Category, Celsius, CodeStatus, Direction, IdentityKind, Timestamp};
 use sibi::hw::{DeviceFault, GateCommand, GateOutput};
 use sibi::policy::Policy;

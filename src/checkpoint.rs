@@ -4,15 +4,15 @@
 //! It handles the mess of a real gate:
 //! - a reading (or a mask confirmation) that arrives before the code is kept for the next presentation, and is used
 //!   if it is still fresh;
-//! - the same code seen in many consecutive frames is one presentation, and the same code seen again shortly after its
-//!   presentation closed is the same person walking through;
+//! - the same code seen in many consecutive frames is one presentation, and the same code still in view shortly after
+//!   its presentation closed is the same person walking through; shown again after leaving the view, inside that
+//!   interval, it is a prompt for the volunteer (once), never silence;
 //! - a person who walks away is closed after the timeout as a recorded `refer`;
 //! - a second person presenting while the first is pending closes the first as a recorded `refer`.
 //!
 //! Every presentation ends with exactly one `final` outcome; intermediate refers (a first fever reading, a missing
 //! mask) are recorded as non-final outcomes so nothing is lost if the power fails mid-presentation.
 
-use crate::config::CheckpointConfig;
 use crate::domain::{
     Category, Celsius, CodeStatus, Direction, IdentityKind, MaskBy, MaskSeen, MaskState, Timestamp, Verdict, mask_name,
 };
@@ -76,6 +76,24 @@ impl CredentialRead {
     }
 }
 
+/// A code out of view this long and then shown again is someone presenting again, not the same walk-through.
+const SHOWN_AGAIN_MS: i64 = 2_000;
+
+/// The checkpoint's settings (`[checkpoint]` in a gate config, which `config` checks and builds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// Walk-away timeout in ms.
+    pub session_timeout_ms: i64,
+    /// Same-code interval in ms.
+    pub same_code_interval_ms: i64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { session_timeout_ms: 30_000, same_code_interval_ms: 10_000 }
+    }
+}
+
 /// What an emergency passage is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -118,17 +136,6 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// The identifiers to seal, if any were given.
-    pub fn personal(&self) -> Option<crate::privacy::Personal> {
-        let given = !self.name.is_empty() || self.phone.is_some() || self.id_number.is_some();
-        given.then(|| crate::privacy::Personal {
-            name: self.name.clone(),
-            phone: self.phone.clone(),
-            id_number: self.id_number.clone(),
-            address: self.address.clone(),
-        })
-    }
-
     /// The operator's form over what a card already said: the card's name, number and address stand (the form
     /// shows them masked), the form adds phone, destination, reason and category.
     pub fn over(self, card: Registration) -> Registration {
@@ -415,7 +422,8 @@ pub struct Checkpoint {
     early_reading: Option<Reading>,
     early_mask: Option<(MaskState, MaskBy, Timestamp)>,
     /// Keys of closed presentations and when they were last seen.
-    recent: Vec<(String, Timestamp)>,
+    /// Codes whose presentation closed lately: (key, last seen, told the volunteer it came back).
+    recent: Vec<(String, Timestamp, bool)>,
     /// The vehicle being checked.
     vehicle: Option<VehicleCheck>,
 }
@@ -488,7 +496,7 @@ impl Checkpoint {
                     self.close(now, CloseNote::WalkedAway, &mut out);
                 }
                 let keep = self.cfg.same_code_interval_ms;
-                self.recent.retain(|(_, seen)| now.since(*seen) < keep);
+                self.recent.retain(|(_, seen, _)| now.since(*seen) < keep);
                 if self.early_mask.is_some_and(|(_, _, at)| now.since(at) > crate::policy::READING_MAX_AGE_MS) {
                     self.early_mask = None;
                 }
@@ -599,8 +607,20 @@ impl Checkpoint {
             s.last_activity = now; // the same code in the next frame
             return;
         }
-        if let Some(seen) = self.recent.iter_mut().find(|(k, _)| *k == c.key) {
-            seen.1 = now; // still walking through after their presentation closed
+        if let Some(seen) = self.recent.iter_mut().find(|(k, _, _)| *k == c.key) {
+            // Still in view as the person walks through after their presentation closed: nothing new. Shown again
+            // after leaving the view, within the interval: not silently dropped — the volunteer is told, once.
+            let back = now.since(seen.1) >= SHOWN_AGAIN_MS && !seen.2;
+            seen.1 = now;
+            if back {
+                seen.2 = true;
+                let wait = (self.cfg.same_code_interval_ms + 999) / 1000;
+                out.push(Effect::Prompt(Prompt {
+                    presentation: None,
+                    message_zh: format!("此码刚刚已核验过；如需再次通行，请{wait}秒后重新出示，或由工作人员登记"),
+                    voice: None,
+                }));
+            }
             return;
         }
         if self.current.is_some() {
@@ -838,7 +858,7 @@ impl Checkpoint {
     fn finish(&mut self, decision: Decision, note: Option<CloseNote>, now: Timestamp, out: &mut Vec<Effect>) {
         let Some(s) = self.current.take() else { return };
         if let Some(c) = &s.credential {
-            self.recent.push((c.key.clone(), now));
+            self.recent.push((c.key.clone(), now, false));
         }
         out.push(Effect::Decided(Box::new(outcome_of(&s, decision, true, note, now))));
     }
@@ -1048,6 +1068,30 @@ mod tests {
         k.handle(Event::Tick, at(20_000));
         k.handle(Event::Credential(pass_card("P1")), at(20_001));
         assert!(!k.is_idle());
+    }
+
+    #[test]
+    fn a_code_shown_again_inside_the_interval_reaches_the_volunteer_once() {
+        let mut k = cp();
+        k.handle(Event::Credential(pass_card("P1")), at(0));
+        k.handle(c(36.6), at(10));
+        assert_eq!(outcomes(&k.handle(Event::Button(Button::MaskConfirmed), at(20))).len(), 1, "passed");
+        // Still in view for a moment as they walk through: nothing.
+        let walking: Vec<Effect> =
+            (1..10).flat_map(|i| k.handle(Event::Credential(pass_card("P1")), at(20 + i * 40))).collect();
+        assert!(walking.is_empty(), "{walking:?}");
+        // Out of view, then shown again 5 s later (inside the 10 s interval): a prompt, not silence, and only once.
+        let e = k.handle(Event::Credential(pass_card("P1")), at(5_000));
+        let prompts: Vec<&str> = e
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Prompt(p) => Some(p.message_zh.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(prompts, vec!["此码刚刚已核验过；如需再次通行，请10秒后重新出示，或由工作人员登记"]);
+        assert!(k.handle(Event::Credential(pass_card("P1")), at(5_040)).is_empty());
+        assert!(k.is_idle(), "no second presentation inside the interval");
     }
 
     #[test]

@@ -395,20 +395,8 @@ pub struct GateConfig {
     pub shutdown_grace: Duration,
 }
 
-/// `[checkpoint]`, validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CheckpointConfig {
-    /// Walk-away timeout in ms.
-    pub session_timeout_ms: i64,
-    /// Same-code interval in ms.
-    pub same_code_interval_ms: i64,
-}
-
-impl Default for CheckpointConfig {
-    fn default() -> Self {
-        CheckpointConfig { session_timeout_ms: 30_000, same_code_interval_ms: 10_000 }
-    }
-}
+/// `[checkpoint]`, validated: the checkpoint's own settings, built from the section here.
+pub use crate::checkpoint::CheckpointConfig;
 
 /// The backend chosen for each device role.
 #[derive(Debug, Clone)]
@@ -688,18 +676,27 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     validate(raw, path, &base).map_err(|problems| ConfigError { file: path.to_path_buf(), problems })
 }
 
-fn positive_ms(key: &str, secs: Option<f64>, default_ms: i64, problems: &mut Vec<String>) -> i64 {
+/// `[checkpoint] session_timeout_secs`: 5 s – 5 min.
+pub const SESSION_TIMEOUT_SECS: (f64, f64) = (5.0, 300.0);
+/// `[checkpoint] same_code_interval_secs`: 1 – 60 s.
+pub const SAME_CODE_INTERVAL_SECS: (f64, f64) = (1.0, 60.0);
+
+/// A duration in seconds within `(low, high)`, in ms; otherwise a problem that says what the key is for (`why`).
+fn bounded_ms(
+    key: &str,
+    secs: Option<f64>,
+    default_ms: i64,
+    (low, high): (f64, f64),
+    why: &str,
+    problems: &mut Vec<String>,
+) -> i64 {
     match secs {
         None => default_ms,
-        Some(s) if !s.is_finite() || s <= 0.0 => {
-            problems.push(format!("`{key}` = {s}: a duration must be a positive number of seconds"));
+        Some(s) if s.is_finite() && (low..=high).contains(&s) => (s * 1000.0).round() as i64,
+        Some(s) => {
+            problems.push(format!("`{key}` = {s}: use {low}–{high} seconds. {why}"));
             default_ms
         }
-        Some(s) if s > 86_400.0 => {
-            problems.push(format!("`{key}` = {s}: longer than a day; give the duration in seconds"));
-            default_ms
-        }
-        Some(s) => (s * 1000.0).round() as i64,
     }
 }
 
@@ -775,21 +772,32 @@ fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Vec<St
         }
     };
 
+    // A scenario played N× faster compresses a person's time at the gate by N: so may its timeout.
+    let speed = raw.script.as_ref().and_then(|s| s.speed).filter(|s| s.is_finite() && *s >= 1.0).unwrap_or(1.0);
     let checkpoint = match raw.checkpoint {
         None => CheckpointConfig::default(),
         Some(c) => {
             let d = CheckpointConfig::default();
+            let (low, high) = SESSION_TIMEOUT_SECS;
             CheckpointConfig {
-                session_timeout_ms: positive_ms(
+                session_timeout_ms: bounded_ms(
                     "checkpoint.session_timeout_secs",
                     c.session_timeout_secs,
                     d.session_timeout_ms,
+                    (low / speed, high),
+                    "how long a presentation waits for the reading, the mask and the volunteer before it is recorded \
+                     as walked away: shorter closes it before anyone could finish, longer keeps the next person \
+                     waiting behind someone who left",
                     &mut problems,
                 ),
-                same_code_interval_ms: positive_ms(
+                same_code_interval_ms: bounded_ms(
                     "checkpoint.same_code_interval_secs",
                     c.same_code_interval_secs,
                     d.same_code_interval_ms,
+                    SAME_CODE_INTERVAL_SECS,
+                    "it only keeps a code still in view as the person walks through from opening a second \
+                     presentation; longer would turn away a resident who goes out and comes back, limiting how often \
+                     people may pass, which the guidance forbids (不得层层加码，不得限制居民正常出入)",
                     &mut problems,
                 ),
             }

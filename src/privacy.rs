@@ -31,6 +31,19 @@ pub struct Personal {
     pub address: Option<String>,
 }
 
+impl Personal {
+    /// The identifiers of `r` to seal, if any were given.
+    pub fn of(r: &crate::checkpoint::Registration) -> Option<Personal> {
+        let given = !r.name.is_empty() || r.phone.is_some() || r.id_number.is_some();
+        given.then(|| Personal {
+            name: r.name.clone(),
+            phone: r.phone.clone(),
+            id_number: r.id_number.clone(),
+            address: r.address.clone(),
+        })
+    }
+}
+
 /// Make the office's sealing key pair: `NAME.key` (secret, stays at the office) and `NAME.pub` (for every gate).
 pub fn write_key_pair(dir: &Path, name: &str) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
     let secret = SecretKey::from_bytes(crate::keys::random32()?);

@@ -123,8 +123,11 @@ impl ConsoleConfig {
             problems.push(format!("`console.lockout_failures` = {lockout_failures}: use 3–20"));
         }
         let lockout_secs = raw.lockout_secs.unwrap_or(300);
-        if !(10..=86_400).contains(&lockout_secs) {
-            problems.push(format!("`console.lockout_secs` = {lockout_secs}: use 10–86400"));
+        if !(10..=1_800).contains(&lockout_secs) {
+            problems.push(format!(
+                "`console.lockout_secs` = {lockout_secs}: use 10–1800. Longer locks the volunteers out of the console \
+                 for hours, and with it every registration the elderly without a phone need to get through"
+            ));
         }
         let session_hours = raw.session_hours.unwrap_or(12);
         if !(1..=24).contains(&session_hours) {

@@ -242,7 +242,7 @@ impl Store {
         let d = &o.decision;
         let pd = d.people.first();
         let reg = o.registration.as_ref();
-        let sealed = match (reg.and_then(|r| r.personal()), &self.seal) {
+        let sealed = match (reg.and_then(crate::privacy::Personal::of), &self.seal) {
             (Some(p), Some(key)) => Some(crate::privacy::seal(key, &p).map_err(StoreError::Seal)?),
             _ => None,
         };

@@ -54,7 +54,7 @@ id = "cam-gate"
 community = "test-community"
 state_dir = "state"
 [checkpoint]
-session_timeout_secs = 0.6
+session_timeout_secs = 5
 [credentials]
 pass_keys = ["keys/community.pub"]
 [devices.credentials]
@@ -154,7 +154,7 @@ id = "cam-gate"
 community = "test-community"
 state_dir = "state"
 [checkpoint]
-session_timeout_secs = 1
+session_timeout_secs = 5
 [credentials]
 pass_keys = ["keys/community.pub"]
 [mask]

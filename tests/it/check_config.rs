@@ -305,3 +305,31 @@ fn the_face_camera_is_checked_and_described() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("face camera v4l2 /dev/sibi-face 640×480 15 fps"), "{text}");
 }
+
+/// Timings that would turn people away without a trace are refused with what the key is for and the guidance line:
+/// a same-code interval of a day (or an hour) drops a resident who goes out and comes back; a 0.2 s timeout closes
+/// every presentation before anyone could finish; a day-long console lockout.
+#[test]
+fn timings_that_turn_people_away_are_refused_with_the_reason() {
+    for (section, needle) in [
+        (
+            "[checkpoint]\nsame_code_interval_secs = 86400\n",
+            "`checkpoint.same_code_interval_secs` = 86400: use 1–60 seconds",
+        ),
+        ("[checkpoint]\nsame_code_interval_secs = 3600\n", "不得层层加码"),
+        ("[checkpoint]\nsession_timeout_secs = 0.2\n", "`checkpoint.session_timeout_secs` = 0.2: use 5–300 seconds"),
+        ("[checkpoint]\nsession_timeout_secs = 3600\n", "closes it before anyone could finish"),
+    ] {
+        let (code, err) = check(&format!("{BASE}\n{section}"));
+        assert_eq!(code, Some(2), "{section}: {err}");
+        assert!(err.contains(needle), "{section}: expected {needle:?} in {err}");
+    }
+    // At the bounds, accepted; a scenario played 5× faster may use a 1 s timeout (its people move 5× faster too).
+    assert_eq!(
+        check(&format!("{BASE}\n[checkpoint]\nsame_code_interval_secs = 60\nsession_timeout_secs = 300\n")).0,
+        Some(0)
+    );
+    let fast = BASE.replace("file = \"scenario.toml\"", "file = \"scenario.toml\"\nspeed = 5");
+    assert_eq!(check(&format!("{fast}\n[checkpoint]\nsession_timeout_secs = 1\n")).0, Some(0));
+    assert_eq!(check(&format!("{BASE}\n[checkpoint]\nsession_timeout_secs = 1\n")).0, Some(2));
+}

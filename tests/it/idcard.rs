@@ -497,7 +497,7 @@ id = "card-gate"
 community = "test-community"
 state_dir = "state"
 [checkpoint]
-session_timeout_secs = 1.5
+session_timeout_secs = 5
 [health_code]
 gateway = "{gateway}"
 timeout_ms = 800

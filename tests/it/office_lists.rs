@@ -97,7 +97,7 @@ fn the_offices_lists_reach_the_gates_credential_checks() {
         keys.join("office.pub").display().to_string(),
         keys.join("community.pub").display().to_string(),
     );
-    let gate = Gate::new("[[event]]\nat = 2.0\ntemperature = 36.5\n", &sync, "session_timeout_secs = 1");
+    let gate = Gate::new("[[event]]\nat = 2.0\ntemperature = 36.5\n", &sync, "session_timeout_secs = 5");
     let config = gate.config();
     // Before the office has spoken: only the config's trust.
     assert_eq!(verify(&config, &pass(&community, "XFL-2", Category::Resident), None)["valid"], true);

@@ -85,3 +85,30 @@ fn the_package_ships_what_the_box_needs() {
         assert!(status.success(), "{script} does not parse");
     }
 }
+
+/// The pure core (`domain`, `policy`, `checkpoint`) imports only the core: nothing of config, privacy, store, hw,
+/// sync, console, app or office, so no import circle runs through it.
+#[test]
+fn the_core_imports_only_the_core() {
+    let src = repo().join("src");
+    let mut files = vec![src.join("domain.rs"), src.join("checkpoint.rs")];
+    for e in std::fs::read_dir(src.join("policy")).unwrap().flatten() {
+        files.push(e.path());
+    }
+    let outside = ["config", "privacy", "store", "hw", "sync", "console", "app", "office", "credential", "mask"];
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for m in outside {
+                assert!(
+                    !code.contains(&format!("crate::{m}::")) && !code.contains(&format!("crate::{m};")),
+                    "{}:{}: the core uses crate::{m}: {line}",
+                    f.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+    assert!(files.len() >= 4);
+}

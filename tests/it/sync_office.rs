@@ -448,7 +448,7 @@ button = "mask_confirmed"
         keys.join("gate.key").display().to_string(),
         keys.join("office.pub").display().to_string()
     );
-    let gate = crate::util::Gate::new(scenario, &sync, "session_timeout_secs = 1");
+    let gate = crate::util::Gate::new(scenario, &sync, "session_timeout_secs = 5");
     let rules = |gate: &crate::util::Gate| -> Vec<String> {
         Store::open(&gate.db(), "test-gate").unwrap().entries().unwrap().into_iter().map(|e| e.rule).collect()
     };
