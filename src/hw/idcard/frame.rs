@@ -105,8 +105,9 @@ impl Parser {
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Parsed>) {
         self.buf.extend_from_slice(bytes);
         loop {
-            // Find the preamble; keep a possible partial preamble at the end.
-            let start = find(&self.buf, &PREAMBLE);
+            // Find the preamble (at once while a long frame is still arriving: no rescan of what is buffered);
+            // keep a possible partial preamble at the end.
+            let start = if self.buf.starts_with(&PREAMBLE) { Some(0) } else { find(&self.buf, &PREAMBLE) };
             match start {
                 None => {
                     let keep = partial_preamble_suffix(&self.buf);
