@@ -36,8 +36,9 @@ fn sigkill_at_random_moments_loses_no_gate_opening_and_never_corrupts() {
     let gate = Gate::new(&scenario(), "speed = 40\nrepeat = true", "session_timeout_secs = 2");
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let mut rng = Lcg(seed);
-    let kills_wanted = 200;
-    let budget = Duration::from_secs(120);
+    // CI keeps 200; `SIBI_CRASH_KILLS=1000 cargo test --test it crash -- --nocapture` for the long run.
+    let kills_wanted: usize = std::env::var("SIBI_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let budget = Duration::from_secs(120) * (kills_wanted as u32).div_ceil(200);
     let started = Instant::now();
     let (mut kills, mut rows_checked, mut openings) = (0usize, 0usize, 0usize);
     let spawn = || {
