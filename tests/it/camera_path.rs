@@ -153,6 +153,8 @@ fn run_masked(qr: &[Shot], face: Option<&[Shot]>) -> (String, String, String, St
 id = "cam-gate"
 community = "test-community"
 state_dir = "state"
+# A debug build judging frames beside the rest of the suite may be mid-inference at the stop.
+shutdown_grace_ms = 30000
 [checkpoint]
 session_timeout_secs = 5
 [credentials]
