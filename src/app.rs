@@ -811,3 +811,43 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     Ok(summary)
 }
+
+/// `sibi run`: loads the config and runs the gate until SIGINT or SIGTERM. An unclean stop (a task that did not end
+/// in its grace) exits 1.
+pub fn run_command(path: &std::path::Path) -> crate::cli::Outcome {
+    use crate::cli::Failure;
+    let config = crate::config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    crate::systemd::init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Failed(format!("cannot start the async runtime: {e}")))?;
+    match rt.block_on(async { run(config, stop_signal()).await }) {
+        Ok(summary) => crate::cli::ok_if(summary.clean),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            Err(Failure::Failed(format!("{e:#}")))
+        }
+    }
+}
+
+/// Registers SIGINT and SIGTERM handlers at once (so a stop during start-up is not lost) and returns a future that
+/// resolves on either. Must be called inside the runtime.
+pub fn stop_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let int = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    async move {
+        match (int, term) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+}

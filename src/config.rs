@@ -13,6 +13,9 @@ use crate::domain::Direction;
 use crate::hw::script::Script;
 use crate::policy::{Policy, RawPolicy};
 
+mod check;
+pub use check::{command as check_command, describe as describe_config};
+
 /// The whole file as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

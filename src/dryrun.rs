@@ -142,6 +142,32 @@ pub fn run(policy: &Policy, input: &str, now: Timestamp) -> Result<Decision, Inp
     Ok(decide(&policy, &presentation, now))
 }
 
+/// `sibi decide --config F --input CASE [--pretty] [--at T]`: prints one JSON decision. `input` `-` is standard input.
+pub fn command(
+    config: &std::path::Path,
+    input: &std::path::Path,
+    pretty: bool,
+    at: Option<&str>,
+) -> crate::cli::Outcome {
+    use crate::cli::Failure;
+    let policy = crate::config::load_policy(config).map_err(|e| Failure::Usage(e.to_string()))?;
+    let now = crate::cli::time_arg("--at", at)?;
+    let text = if input.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| Failure::usage(format!("cannot read the case from standard input: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(input).map_err(|e| Failure::usage(format!("cannot read `{}`: {e}", input.display())))?
+    };
+    let decision =
+        run(&policy, &text, now).map_err(|e| Failure::usage(format!("bad input in `{}`: {e}", input.display())))?;
+    let out = if pretty { serde_json::to_string_pretty(&decision) } else { serde_json::to_string(&decision) };
+    let out = out.map_err(|e| Failure::Failed(format!("cannot print the decision: {e}")))?;
+    println!("{out}");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

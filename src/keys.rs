@@ -30,6 +30,24 @@ pub fn sign_hex(key: &ed25519_dalek::SigningKey, body: &[u8]) -> String {
     hex(&key.sign(body).to_bytes())
 }
 
+/// The header that carries a signed request's counter (see [`request_message`]).
+pub const COUNTER_HEADER: &str = "x-sibi-counter";
+
+/// What a gate (or a child office) signs for a request to its office: the request's counter, then the exact body.
+/// The counter rises with every request the signer makes, and the office takes each signer's counters only
+/// rising, so a recorded request sent again (a replay making a dead gate look alive, an old report put back) is
+/// refused.
+pub fn request_message(counter: u64, body: &[u8]) -> Vec<u8> {
+    let mut message = format!("sibi-request {counter}\n").into_bytes();
+    message.extend_from_slice(body);
+    message
+}
+
+/// The hex signature over [`request_message`]`(counter, body)`.
+pub fn sign_request(key: &ed25519_dalek::SigningKey, counter: u64, body: &[u8]) -> String {
+    sign_hex(key, &request_message(counter, body))
+}
+
 /// A hex Ed25519 signature, if it is one (128 hex digits).
 pub fn signature_from_hex(s: &str) -> Option<ed25519_dalek::Signature> {
     let (a, b) = (unhex32(s.get(..64)?)?, unhex32(s.get(64..)?)?);
@@ -76,4 +94,20 @@ pub fn write_pair(
     std::fs::write(&public_path, format!("{}{}\n", public.0, hex(public.1)))
         .map_err(|e| format!("cannot write {}: {e}", public_path.display()))?;
     Ok((private_path, public_path))
+}
+
+/// `sibi keygen --out DIR --name NAME --kind sign|seal`: writes NAME.key (0600) and NAME.pub, never over a key.
+pub fn keygen_command(dir: &Path, name: &str, kind: &str) -> crate::cli::Outcome {
+    use crate::cli::Failure;
+    if kind == "seal" {
+        let (secret, public) = crate::privacy::write_key_pair(dir, name).map_err(Failure::Usage)?;
+        println!("secret key: {} (stays at the office; it opens sealed personal data)", secret.display());
+        println!("public key: {} (give it to every gate: [privacy] office_key)", public.display());
+        return Ok(());
+    }
+    let key = crate::credential::pass::generate_key().map_err(Failure::Failed)?;
+    let (private, public) = crate::credential::pass::write_key_pair(dir, name, &key).map_err(Failure::Usage)?;
+    println!("private key: {} (keep it private: it signs passes, or this gate's batches)", private.display());
+    println!("public key:  {} (give it to the gates, or to the office to enroll this gate)", public.display());
+    Ok(())
 }

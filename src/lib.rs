@@ -18,6 +18,7 @@
 pub mod app;
 pub mod bundle;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod console;
 pub mod credential;

@@ -217,3 +217,109 @@ pub fn audio(settings: &crate::hw::voice::VoiceSettings) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The thermometer `sibi probe thermometer` reads: a config's `[devices.thermometer]`, or a port given by hand.
+pub enum ThermometerTarget {
+    /// The gate config (its self-check is then recorded in the gate's journal).
+    Config(std::path::PathBuf),
+    /// A port, protocol and baud rate.
+    Port { port: std::path::PathBuf, protocol: String, baud: u32 },
+}
+
+/// `sibi probe thermometer`: lists the ports, reads `count` temperatures, and with `reference` (℃, with
+/// `tolerance`) runs the daily self-check. Exit 1 when the thermometer did not answer or the check failed.
+pub fn thermometer_command(
+    target: ThermometerTarget,
+    count: usize,
+    reference: Option<f64>,
+    tolerance: f64,
+) -> crate::cli::Outcome {
+    use crate::cli::Failure;
+    use crate::domain::Celsius;
+    let mut gate = None;
+    let settings = match target {
+        ThermometerTarget::Config(path) => {
+            let c = load(&path).map_err(Failure::Usage)?;
+            let s = serial_of(&c).cloned().ok_or_else(|| {
+                Failure::usage(format!("{} has no `[devices.thermometer] backend = \"serial\"`", path.display()))
+            })?;
+            gate = Some(c);
+            s
+        }
+        ThermometerTarget::Port { port, protocol, baud } => {
+            let toml = format!("port = {:?}\nbaud = {baud}\nprotocol = {protocol:?}\n", port.display().to_string());
+            toml::from_str::<SerialSettings>(&toml).map_err(|e| Failure::usage(e.message()))?
+        }
+    };
+    let check = match reference.map(|r| (Celsius::from_f64(r), Celsius::from_f64(tolerance))) {
+        None => None,
+        Some((Some(r), Some(t))) if (30.0..=45.0).contains(&r.as_f64()) && (0.0..=2.0).contains(&t.as_f64()) => {
+            Some((r, t))
+        }
+        Some(_) => return Err(Failure::usage("--reference is 30–45 ℃ and --tolerance 0–2 ℃")),
+    };
+    let bodies = thermometer(&settings, count, Duration::from_secs(10));
+    let Some((r, t)) = check else {
+        return crate::cli::ok_if(!bodies.is_empty());
+    };
+    let (ok, line) = self_check(&bodies, r, t);
+    if let Some(c) = gate {
+        match crate::store::Store::open(&c.db_path, &c.gate.id)
+            .and_then(|mut s| s.journal(crate::hw::now(), "thermometer_self_check", &line))
+        {
+            Ok(()) => println!("recorded in {}", c.db_path.display()),
+            Err(e) => eprintln!("error: could not record the self-check in {}: {e}", c.db_path.display()),
+        }
+    }
+    crate::cli::ok_if(ok)
+}
+
+/// `sibi probe gpio [--config F]`.
+pub fn gpio_command(config: Option<&Path>) -> crate::cli::Outcome {
+    let config = config.map(load).transpose().map_err(crate::cli::Failure::Usage)?;
+    gpio(config.as_ref()).map_err(|e| {
+        println!("{e}");
+        crate::cli::Failure::quiet()
+    })
+}
+
+/// `sibi probe audio --config F`.
+pub fn audio_command(config: &Path) -> crate::cli::Outcome {
+    let c = load(config).map_err(crate::cli::Failure::Usage)?;
+    audio(&c.devices.voice).map_err(|e| {
+        println!("{e}");
+        crate::cli::Failure::quiet()
+    })
+}
+
+/// `sibi probe idcard --config F --timeout S`.
+pub fn idcard_command(config: &Path, timeout: Duration) -> crate::cli::Outcome {
+    let c = load(config).map_err(crate::cli::Failure::Usage)?;
+    let Some(crate::config::IdCardBackend::Serial(settings)) = c.devices.idcard else {
+        return Err(crate::cli::Failure::usage(format!(
+            "{} has no `[devices.idcard] backend = \"serial\"`",
+            config.display()
+        )));
+    };
+    crate::cli::ok_if(crate::hw::idcard::cli::probe(&settings, timeout))
+}
+
+/// `sibi probe camera --config F`: ten frames from the V4L2 camera, decoded, with the live mask verdict when the
+/// config has a `[mask]` section.
+pub fn camera_command(config: &Path) -> crate::cli::Outcome {
+    let c = load(config).map_err(crate::cli::Failure::Usage)?;
+    let crate::config::CredentialBackend::V4l2 { settings, .. } = c.devices.credentials else {
+        return Err(crate::cli::Failure::usage(format!(
+            "{} has no `[devices.credentials] backend = \"v4l2\"`",
+            config.display()
+        )));
+    };
+    let judge = c.mask.as_ref().and_then(|m| match crate::mask::MaskJudge::open(m.models.as_deref()) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            println!("mask judge: {e}");
+            None
+        }
+    });
+    crate::cli::ok_if(camera(settings, 10, judge.as_ref()))
+}

@@ -211,3 +211,36 @@ impl DailyReport {
         t
     }
 }
+
+/// `sibi report --config F [--date D] [--json] [--out FILE] [--queue]`: prints the day's report (text, or JSON),
+/// writes it to `out` (XLSX or CSV by extension) and queues it for the office when asked.
+pub fn command(
+    config: &std::path::Path,
+    date: Option<String>,
+    json: bool,
+    out: Option<&std::path::Path>,
+    queue: bool,
+) -> crate::cli::Outcome {
+    use crate::cli::Failure;
+    let usage = |e: &dyn std::fmt::Display| Failure::Usage(e.to_string());
+    let config = crate::config::load(config).map_err(|e| usage(&e))?;
+    let date = date.unwrap_or_else(|| crate::hw::now().to_rfc3339()[..10].to_string());
+    let mut store = Store::open(&config.db_path, &config.gate.id).map_err(|e| usage(&e))?;
+    let r = daily(&store, &config.gate.id, &config.gate.community, &date)
+        .map_err(|e| usage(&e))?
+        .ok_or_else(|| Failure::usage(format!("--date `{date}`: give a day as YYYY-MM-DD")))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    } else {
+        print!("{}", r.to_text());
+    }
+    if let Some(file) = out {
+        r.to_table().write(file).map_err(Failure::Usage)?;
+    }
+    if queue {
+        crate::sync::queue_report(&mut store, &config.gate.id, &config.gate.community, &date)
+            .map_err(Failure::Usage)?;
+        eprintln!("queued for the office");
+    }
+    Ok(())
+}

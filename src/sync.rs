@@ -3,8 +3,10 @@
 //! database connection, and the gate decides and records at full speed with the office unreachable for days.
 //!
 //! Wire format: `POST {office}/v1/ingest` with a JSON body `{"gate": ID, "entries": [ROW...]}` (each row every column
-//! of the entries table), headers `x-sibi-gate: ID` and `x-sibi-signature: HEX` (Ed25519 over the exact body bytes,
-//! by the gate key from `sibi keygen`). The office answers `{"acked": SEQ}` once the rows are committed; it stores
+//! of the entries table), headers `x-sibi-gate: ID`, `x-sibi-counter: N` and `x-sibi-signature: HEX` (Ed25519, by
+//! the gate key from `sibi keygen`, over `sibi-request N\n` and the exact body bytes: [`crate::keys::request_message`]).
+//! N is the gate's request counter, committed in the store before each request and only ever rising; the office
+//! takes each gate's counters only rising, so a recorded request sent again is refused (401). The office answers `{"acked": SEQ}` once the rows are committed; it stores
 //! rows by (gate, seq), so a batch resent after a lost answer changes nothing. The batch also says how many entries
 //! the gate still holds after it (`"backlog"`), and after every round the gate sends a signed `POST /v1/heartbeat`
 //! (`{"gate", "backlog"}`) so the office sees a quiet gate as alive and a catching-up gate's remaining backlog.
@@ -197,7 +199,7 @@ impl SyncClient {
         let backlog = store.head_seq()? - last;
         let body = serde_json::to_vec(&serde_json::json!({ "gate": self.gate, "entries": rows, "backlog": backlog }))
             .map_err(|e| SyncError::Office(format!("cannot encode the batch: {e}")))?;
-        let text = match self.post_signed("/v1/ingest", &body) {
+        let text = match self.post_signed(store, "/v1/ingest", &body) {
             Ok(t) => t,
             Err(e) => {
                 store.sync_failed(&e.to_string(), now)?;
@@ -219,14 +221,17 @@ impl SyncClient {
         Ok(usize::try_from(acked - before).unwrap_or(0))
     }
 
-    /// POST `body` signed with the gate key to `path`; the answer's text if the office said 200.
-    fn post_signed(&self, path: &str, body: &[u8]) -> Result<String, SyncError> {
-        let signature = crate::keys::sign_hex(&self.key, body);
+    /// POST `body` to `path`, signed with the gate key under the next request counter (committed in `store` first,
+    /// so no counter is ever used twice); the answer's text if the office said 200.
+    fn post_signed(&self, store: &mut Store, path: &str, body: &[u8]) -> Result<String, SyncError> {
+        let counter = store.next_request_counter(crate::hw::now())?;
+        let signature = crate::keys::sign_request(&self.key, counter, body);
         let mut response = self
             .agent
             .post(&format!("{}{path}", self.base))
             .header("content-type", "application/json")
             .header("x-sibi-gate", &self.gate)
+            .header(crate::keys::COUNTER_HEADER, counter.to_string())
             .header("x-sibi-signature", &signature)
             .send(body)
             .map_err(|e| SyncError::Office(e.to_string()))?;
@@ -239,18 +244,18 @@ impl SyncClient {
     }
 
     /// Tell the office this gate is alive and how many entries it still has to send (signed like a batch).
-    pub fn heartbeat(&self, store: &Store) -> Result<(), SyncError> {
+    pub fn heartbeat(&self, store: &mut Store) -> Result<(), SyncError> {
         let backlog = store.sync_status()?.backlog;
         let body = serde_json::to_vec(&serde_json::json!({ "gate": self.gate, "backlog": backlog }))
             .map_err(|e| SyncError::Office(format!("cannot encode the heartbeat: {e}")))?;
-        self.post_signed("/v1/heartbeat", &body).map(drop)
+        self.post_signed(store, "/v1/heartbeat", &body).map(drop)
     }
 
     /// Send every queued daily report the office does not have yet; returns how many it took.
     pub fn send_reports(&self, store: &mut Store) -> Result<usize, SyncError> {
         let mut sent = 0;
         for (date, body) in store.unsent_reports()? {
-            self.post_signed("/v1/report", body.as_bytes())?;
+            self.post_signed(store, "/v1/report", body.as_bytes())?;
             store.report_sent(&date, crate::hw::now())?;
             sent += 1;
         }
@@ -459,6 +464,31 @@ pub fn describe(s: &SyncStatus) -> String {
         t(s.last_attempt_ms),
         s.last_error.as_ref().map(|e| format!(", last error: {e}")).unwrap_or_default()
     )
+}
+
+/// `sibi sync --config F [--now]`: with `now`, sends the whole backlog; then prints where sync stands. Exit 1 when
+/// the office could not be reached.
+pub fn command(path: &std::path::Path, now: bool) -> crate::cli::Outcome {
+    use crate::cli::Failure;
+    let config = crate::config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    let Some(s) = &config.sync else {
+        return Err(Failure::usage(format!("{} has no [sync] section: records stay on this gate", path.display())));
+    };
+    let mut store = Store::open(&config.db_path, &config.gate.id).map_err(|e| Failure::Usage(e.to_string()))?;
+    let mut outcome = Ok(());
+    if now {
+        let client = SyncClient::new(&s.settings, &config.gate.id, s.key.clone());
+        match client.exchange(&mut store) {
+            Ok((n, r)) => println!("sent {n} entries and {r} daily reports to {}", s.settings.office),
+            Err(e) => {
+                println!("sync failed: {e}");
+                outcome = Err(Failure::quiet());
+            }
+        }
+    }
+    let status = store.sync_status().map_err(|e| Failure::Usage(e.to_string()))?;
+    println!("{}", describe(&status));
+    outcome
 }
 
 #[cfg(test)]

@@ -111,6 +111,24 @@ impl Sessions {
     }
 }
 
+/// `sibi console hash-pin [--pin P]`: the PIN from the flag or the first line of `stdin`, checked (4–12 digits),
+/// hashed for `[[console.operator]] pin_hash`.
+pub fn hash_pin_command(pin: Option<String>, stdin: &mut dyn std::io::BufRead) -> Result<String, crate::cli::Failure> {
+    use crate::cli::Failure;
+    let pin = match pin {
+        Some(p) => p,
+        None => {
+            let mut line = String::new();
+            stdin.read_line(&mut line).map_err(|_| Failure::usage("cannot read the PIN from stdin"))?;
+            line.trim().to_string()
+        }
+    };
+    if !(4..=12).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Failure::usage("a PIN is 4–12 digits"));
+    }
+    hash_pin(&pin).map_err(Failure::Usage)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +167,15 @@ mod tests {
         assert!(s.attempt("a", false, t).is_err() && s.attempt("a", false, t).is_err());
         assert!(s.attempt("a", true, t).is_ok());
         assert_eq!(s.attempt("a", false, t), Err(Refusal::Wrong { left: 2 }));
+    }
+
+    #[test]
+    fn hash_pin_takes_the_first_line_of_stdin_and_refuses_what_is_not_a_pin() {
+        let h = hash_pin_command(None, &mut &b"1357\nignored\n"[..]).unwrap();
+        assert!(pin_matches("1357", &h));
+        for bad in ["123", "1234567890123", "12a4", ""] {
+            let e = hash_pin_command(Some(bad.into()), &mut &b""[..]).unwrap_err();
+            assert_eq!((e.status(), e.message()), (2, "a PIN is 4–12 digits"), "{bad:?}");
+        }
     }
 }

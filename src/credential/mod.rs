@@ -3,6 +3,7 @@
 //! The three credential kinds of DESIGN.md §3 (community pass, health code, EU DCC) plug in here; today this module
 //! holds the QR decoding with its measured choice of backend.
 
+pub mod cli;
 pub mod dcc;
 pub mod health_code;
 pub mod idcard;

@@ -81,25 +81,20 @@ pub fn scan_one(judge: &MaskJudge, path: &Path) -> Line {
     }
 }
 
-/// The command: returns the exit status (0, or 2 when an image or the models could not be used).
-pub fn run(images: &[PathBuf], models: Option<&Path>) -> u8 {
-    let judge = match MaskJudge::open(models) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
-    let mut status = 0;
+/// `sibi mask scan`: one JSON line per image; a usage failure (exit 2) when an image or the models could not be used.
+pub fn run(images: &[PathBuf], models: Option<&Path>) -> crate::cli::Outcome {
+    use crate::cli::Failure;
+    let judge = MaskJudge::open(models).map_err(|e| Failure::Usage(e.to_string()))?;
+    let mut status = Ok(());
     let stdout = std::io::stdout();
     for path in images {
         let line = scan_one(&judge, path);
         if line.error.is_some() {
-            status = 2;
+            status = Err(Failure::Usage(String::new()));
         }
         let text = serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
         if writeln!(stdout.lock(), "{text}").is_err() {
-            return 2;
+            return Err(Failure::Usage(String::new()));
         }
     }
     status

@@ -102,6 +102,10 @@ const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
         first_received_ms INTEGER NOT NULL,
         received_ms INTEGER NOT NULL,
         PRIMARY KEY (gate_id, date)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS request_counters (
+        signer TEXT PRIMARY KEY,
+        counter INTEGER NOT NULL
     ) WITHOUT ROWID;";
 
 const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
@@ -136,6 +140,10 @@ const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
         first_received_ms BIGINT NOT NULL,
         received_ms BIGINT NOT NULL,
         PRIMARY KEY (gate_id, date)
+    );
+    CREATE TABLE IF NOT EXISTS request_counters (
+        signer TEXT PRIMARY KEY,
+        counter BIGINT NOT NULL
     );";
 
 fn pg(e: postgres::Error) -> String {
@@ -256,6 +264,46 @@ impl OfficeDb {
                 Ok(row.get(0))
             }
         }
+    }
+
+    /// Take `counter` as `signer`'s latest request counter if it is above the last one taken (in one statement, so
+    /// concurrent office processes on one database never both take the same): `None` when taken, else the last
+    /// counter, which makes the request a replay.
+    pub fn take_counter(&mut self, signer: &str, counter: u64) -> Result<Option<u64>, String> {
+        let counter = i64::try_from(counter).map_err(|_| format!("request counter {counter} is out of range"))?;
+        let taken = match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .execute(
+                    "INSERT INTO request_counters (signer, counter) VALUES (?1, ?2)
+                     ON CONFLICT(signer) DO UPDATE SET counter = ?2 WHERE counter < ?2",
+                    params![signer, counter],
+                )
+                .map_err(lite)?,
+            Backend::Postgres(client) => usize::try_from(
+                client
+                    .execute(
+                        "INSERT INTO request_counters (signer, counter) VALUES ($1, $2)
+                         ON CONFLICT (signer) DO UPDATE SET counter = EXCLUDED.counter
+                           WHERE request_counters.counter < EXCLUDED.counter",
+                        &[&signer, &counter],
+                    )
+                    .map_err(pg)?,
+            )
+            .unwrap_or(0),
+        };
+        if taken == 1 {
+            return Ok(None);
+        }
+        let last: i64 = match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .query_row("SELECT counter FROM request_counters WHERE signer = ?1", [signer], |r| r.get(0))
+                .map_err(lite)?,
+            Backend::Postgres(client) => client
+                .query_one("SELECT counter FROM request_counters WHERE signer = $1", &[&signer])
+                .map_err(pg)?
+                .get(0),
+        };
+        Ok(Some(u64::try_from(last).unwrap_or(0)))
     }
 
     /// A gate called (a signed batch or heartbeat) and still had `backlog` entries to send.

@@ -1,8 +1,9 @@
 //! The street office server (`sibi office serve`): enrolled gates, signed ingest idempotent on (gate, seq), and a
 //! Chinese status page.
 //!
-//! Invariants: a batch is accepted only from an enrolled gate whose signature over the exact body verifies, and only
-//! if every row belongs to that gate; rows are committed (WAL, `synchronous=FULL`) before the acknowledgement is sent;
+//! Invariants: a batch is accepted only from an enrolled gate whose signature over its request counter and the exact
+//! body verifies, with a counter above every one taken from that gate before (no replays), and only if every row
+//! belongs to that gate; rows are committed (WAL, `synchronous=FULL`) before the acknowledgement is sent;
 //! a row already held is left as it is, so a resent batch changes nothing.
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use serde::Deserialize;
 
 use crate::domain::Timestamp;
 
+pub mod cli;
 pub mod db;
 pub mod export;
 pub mod gateway;
@@ -255,8 +257,8 @@ fn refuse(status: StatusCode, why: String) -> Response {
     (status, axum::Json(serde_json::json!({ "error": why }))).into_response()
 }
 
-/// The enrolled gate that signed `body`, or the refusal.
-fn signed_by(office: &Office, headers: &HeaderMap, body: &[u8]) -> Result<String, (StatusCode, String)> {
+/// The enrolled gate that signed `body` under its request counter, and the counter; or the refusal.
+fn signed_by(office: &Office, headers: &HeaderMap, body: &[u8]) -> Result<(String, u64), (StatusCode, String)> {
     let gate = headers.get("x-sibi-gate").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let Some(enrolled) = office.config.gates.get(&gate) else {
         return Err((StatusCode::FORBIDDEN, format!("gate `{gate}` is not enrolled")));
@@ -266,28 +268,48 @@ fn signed_by(office: &Office, headers: &HeaderMap, body: &[u8]) -> Result<String
     let Some(signature) = signature else {
         return Err((StatusCode::UNAUTHORIZED, format!("gate `{gate}`: missing or malformed signature")));
     };
-    if enrolled.key.verify(body, &signature).is_err() {
+    let counter = headers.get(crate::keys::COUNTER_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let Some(counter) = counter else {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            format!("gate `{gate}`: no request counter (`{}`): update the gate", crate::keys::COUNTER_HEADER),
+        ));
+    };
+    if enrolled.key.verify(&crate::keys::request_message(counter, body), &signature).is_err() {
         return Err((StatusCode::UNAUTHORIZED, format!("gate `{gate}`: signature does not verify (tampered?)")));
     }
-    Ok(gate)
+    Ok((gate, counter))
 }
 
-/// A body signed by an enrolled gate and parsed as `T` (a `what`), with the gate's id; or why it is refused.
-fn signed_json<T: serde::de::DeserializeOwned>(
-    office: &Office,
+/// A body signed by an enrolled gate, under a request counter above every one the office has taken from it, and
+/// parsed as `T` (a `what`), with the gate's id; or why it is refused. The counter is taken (in the database, so
+/// every office process sharing it agrees) only once the signature verifies: a replayed request is refused with
+/// 401 and logged.
+async fn signed_json<T: serde::de::DeserializeOwned>(
+    office: &Arc<Office>,
     headers: &HeaderMap,
     body: &[u8],
-    what: &str,
+    what: &'static str,
 ) -> Result<(String, T), (StatusCode, String)> {
-    let gate = signed_by(office, headers, body)?;
-    match serde_json::from_slice(body) {
-        Ok(t) => Ok((gate, t)),
-        Err(e) => Err((StatusCode::BAD_REQUEST, format!("gate `{gate}`: malformed {what}: {e}"))),
+    let (gate, counter) = signed_by(office, headers, body)?;
+    let parsed: T = serde_json::from_slice(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("gate `{gate}`: malformed {what}: {e}")))?;
+    let id = gate.clone();
+    match blocking(office, move |o| o.with_db(|db| db.take_counter(&id, counter))).await {
+        Ok(None) => Ok((gate, parsed)),
+        Ok(Some(last)) => {
+            tracing::warn!(%gate, counter, last, what, "replayed or out-of-order request refused");
+            Err((
+                StatusCode::UNAUTHORIZED,
+                format!("gate `{gate}`: request counter {counter} is not above {last}: a replay, refused"),
+            ))
+        }
+        Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e)),
     }
 }
 
 async fn report(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (gate, r) = match signed_json::<crate::report::DailyReport>(&office, &headers, &body, "report") {
+    let (gate, r) = match signed_json::<crate::report::DailyReport>(&office, &headers, &body, "report").await {
         Ok(x) => x,
         Err((status, why)) => return refuse(status, why),
     };
@@ -313,7 +335,7 @@ async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Byt
         #[serde(default)]
         backlog: Option<i64>,
     }
-    let (gate, batch) = match signed_json::<Batch>(&office, &headers, &body, "batch") {
+    let (gate, batch) = match signed_json::<Batch>(&office, &headers, &body, "batch").await {
         Ok(x) => x,
         Err((status, why)) => return refuse(status, why),
     };
@@ -349,7 +371,7 @@ async fn heartbeat(State(office): State<Arc<Office>>, headers: HeaderMap, body: 
         gate: String,
         backlog: i64,
     }
-    let (gate, beat) = match signed_json::<Heartbeat>(&office, &headers, &body, "heartbeat") {
+    let (gate, beat) = match signed_json::<Heartbeat>(&office, &headers, &body, "heartbeat").await {
         Ok(x) => x,
         Err((status, why)) => return refuse(status, why),
     };

@@ -189,6 +189,8 @@ const MIGRATIONS: &[&str] = &[
     // 7: how the mask must was met: `detected` (the camera, with its score) or `operator`; NULL while unchecked.
     "ALTER TABLE entries ADD COLUMN mask_by TEXT;
     ALTER TABLE entries ADD COLUMN mask_score REAL;",
+    // 8: the counter of the signed requests to the office (it refuses a counter it has seen: no replays).
+    "ALTER TABLE sync_state ADD COLUMN request_counter INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The database.
@@ -455,6 +457,22 @@ impl Store {
                 },
             )
             .map_err(|e| self.err(e))
+    }
+
+    /// The counter for the next signed request to the office, committed before it is used: above every counter
+    /// used before, and at least `now` in ms (so a gate whose database was replaced still starts above what the
+    /// office has seen, and a clock set back after a power cut cannot make it repeat one).
+    pub fn next_request_counter(&mut self, now: Timestamp) -> Result<u64, StoreError> {
+        let counter: i64 = self
+            .conn
+            .query_row(
+                "UPDATE sync_state SET request_counter = MAX(request_counter + 1, ?1) WHERE id = 1
+                 RETURNING request_counter",
+                [now.0],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(u64::try_from(counter).unwrap_or(0))
     }
 
     /// The office acknowledged everything up to `seq` (never moves backwards).

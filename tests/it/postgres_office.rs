@@ -46,7 +46,13 @@ fn exercise(db: &mut OfficeDb, rows: &[serde_json::Value]) -> serde_json::Value 
     let b2 = db.publish(&key, "c1", &sibi::bundle::Changes { revoke: vec!["P-2".into()], ..Default::default() }, T0);
     let (from, to) = (Timestamp(rows[10]["at_ms"].as_i64().unwrap()), Timestamp(rows[20]["at_ms"].as_i64().unwrap()));
     let between: Vec<i64> = db.entries_between(from, to).unwrap().iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+    // Request counters: each signer's only rising; a counter seen (or below one seen) is a replay.
+    let counters: Vec<Option<u64>> = [("g1", 5), ("g1", 9), ("g1", 9), ("g1", 7), ("g2", 1), ("g1", 10)]
+        .iter()
+        .map(|(signer, n)| db.take_counter(signer, *n).unwrap())
+        .collect();
     serde_json::json!({
+        "counters": counters,
         "acks": acks,
         "gates": db.gates().unwrap(),
         "entries": db.entries("g1").unwrap(),
@@ -74,6 +80,11 @@ fn postgresql_and_sqlite_give_the_same_answers() {
     assert_eq!(on_pg["reports"], serde_json::json!(["{\"v\":2}"]), "the latest version is kept");
     assert_eq!(on_pg["between"].as_array().unwrap().len(), 10);
     assert_eq!(on_pg["latest_has_both"], true);
+    assert_eq!(
+        on_pg["counters"],
+        serde_json::json!([null, null, 9, 9, null, null]),
+        "replays refused with the last taken"
+    );
     let gates = on_pg["gates"].as_array().unwrap();
     assert_eq!((gates[0]["gate"].as_str(), gates[0]["backlog"].as_i64()), (Some("g1"), Some(42)), "{gates:?}");
     assert_eq!((gates[0]["acked_seq"].as_i64(), gates[0]["last_contact_ms"].as_i64()), (Some(500), Some(T0.0 + 7)));

@@ -171,8 +171,19 @@ fn office_entries(office: &Arc<Office>, gate: &str) -> Vec<serde_json::Value> {
     office.entries(gate).unwrap()
 }
 
-fn sign(key: &SigningKey, body: &[u8]) -> String {
-    sibi::keys::sign_hex(key, body)
+/// A request as a gate signs it: its counter and the signature over the counter and the body.
+#[derive(Clone)]
+struct Signed {
+    counter: u64,
+    signature: String,
+}
+
+/// Signs `body` under the next counter of this test process: each call above the last, and above the counters a
+/// real gate's store hands out (the clock in ms) so the test's requests and a `SyncClient`'s can share a gate.
+fn sign(key: &SigningKey, body: &[u8]) -> Signed {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let counter = sibi::hw::now().0.unsigned_abs() * 1000 + CALLS.fetch_add(1, Ordering::Relaxed);
+    Signed { counter, signature: sibi::keys::sign_request(key, counter, body) }
 }
 
 #[test]
@@ -195,20 +206,35 @@ fn the_office_refuses_unenrolled_tampered_and_foreign_batches() {
     let signature = sign(&key, &body);
     let tampered = String::from_utf8(body.clone()).unwrap().replace("pass", "deny").into_bytes();
     assert_eq!(post_to(addr, "/v1/ingest", "gate-1", &tampered, &signature).0, 401);
-    // No signature at all.
-    assert_eq!(post_to(addr, "/v1/ingest", "gate-1", &body, "").0, 401);
+    // No signature at all; or signed over the body alone, without a counter.
+    let unsigned = Signed { signature: String::new(), ..sign(&key, &body) };
+    assert_eq!(post_to(addr, "/v1/ingest", "gate-1", &body, &unsigned).0, 401);
+    let old_style = sibi::keys::sign_hex(&key, &body);
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let r = agent
+        .post(&format!("http://{addr}/v1/ingest"))
+        .header("x-sibi-gate", "gate-1")
+        .header("x-sibi-signature", &old_style)
+        .send(&body[..])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "a request without its counter");
     // Signed, but rows of another gate, or malformed.
     let foreign = serde_json::json!({"gate": "gate-1", "entries": [row("gate-2", 1)]}).to_string().into_bytes();
     assert_eq!(post_to(addr, "/v1/ingest", "gate-1", &foreign, &sign(&key, &foreign)).0, 400);
     let junk = b"{\"gate\": \"gate-1\", \"entries\": 5}".to_vec();
     assert_eq!(post_to(addr, "/v1/ingest", "gate-1", &junk, &sign(&key, &junk)).0, 400);
     assert!(office.entries("gate-1").unwrap().is_empty(), "nothing refused was stored");
-    // The genuine batch, twice: stored once, acknowledged both times.
-    for _ in 0..2 {
-        let (status, text) = post_to(addr, "/v1/ingest", "gate-1", &body, &signature);
+    // The genuine batch, twice (as a gate resends it after a lost answer: a new counter each time): stored once,
+    // acknowledged both times.
+    let first = sign(&key, &body);
+    for signed in [first.clone(), sign(&key, &body)] {
+        let (status, text) = post_to(addr, "/v1/ingest", "gate-1", &body, &signed);
         assert_eq!((status, text.as_str()), (200, r#"{"acked":1}"#));
     }
     assert_eq!(office.entries("gate-1").unwrap().len(), 1);
+    // The very same request again is a replay: refused, whichever it was.
+    let (status, text) = post_to(addr, "/v1/ingest", "gate-1", &body, &first);
+    assert_eq!((status, text.contains("a replay")), (401, true), "{text}");
 }
 
 #[test]
@@ -287,9 +313,9 @@ fn the_dashboard_shows_each_gates_backlog_and_flags_a_silent_gate() {
     assert_eq!(backlog("gate-a"), Some(0));
     assert_eq!(office.entries("gate-a").unwrap().len(), 1230);
     // A quiet gate's heartbeat: in contact, with nothing sent.
-    client.heartbeat(&a).unwrap();
-    let b = Store::open(&dir.path().join("b.db"), "gate-b").unwrap();
-    SyncClient::new(&settings(format!("http://{addr}")), "gate-b", kb.clone()).heartbeat(&b).unwrap();
+    client.heartbeat(&mut a).unwrap();
+    let mut b = Store::open(&dir.path().join("b.db"), "gate-b").unwrap();
+    SyncClient::new(&settings(format!("http://{addr}")), "gate-b", kb.clone()).heartbeat(&mut b).unwrap();
     assert_eq!(backlog("gate-b"), Some(0));
 
     // Forged or foreign heartbeats are refused and change nothing.
@@ -378,12 +404,13 @@ fn daily_reports_reach_the_office_and_a_gate_that_missed_its_report_is_flagged()
     assert_eq!(post_to(addr, "/v1/report", "gate-a", &body, &sign(&SigningKey::from_bytes(&[4u8; 32]), &body)).0, 400);
 }
 
-fn post_to(addr: SocketAddr, path: &str, gate: &str, body: &[u8], signature: &str) -> (u16, String) {
+fn post_to(addr: SocketAddr, path: &str, gate: &str, body: &[u8], signed: &Signed) -> (u16, String) {
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
     let mut r = agent
         .post(&format!("http://{addr}{path}"))
         .header("x-sibi-gate", gate)
-        .header("x-sibi-signature", signature)
+        .header(sibi::keys::COUNTER_HEADER, signed.counter.to_string())
+        .header("x-sibi-signature", &signed.signature)
         .send(body)
         .unwrap();
     (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
@@ -565,4 +592,96 @@ fn over_tls_the_gate_verifies_the_offices_certificate() {
     std::fs::write(&ca_file, "not a certificate").unwrap();
     let err = sibi::sync::tls_trusting(&ca_file).unwrap_err();
     assert!(err.contains("no CERTIFICATE"), "{err}");
+}
+
+/// A pass-through proxy that keeps every request it forwards, byte for byte (what an eavesdropper on the gate's
+/// line would record).
+fn recording_proxy(upstream: SocketAddr) -> (SocketAddr, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let recorded = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = recorded.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let keep = keep.clone();
+            std::thread::spawn(move || {
+                while let Some(request) = read_message(&mut client) {
+                    keep.lock().unwrap().push(request.clone());
+                    let Ok(mut server) = TcpStream::connect(upstream) else { return };
+                    let _ = server.write_all(&request);
+                    let Some(answer) = read_message(&mut server) else { return };
+                    if client.write_all(&answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, recorded)
+}
+
+/// #16.7: a heartbeat recorded on the line and sent again later (to make a dead gate look alive) is refused with
+/// 401 and logged by the office, and the gate's last contact does not move; the gate's own next heartbeat, under a
+/// new counter, is taken.
+#[test]
+fn a_recorded_heartbeat_sent_again_is_refused_logged_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let out = crate::util::run(&["keygen", "--out", keys.to_str().unwrap(), "--name", "gate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = sibi::credential::pass::read_signing_key(&keys.join("gate.key")).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let office_toml = dir.path().join("office.toml");
+    std::fs::write(
+        &office_toml,
+        format!(
+            "[office]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"office.db\"\nname = \"幸福街道办\"\n\n\
+             [[gate]]\nid = \"gate-r\"\nkey = \"keys/gate.pub\"\nname = \"东门\"\ncommunity = \"xingfuli\"\n"
+        ),
+    )
+    .unwrap();
+    let mut server = Killed(
+        crate::util::sibi()
+            .args(["office", "serve", "--config", office_toml.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    crate::util::wait_for_port(port);
+    let office: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (proxy, recorded) = recording_proxy(office);
+
+    let mut store = Store::open(&dir.path().join("gate.db"), "gate-r").unwrap();
+    let client = SyncClient::new(&settings(format!("http://{proxy}")), "gate-r", key);
+    client.heartbeat(&mut store).unwrap();
+    let contact = || {
+        let gates: serde_json::Value =
+            ureq::get(&format!("http://{office}/v1/gates")).call().unwrap().body_mut().read_json().unwrap();
+        gates[0]["last_contact_ms"].as_i64().unwrap()
+    };
+    let first_contact = contact();
+    let heartbeat = recorded.lock().unwrap()[0].clone();
+    let head = String::from_utf8_lossy(&heartbeat).to_ascii_lowercase();
+    assert!(head.contains("x-sibi-counter:") && head.contains("/v1/heartbeat"), "{head}");
+
+    // Later, the gate is dead; the recording is sent again, as it was.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut line = TcpStream::connect(office).unwrap();
+    line.write_all(&heartbeat).unwrap();
+    let answer = String::from_utf8_lossy(&read_message(&mut line).unwrap()).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("a replay"), "{answer}");
+    assert_eq!(contact(), first_contact, "the replay did not make the gate look alive");
+
+    // The gate itself calls again: a new counter, taken.
+    std::thread::sleep(Duration::from_millis(5));
+    client.heartbeat(&mut store).unwrap();
+    assert!(contact() > first_contact);
+
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+    let mut log = String::new();
+    server.0.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(log.contains("replayed or out-of-order request refused") && log.contains("gate-r"), "{log}");
 }

@@ -60,20 +60,31 @@ pub fn read_one(settings: &IdCardSettings, timeout: Duration) -> Result<IdCard, 
     }
 }
 
-/// `sibi idcard read`: exit 0 with the JSON line, 1 with no card (reason on stderr), 2 for an unusable port.
-pub fn read_command(settings: &IdCardSettings, timeout: Duration, today: Ymd) -> u8 {
-    match read_one(settings, timeout) {
+/// `sibi idcard read --port P [--baud B] [--timeout S] [--at T]`: exit 0 with the JSON line, 1 with no card (reason
+/// on stderr), 2 for an unusable port or bad arguments.
+pub fn read_command(port: std::path::PathBuf, baud: u32, timeout: f64, at: Option<&str>) -> crate::cli::Outcome {
+    use crate::cli::Failure;
+    let now = crate::cli::time_arg("--at", at)?;
+    if !(timeout.is_finite() && (0.1..=3600.0).contains(&timeout)) {
+        return Err(Failure::usage(format!("--timeout {timeout}: give 0.1–3600 seconds")));
+    }
+    let settings = IdCardSettings { port, baud };
+    if let Some(p) = settings.problems().first() {
+        return Err(Failure::usage(p.clone()));
+    }
+    let today = Ymd::from(now.china().date());
+    match read_one(&settings, Duration::from_secs_f64(timeout)) {
         Ok(card) => {
             println!("{}", card_json(&card, today));
-            0
+            Ok(())
         }
         Err(ReadFailure::NoCard(why)) => {
             eprintln!("sibi idcard read: {why}");
-            1
+            Err(Failure::quiet())
         }
         Err(ReadFailure::Port(why)) => {
             eprintln!("sibi idcard read: {why}");
-            2
+            Err(Failure::Usage(String::new()))
         }
     }
 }
@@ -197,4 +208,18 @@ pub fn roster(key: &Path, input: &Path, out: &mut dyn Write) -> Result<usize, St
     }
     w.flush().map_err(|e| e.to_string())?;
     Ok(rows.len())
+}
+
+/// `sibi idcard roster-key --out F`.
+pub fn roster_key_command(out: &Path) -> crate::cli::Outcome {
+    roster_key(out).map_err(crate::cli::Failure::Usage)?;
+    eprintln!("wrote {} (keep it with the roster; every gate of the community needs it)", out.display());
+    Ok(())
+}
+
+/// `sibi idcard roster --key K --input CLEAR.csv`: the box's roster on standard output.
+pub fn roster_command(key: &Path, input: &Path) -> crate::cli::Outcome {
+    let n = roster(key, input, &mut std::io::stdout()).map_err(crate::cli::Failure::Usage)?;
+    eprintln!("{n} residents");
+    Ok(())
 }

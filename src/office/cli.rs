@@ -1,0 +1,232 @@
+//! The office's commands: `sibi office serve | publish | export`.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+
+use crate::cli::{Failure, Outcome};
+
+/// What `sibi office publish` changes for a community, as given on the command line.
+#[derive(Debug, Default)]
+pub struct PublishArgs {
+    /// The community.
+    pub community: String,
+    /// The new tier (`low`, `medium`, `high`).
+    pub tier: Option<String>,
+    /// When the tier takes effect (any form `Timestamp::parse` takes; default now).
+    pub effective: Option<String>,
+    /// Pass ids to revoke.
+    pub revoke: Vec<String>,
+    /// A file replacing the whole home-quarantine list.
+    pub quarantine_list: Option<PathBuf>,
+    /// Pass ids to put under home quarantine.
+    pub quarantine: Vec<String>,
+    /// Pass ids to release from home quarantine.
+    pub release: Vec<String>,
+    /// Pass ids to add to the courier registry.
+    pub courier: Vec<String>,
+    /// Health-code issuers as `name,region,prefix`.
+    pub issuer: Vec<String>,
+    /// DCC document signer certificate files.
+    pub dcc_signer: Vec<PathBuf>,
+}
+
+/// The bundle changes that `args` ask for, checked; reads the files they name.
+pub fn changes_of(args: PublishArgs) -> Result<crate::bundle::Changes, Failure> {
+    let usage = |m: String| Failure::Usage(m);
+    let tier = match &args.tier {
+        None => None,
+        Some(t) => {
+            let Ok(tier) = serde_json::from_value::<crate::domain::Tier>(serde_json::Value::String(t.clone())) else {
+                return Err(usage(format!("--tier `{t}`: use low, medium or high")));
+            };
+            // Any accepted form in; RFC 3339 (China time) in the signed bundle.
+            let at = crate::cli::time_arg("--effective", args.effective.as_deref())?;
+            Some(crate::bundle::BundleTier { tier, effective: at.to_rfc3339() })
+        }
+    };
+    let mut issuers = Vec::new();
+    for i in &args.issuer {
+        match i.splitn(3, ',').collect::<Vec<_>>()[..] {
+            [name, region, prefix] if !name.is_empty() && !prefix.is_empty() => {
+                issuers.push(crate::credential::health_code::Issuer {
+                    name: name.into(),
+                    region: region.into(),
+                    prefixes: vec![prefix.into()],
+                })
+            }
+            _ => return Err(usage(format!("--issuer `{i}`: expected `name,region,prefix`"))),
+        }
+    }
+    let mut dcc_signers = Vec::new();
+    for p in &args.dcc_signer {
+        let der = std::fs::read(p)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| x509_der(&bytes))
+            .map_err(|e| usage(format!("--dcc-signer `{}`: {e}", p.display())))?;
+        dcc_signers.push(base64::engine::general_purpose::STANDARD.encode(der));
+    }
+    let quarantine_list = match &args.quarantine_list {
+        None => None,
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| e.to_string())
+                .and_then(|t| crate::bundle::parse_id_list(&t))
+                .map_err(|e| usage(format!("--quarantine-list `{}`: {e}", p.display())))?,
+        ),
+    };
+    let changes = crate::bundle::Changes {
+        tier,
+        revoke: args.revoke,
+        quarantine_list,
+        quarantine: args.quarantine,
+        release: args.release,
+        couriers: args.courier,
+        issuers,
+        dcc_signers,
+    };
+    if changes.is_empty() {
+        return Err(usage(
+            "nothing to publish: give --tier, --revoke, --quarantine-list, --quarantine, --release, --courier, --issuer or \
+             --dcc-signer"
+                .into(),
+        ));
+    }
+    Ok(changes)
+}
+
+/// `sibi office publish`: signs and stores the community's next bundle.
+pub fn publish(config: &Path, args: PublishArgs) -> Outcome {
+    let office = super::load(config).map_err(Failure::Usage)?;
+    let Some(key) = &office.signing_key else {
+        return Err(Failure::usage(format!(
+            "{} has no `office.signing_key`: bundles cannot be signed",
+            config.display()
+        )));
+    };
+    let community = args.community.clone();
+    let changes = changes_of(args)?;
+    let bundle = super::OfficeDb::open(&office.database)
+        .and_then(|mut db| db.publish(key, &community, &changes, crate::hw::now()))
+        .map_err(Failure::Usage)?;
+    println!("published bundle for {community}: {}", bundle.summary().replacen("applied ", "", 1));
+    Ok(())
+}
+
+/// A certificate file's DER: PEM (the first CERTIFICATE block) or DER as is.
+pub fn x509_der(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        let pem = x509_parser::pem::Pem::iter_from_buffer(bytes)
+            .filter_map(Result::ok)
+            .find(|p| p.label == "CERTIFICATE")
+            .ok_or("no CERTIFICATE block in the PEM file")?;
+        Ok(pem.contents)
+    } else {
+        crate::credential::dcc::Signer::from_der(bytes)?;
+        Ok(bytes.to_vec())
+    }
+}
+
+/// `sibi office export`: entries or daily reports from `from` to `to` (inclusive days, China time) into `out`.
+pub fn export(config: &Path, what: &str, from: &str, to: Option<&str>, out: &Path) -> Outcome {
+    let office = super::load(config).map_err(Failure::Usage)?;
+    let to = to.unwrap_or(from);
+    let (Some((start, _)), Some((_, end))) = (crate::report::day_bounds(from), crate::report::day_bounds(to)) else {
+        return Err(Failure::usage(format!("--from `{from}` / --to `{to}`: use YYYY-MM-DD")));
+    };
+    if end <= start {
+        return Err(Failure::usage("--to is before --from"));
+    }
+    let mut db = super::OfficeDb::open(&office.database).map_err(Failure::Usage)?;
+    let table = match what {
+        "entries" => {
+            let secret = match office.seal_key.as_deref().map(crate::privacy::read_secret) {
+                None => {
+                    eprintln!("note: no `office.seal_key`: names, phones and ID numbers are written masked");
+                    None
+                }
+                Some(Ok(k)) => Some(k),
+                Some(Err(e)) => return Err(Failure::usage(format!("`office.seal_key`: {e}"))),
+            };
+            let rows = db.entries_between(start, end).map_err(Failure::Usage)?;
+            super::export::entries_table(&rows, secret.as_ref())
+        }
+        "reports" => {
+            let reports = db.reports_between(from, to).map_err(Failure::Usage)?;
+            super::export::reports_table(&reports, office.report_due_hour)
+        }
+        other => return Err(Failure::usage(format!("--what `{other}`: use entries or reports"))),
+    };
+    table.write(out).map_err(Failure::Usage)?;
+    println!("wrote {} {what} row(s) from {from} to {to} to {}", table.rows.len(), out.display());
+    Ok(())
+}
+
+/// `sibi office serve`: serves until SIGINT or SIGTERM, telling systemd it is ready and alive.
+pub fn serve(config: &Path) -> Outcome {
+    let office = super::load(config).map_err(Failure::Usage)?;
+    crate::systemd::init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::usage(format!("cannot start the async runtime: {e}")))?;
+    let result: Result<(), String> = rt.block_on(async {
+        let listen = office.listen;
+        let office = super::Office::open(office)?;
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        tracing::info!(%listen, "street office serving");
+        let mut systemd = crate::systemd::Notifier::from_env();
+        systemd.ready(&format!("serving on {listen}"));
+        // The office's watchdog: pinged by a task on the same runtime that serves the requests.
+        if let Some(period) = systemd.watchdog() {
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(period / 3);
+                loop {
+                    every.tick().await;
+                    systemd.alive();
+                }
+            });
+        }
+        let result = super::serve(office, listener, crate::app::stop_signal()).await.map_err(|e| e.to_string());
+        crate::systemd::Notifier::from_env().stopping();
+        result
+    });
+    result.map_err(Failure::Failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_with_nothing_in_it_is_refused() {
+        let Err(Failure::Usage(m)) = changes_of(PublishArgs { community: "c".into(), ..Default::default() }) else {
+            panic!("empty publish accepted");
+        };
+        assert!(m.starts_with("nothing to publish"), "{m}");
+    }
+
+    #[test]
+    fn publish_arguments_are_checked_one_by_one() {
+        let bad_tier = PublishArgs { tier: Some("severe".into()), ..Default::default() };
+        assert!(changes_of(bad_tier).unwrap_err().message().contains("low, medium or high"));
+        let bad_time = PublishArgs { tier: Some("high".into()), effective: Some("soon".into()), ..Default::default() };
+        assert!(changes_of(bad_time).unwrap_err().message().starts_with("--effective "));
+        let bad_issuer = PublishArgs { issuer: vec!["only-a-name".into()], ..Default::default() };
+        assert!(changes_of(bad_issuer).unwrap_err().message().contains("name,region,prefix"));
+        let tier = PublishArgs {
+            tier: Some("medium".into()),
+            effective: Some("2026-12-01T08:00:00+0800".into()),
+            ..Default::default()
+        };
+        let changes = changes_of(tier).unwrap();
+        assert_eq!(changes.tier.unwrap().effective, "2026-12-01T08:00:00+08:00");
+    }
+
+    #[test]
+    fn a_certificate_file_that_is_neither_pem_nor_der_is_refused() {
+        assert!(x509_der(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+        assert!(x509_der(b"not a certificate").is_err());
+    }
+}
