@@ -209,6 +209,31 @@ enum OfficeCommand {
         #[arg(long)]
         dcc_signer: Vec<PathBuf>,
     },
+    /// Enrol gates (or child offices) from a CSV file `id,name,community,public_key[,kind]`: all rows or, if any is
+    /// bad, none (each bad row is named by line).
+    Enroll {
+        /// The office config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The CSV file (a header row, then one signer per line; the key as in its `.pub` file or bare hex).
+        #[arg(long)]
+        csv: PathBuf,
+    },
+    /// List the enrolled gates and child offices (office.toml's and the database's, revoked ones too).
+    Gates {
+        /// The office config.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Revoke an enrolment: the signer's requests are refused from now on.
+    Revoke {
+        /// The office config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The gate's (or child office's) id.
+        #[arg(long)]
+        id: String,
+    },
     /// Export entries or daily reports for a date range as CSV or XLSX (by the file's extension). Personal data is
     /// opened with `office.seal_key`; without it the masked forms are written.
     Export {
@@ -478,6 +503,9 @@ fn dispatch(command: Command) -> Outcome {
                     dcc_signer,
                 },
             ),
+            OfficeCommand::Enroll { config, csv } => office::cli::enroll(&config, &csv),
+            OfficeCommand::Gates { config } => office::cli::gates(&config),
+            OfficeCommand::Revoke { config, id } => office::cli::revoke(&config, &id),
             OfficeCommand::Export { config, what, from, to, out } => {
                 office::cli::export(&config, &what, &from, to.as_deref(), &out)
             }

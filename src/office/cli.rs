@@ -195,6 +195,63 @@ pub fn serve(config: &Path) -> Outcome {
     result.map_err(Failure::Failed)
 }
 
+/// `sibi office enroll --config F --csv FILE`: enrols every row of the file in one transaction, or none (every bad
+/// row is listed by line).
+pub fn enroll(config: &Path, csv: &Path) -> Outcome {
+    let office = super::load(config).map_err(Failure::Usage)?;
+    let text =
+        std::fs::read_to_string(csv).map_err(|e| Failure::usage(format!("cannot read {}: {e}", csv.display())))?;
+    let mut db = super::OfficeDb::open(&office.database).map_err(Failure::Usage)?;
+    let mut taken = |id: &str| -> Result<Option<String>, String> {
+        if let Some(g) = office.gates.get(id) {
+            return Ok(Some(crate::keys::hex(g.key.as_bytes())));
+        }
+        Ok(db.enrolled(id)?.map(|e| e.public_key))
+    };
+    let rows = super::enroll::parse_csv(&text, crate::hw::now().0, &mut taken).map_err(|problems| {
+        Failure::usage(format!(
+            "{}: {} bad row(s), nothing enrolled:\n  {}",
+            csv.display(),
+            problems.len(),
+            problems.join("\n  ")
+        ))
+    })?;
+    let changed = db.enroll(&rows).map_err(Failure::Usage)?;
+    println!("enrolled {changed} new or changed, {} already as given, from {}", rows.len() - changed, csv.display());
+    Ok(())
+}
+
+/// `sibi office gates --config F`: every enrolment, office.toml's and the database's, one per line.
+pub fn gates(config: &Path) -> Outcome {
+    let office = super::load(config).map_err(Failure::Usage)?;
+    let mut db = super::OfficeDb::open(&office.database).map_err(Failure::Usage)?;
+    for (id, g) in &office.gates {
+        println!("{id}\tgate\t{}\t{}\tenrolled in office.toml", g.name, g.community);
+    }
+    for e in db.enrollments().map_err(Failure::Usage)? {
+        let state = match e.revoked_ms {
+            Some(t) => format!("revoked {}", crate::domain::Timestamp(t).to_rfc3339()),
+            None => format!("enrolled {}", crate::domain::Timestamp(e.enrolled_ms).to_rfc3339()),
+        };
+        println!("{}\t{}\t{}\t{}\t{state}", e.id, e.kind, e.name, e.community);
+    }
+    Ok(())
+}
+
+/// `sibi office revoke --config F --id ID`: the signer's requests are refused from now on.
+pub fn revoke(config: &Path, id: &str) -> Outcome {
+    let office = super::load(config).map_err(Failure::Usage)?;
+    if office.gates.contains_key(id) {
+        return Err(Failure::usage(format!("`{id}` is enrolled in {}: remove its [[gate]] there", config.display())));
+    }
+    let mut db = super::OfficeDb::open(&office.database).map_err(Failure::Usage)?;
+    if !db.revoke_enrollment(id, crate::hw::now()).map_err(Failure::Usage)? {
+        return Err(Failure::usage(format!("`{id}` is not enrolled (or is revoked already): see `sibi office gates`")));
+    }
+    println!("revoked {id}: its requests are refused from now on");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

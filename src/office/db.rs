@@ -48,6 +48,25 @@ pub struct GateState {
     pub backlog: i64,
 }
 
+/// A gate (or a child office) enrolled in the database (`sibi office enroll --csv`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Enrollment {
+    /// Its id (the `x-sibi-gate` it signs as).
+    pub id: String,
+    /// `gate` or `office`.
+    pub kind: String,
+    /// Display name.
+    pub name: String,
+    /// Its community (a gate's), or the area a child office covers.
+    pub community: String,
+    /// Its Ed25519 public key, 64 hex digits.
+    pub public_key: String,
+    /// When it was enrolled (ms).
+    pub enrolled_ms: i64,
+    /// When it was revoked (ms); a revoked signer's requests are refused.
+    pub revoked_ms: Option<i64>,
+}
+
 /// A stored daily report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredReport {
@@ -106,6 +125,15 @@ const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
     CREATE TABLE IF NOT EXISTS request_counters (
         signer TEXT PRIMARY KEY,
         counter INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS enrolled (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        community TEXT NOT NULL,
+        public_key TEXT NOT NULL,
+        enrolled_ms INTEGER NOT NULL,
+        revoked_ms INTEGER
     ) WITHOUT ROWID;";
 
 const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
@@ -144,6 +172,15 @@ const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
     CREATE TABLE IF NOT EXISTS request_counters (
         signer TEXT PRIMARY KEY,
         counter BIGINT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS enrolled (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        community TEXT NOT NULL,
+        public_key TEXT NOT NULL,
+        enrolled_ms BIGINT NOT NULL,
+        revoked_ms BIGINT
     );";
 
 fn pg(e: postgres::Error) -> String {
@@ -304,6 +341,119 @@ impl OfficeDb {
                 .get(0),
         };
         Ok(Some(u64::try_from(last).unwrap_or(0)))
+    }
+
+    /// Enrol `rows` in one transaction: all of them or, on any error, none. A row for an id already enrolled with the
+    /// same key changes nothing (an import can be run again); a revoked id is enrolled afresh.
+    pub fn enroll(&mut self, rows: &[Enrollment]) -> Result<usize, String> {
+        const SQLITE: &str = "INSERT INTO enrolled (id, kind, name, community, public_key, enrolled_ms, revoked_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)
+             ON CONFLICT(id) DO UPDATE SET kind = ?2, name = ?3, community = ?4, public_key = ?5, enrolled_ms = ?6,
+               revoked_ms = NULL
+             WHERE revoked_ms IS NOT NULL OR public_key <> ?5 OR name <> ?3 OR community <> ?4 OR kind <> ?2";
+        const PG: &str = "INSERT INTO enrolled (id, kind, name, community, public_key, enrolled_ms, revoked_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, NULL)
+             ON CONFLICT (id) DO UPDATE SET kind = $2, name = $3, community = $4, public_key = $5, enrolled_ms = $6,
+               revoked_ms = NULL
+             WHERE enrolled.revoked_ms IS NOT NULL OR enrolled.public_key <> $5 OR enrolled.name <> $3
+               OR enrolled.community <> $4 OR enrolled.kind <> $2";
+        let mut changed = 0;
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let tx = conn.transaction().map_err(lite)?;
+                {
+                    let mut stmt = tx.prepare_cached(SQLITE).map_err(lite)?;
+                    for r in rows {
+                        changed += stmt
+                            .execute(params![r.id, r.kind, r.name, r.community, r.public_key, r.enrolled_ms])
+                            .map_err(lite)?;
+                    }
+                }
+                tx.commit().map_err(lite)?;
+            }
+            Backend::Postgres(client) => {
+                let mut tx = client.transaction().map_err(pg)?;
+                let stmt = tx.prepare(PG).map_err(pg)?;
+                for r in rows {
+                    changed += tx
+                        .execute(&stmt, &[&r.id, &r.kind, &r.name, &r.community, &r.public_key, &r.enrolled_ms])
+                        .map_err(pg)? as usize;
+                }
+                tx.commit().map_err(pg)?;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Every enrolment, revoked ones included, by id.
+    pub fn enrollments(&mut self) -> Result<Vec<Enrollment>, String> {
+        self.enrollments_where("1 = 1", None)
+    }
+
+    /// The enrolment of `id`, if it is enrolled and not revoked.
+    pub fn enrolled(&mut self, id: &str) -> Result<Option<Enrollment>, String> {
+        Ok(self.enrollments_where("revoked_ms IS NULL AND id = ", Some(id))?.pop())
+    }
+
+    fn enrollments_where(&mut self, filter: &str, id: Option<&str>) -> Result<Vec<Enrollment>, String> {
+        let cols = "SELECT id, kind, name, community, public_key, enrolled_ms, revoked_ms FROM enrolled WHERE";
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let sql = format!("{cols} {filter}{} ORDER BY id", if id.is_some() { "?1" } else { "" });
+                let mut stmt = conn.prepare_cached(&sql).map_err(lite)?;
+                let map = |r: &rusqlite::Row| {
+                    Ok(Enrollment {
+                        id: r.get(0)?,
+                        kind: r.get(1)?,
+                        name: r.get(2)?,
+                        community: r.get(3)?,
+                        public_key: r.get(4)?,
+                        enrolled_ms: r.get(5)?,
+                        revoked_ms: r.get(6)?,
+                    })
+                };
+                let rows = match id {
+                    Some(id) => stmt.query_map([id], map),
+                    None => stmt.query_map([], map),
+                }
+                .map_err(lite)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(lite)
+            }
+            Backend::Postgres(client) => {
+                let sql = format!("{cols} {filter}{} ORDER BY id", if id.is_some() { "$1" } else { "" });
+                let rows = match id {
+                    Some(id) => client.query(&sql, &[&id]),
+                    None => client.query(&sql, &[]),
+                }
+                .map_err(pg)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| Enrollment {
+                        id: r.get(0),
+                        kind: r.get(1),
+                        name: r.get(2),
+                        community: r.get(3),
+                        public_key: r.get(4),
+                        enrolled_ms: r.get(5),
+                        revoked_ms: r.get(6),
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Revoke `id`'s enrolment at `now`: its requests are refused from then on. False when it was not enrolled (or
+    /// already revoked).
+    pub fn revoke_enrollment(&mut self, id: &str, now: Timestamp) -> Result<bool, String> {
+        let n = match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .execute("UPDATE enrolled SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL", params![id, now.0])
+                .map_err(lite)?,
+            Backend::Postgres(client) => client
+                .execute("UPDATE enrolled SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL", &[&id, &now.0])
+                .map_err(pg)? as usize,
+        };
+        Ok(n == 1)
     }
 
     /// A gate called (a signed batch or heartbeat) and still had `backlog` entries to send.

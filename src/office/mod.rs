@@ -24,10 +24,11 @@ use crate::domain::Timestamp;
 
 pub mod cli;
 pub mod db;
+pub mod enroll;
 pub mod export;
 pub mod gateway;
 
-pub use db::{Database, GateState, OfficeDb, StoredReport};
+pub use db::{Database, Enrollment, GateState, OfficeDb, StoredReport};
 
 /// `office.toml` as written.
 #[derive(Debug, Deserialize)]
@@ -223,6 +224,32 @@ impl Office {
     pub fn config(&self) -> &OfficeConfig {
         &self.config
     }
+
+    /// The signer `id` as enrolled now: in office.toml, or in the database (not revoked).
+    pub fn enrolled(&self, id: &str) -> Result<Option<Enrolled>, String> {
+        if let Some(e) = self.config.gates.get(id) {
+            return Ok(Some(e.clone()));
+        }
+        Ok(self.with_db(|db| db.enrolled(id))?.and_then(|e| enrolled_of(&e)))
+    }
+
+    /// Every gate enrolled now, office.toml's and the database's, by id.
+    pub fn enrolled_gates(&self) -> Result<BTreeMap<String, Enrolled>, String> {
+        let mut all: BTreeMap<String, Enrolled> = self
+            .with_db(|db| db.enrollments())?
+            .iter()
+            .filter(|e| e.revoked_ms.is_none() && e.kind == "gate")
+            .filter_map(|e| Some((e.id.clone(), enrolled_of(e)?)))
+            .collect();
+        all.extend(self.config.gates.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(all)
+    }
+}
+
+/// A database enrolment as the office checks signatures with it (`None` if its stored key is not one).
+fn enrolled_of(e: &Enrollment) -> Option<Enrolled> {
+    let key = crate::credential::pass::parse_verifying_key(&format!("sibi-ed25519-public:{}", e.public_key))?;
+    Some(Enrolled { key, name: e.name.clone(), community: e.community.clone() })
 }
 
 /// Run `f` off the async workers: the database calls block (and the PostgreSQL client runs its own runtime).
@@ -253,14 +280,16 @@ pub fn router(office: Arc<Office>) -> Router {
 }
 
 fn refuse(status: StatusCode, why: String) -> Response {
-    tracing::warn!(%why, "batch refused");
+    tracing::warn!(%why, "request refused");
     (status, axum::Json(serde_json::json!({ "error": why }))).into_response()
 }
 
-/// The enrolled gate that signed `body` under its request counter, and the counter; or the refusal.
+/// The enrolled signer that signed `body` under its request counter, and the counter; or the refusal. Blocking:
+/// the enrolment may be in the database.
 fn signed_by(office: &Office, headers: &HeaderMap, body: &[u8]) -> Result<(String, u64), (StatusCode, String)> {
     let gate = headers.get("x-sibi-gate").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let Some(enrolled) = office.config.gates.get(&gate) else {
+    let enrolled = office.enrolled(&gate).map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let Some(enrolled) = enrolled else {
         return Err((StatusCode::FORBIDDEN, format!("gate `{gate}` is not enrolled")));
     };
     let signature =
@@ -281,31 +310,35 @@ fn signed_by(office: &Office, headers: &HeaderMap, body: &[u8]) -> Result<(Strin
     Ok((gate, counter))
 }
 
-/// A body signed by an enrolled gate, under a request counter above every one the office has taken from it, and
-/// parsed as `T` (a `what`), with the gate's id; or why it is refused. The counter is taken (in the database, so
+/// A body signed by an enrolled signer, under a request counter above every one the office has taken from it, and
+/// parsed as `T` (a `what`), with the signer's id; or why it is refused. The counter is taken (in the database, so
 /// every office process sharing it agrees) only once the signature verifies: a replayed request is refused with
 /// 401 and logged.
-async fn signed_json<T: serde::de::DeserializeOwned>(
+async fn signed_json<T: serde::de::DeserializeOwned + Send + 'static>(
     office: &Arc<Office>,
     headers: &HeaderMap,
-    body: &[u8],
+    body: &Bytes,
     what: &'static str,
 ) -> Result<(String, T), (StatusCode, String)> {
-    let (gate, counter) = signed_by(office, headers, body)?;
-    let parsed: T = serde_json::from_slice(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("gate `{gate}`: malformed {what}: {e}")))?;
-    let id = gate.clone();
-    match blocking(office, move |o| o.with_db(|db| db.take_counter(&id, counter))).await {
-        Ok(None) => Ok((gate, parsed)),
-        Ok(Some(last)) => {
-            tracing::warn!(%gate, counter, last, what, "replayed or out-of-order request refused");
-            Err((
-                StatusCode::UNAUTHORIZED,
-                format!("gate `{gate}`: request counter {counter} is not above {last}: a replay, refused"),
-            ))
-        }
-        Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e)),
-    }
+    let (headers, body) = (headers.clone(), body.clone());
+    let checked = blocking(office, move |o| {
+        Ok(signed_by(o, &headers, &body).and_then(|(gate, counter)| {
+            let parsed: T = serde_json::from_slice(&body)
+                .map_err(|e| (StatusCode::BAD_REQUEST, format!("gate `{gate}`: malformed {what}: {e}")))?;
+            match o.with_db(|db| db.take_counter(&gate, counter)) {
+                Ok(None) => Ok((gate, parsed)),
+                Ok(Some(last)) => {
+                    tracing::warn!(%gate, counter, last, what, "replayed or out-of-order request refused");
+                    Err((
+                        StatusCode::UNAUTHORIZED,
+                        format!("gate `{gate}`: request counter {counter} is not above {last}: a replay, refused"),
+                    ))
+                }
+                Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e)),
+            }
+        }))
+    });
+    checked.await.map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?
 }
 
 async fn report(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -396,12 +429,12 @@ async fn health_code(State(office): State<Arc<Office>>, body: Bytes) -> Response
         Ok(r) => r,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("malformed health-code check: {e}")),
     };
-    if !office.config.gates.contains_key(&req.gate) {
-        return refuse(StatusCode::FORBIDDEN, format!("gate `{}` is not enrolled", req.gate));
-    }
-    let answer = blocking(&office, move |o| Ok(gateway::check(&o.config.gateway, &o.provinces, &req))).await;
-    match answer {
-        Ok(a) => (StatusCode::from_u16(a.http).unwrap_or(StatusCode::BAD_GATEWAY), axum::Json(a)).into_response(),
+    let answer = blocking(&office, move |o| {
+        Ok(o.enrolled(&req.gate)?.map(|_| gateway::check(&o.config.gateway, &o.provinces, &req)).ok_or(req.gate))
+    });
+    match answer.await {
+        Ok(Ok(a)) => (StatusCode::from_u16(a.http).unwrap_or(StatusCode::BAD_GATEWAY), axum::Json(a)).into_response(),
+        Ok(Err(gate)) => refuse(StatusCode::FORBIDDEN, format!("gate `{gate}` is not enrolled")),
         Err(e) => unavailable(e),
     }
 }
@@ -501,8 +534,9 @@ pub struct CommunityState {
 impl Office {
     /// Every enrolled gate's community with its tier at `at`, from the latest published bundles.
     pub fn communities(&self, at: Timestamp) -> Result<Vec<CommunityState>, String> {
+        let gates = self.enrolled_gates()?;
         let names: std::collections::BTreeSet<&str> =
-            self.config.gates.values().map(|g| g.community.as_str()).filter(|c| !c.is_empty()).collect();
+            gates.values().map(|g| g.community.as_str()).filter(|c| !c.is_empty()).collect();
         let mut out = Vec::new();
         for c in names {
             let latest = self.with_db(|db| db.latest_bundle(c))?;
@@ -531,7 +565,7 @@ impl Office {
         let yesterday = at.plus_ms(-86_400_000).to_rfc3339()[..10].to_string();
         let seen: BTreeMap<String, GateState> = self.gates()?.into_iter().map(|g| (g.gate.clone(), g)).collect();
         let mut rows = String::new();
-        for (id, g) in &self.config.gates {
+        for (id, g) in &self.enrolled_gates()? {
             let s = seen.get(id);
             // A gate calls every few seconds when it can; half an hour of silence means it cannot.
             let (contact_class, contact) = match s.and_then(|s| s.last_contact_ms) {

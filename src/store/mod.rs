@@ -739,3 +739,24 @@ impl StoreHandle {
         let _ = self.tx.send(Request::Journal(at, kind.to_string(), detail.into())).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_counters_only_rise_across_reopening_and_a_clock_set_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gate.db");
+        let mut store = Store::open(&path, "g").unwrap();
+        let now = Timestamp(1_764_547_200_000);
+        let first = store.next_request_counter(now).unwrap();
+        assert_eq!(first, 1_764_547_200_000, "a new database starts at the clock");
+        assert_eq!(store.next_request_counter(now).unwrap(), first + 1, "the same millisecond: one above");
+        drop(store);
+        let mut store = Store::open(&path, "g").unwrap();
+        let back = store.next_request_counter(Timestamp(1_000)).unwrap();
+        assert_eq!(back, first + 2, "reopened, with the clock set back an age: still rising");
+        assert_eq!(store.next_request_counter(now.plus_ms(60_000)).unwrap(), first + 60_000);
+    }
+}

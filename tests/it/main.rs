@@ -14,6 +14,7 @@ mod decode;
 mod health_code;
 mod idcard;
 mod mask;
+mod office_enroll;
 mod office_lists;
 mod packaging;
 mod pass_cli;

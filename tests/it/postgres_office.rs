@@ -51,7 +51,27 @@ fn exercise(db: &mut OfficeDb, rows: &[serde_json::Value]) -> serde_json::Value 
         .iter()
         .map(|(signer, n)| db.take_counter(signer, *n).unwrap())
         .collect();
+    // Enrolment: all of a file or none, revocation, enrolling afresh.
+    let enrol = |id: &str, key: &str| sibi::office::Enrollment {
+        id: id.into(),
+        kind: "gate".into(),
+        name: format!("{id} 门"),
+        community: "c1".into(),
+        public_key: key.into(),
+        enrolled_ms: T0.0,
+        revoked_ms: None,
+    };
+    let enrolled = [
+        db.enroll(&[enrol("e1", "aa"), enrol("e2", "bb")]).unwrap(),
+        db.enroll(&[enrol("e1", "aa"), enrol("e2", "bb")]).unwrap(),
+        usize::from(db.revoke_enrollment("e2", T0.plus_ms(1)).unwrap()),
+        usize::from(db.revoke_enrollment("e2", T0.plus_ms(2)).unwrap()),
+        usize::from(db.enrolled("e2").unwrap().is_none()),
+        db.enroll(&[enrol("e2", "cc")]).unwrap(),
+    ];
     serde_json::json!({
+        "enrolled": enrolled,
+        "enrollments": db.enrollments().unwrap(),
         "counters": counters,
         "acks": acks,
         "gates": db.gates().unwrap(),

@@ -1,0 +1,106 @@
+//! #15 enrolment at scale: gates enrolled in the office's database from a CSV file (all rows or none), listed and
+//! revoked from the command line, and taken by the running office at once.
+
+use std::net::TcpListener;
+
+use sibi::store::Store;
+use sibi::sync::SyncClient;
+
+use crate::util::{Killed, run};
+
+fn out_text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn gates_enrolled_from_a_csv_sign_in_at_the_running_office_and_a_revoked_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let mut pubs = Vec::new();
+    for name in ["g1", "g2", "g3"] {
+        let o = run(&["keygen", "--out", keys.to_str().unwrap(), "--name", name]);
+        assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+        pubs.push(std::fs::read_to_string(keys.join(format!("{name}.pub"))).unwrap().trim().to_string());
+    }
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let toml = dir.path().join("office.toml");
+    std::fs::write(&toml, format!("[office]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"office.db\"\n")).unwrap();
+    let config = toml.to_str().unwrap();
+
+    // One bad row (a key that is not one) and nothing is enrolled; the error names the line.
+    let csv = dir.path().join("gates.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "id,name,community,public_key\ngate-1,幸福里东门,xingfuli,{}\ngate-2,幸福里西门,xingfuli,sibi-ed25519-public:00\n",
+            pubs[0]
+        ),
+    )
+    .unwrap();
+    let o = run(&["office", "enroll", "--config", config, "--csv", csv.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", out_text(&o));
+    assert!(out_text(&o).contains("1 bad row(s), nothing enrolled") && out_text(&o).contains("line 3 (`gate-2`)"));
+    let listed = run(&["office", "gates", "--config", config]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "", "nothing half-imported");
+
+    // The good file: the key as in the .pub file, or bare hex.
+    let bare = pubs[2].trim_start_matches("sibi-ed25519-public:");
+    std::fs::write(
+        &csv,
+        format!(
+            "id,name,community,public_key\ngate-1,幸福里东门,xingfuli,{}\ngate-2,幸福里西门,xingfuli,{}\ngate-3,和平里北门,hepingli,{bare}\n",
+            pubs[0], pubs[1]
+        ),
+    )
+    .unwrap();
+    let o = run(&["office", "enroll", "--config", config, "--csv", csv.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    assert!(out_text(&o).contains("enrolled 3 new or changed"), "{}", out_text(&o));
+    let o = run(&["office", "enroll", "--config", config, "--csv", csv.to_str().unwrap()]);
+    assert!(out_text(&o).contains("enrolled 0 new or changed, 3 already as given"), "run again: {}", out_text(&o));
+    let listed = String::from_utf8_lossy(&run(&["office", "gates", "--config", config]).stdout).into_owned();
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    assert!(listed.lines().all(|l| l.contains("\tgate\t") && l.contains("enrolled 20")), "{listed}");
+
+    // The office, serving; each enrolled gate signs in.
+    let _server = Killed(crate::util::sibi().args(["office", "serve", "--config", config]).spawn().unwrap());
+    crate::util::wait_for_port(port);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut stores = Vec::new();
+    for (i, id) in ["gate-1", "gate-2", "gate-3"].iter().enumerate() {
+        let key = sibi::credential::pass::read_signing_key(&keys.join(format!("g{}.key", i + 1))).unwrap();
+        let mut store = Store::open(&dir.path().join(format!("{id}.db")), id).unwrap();
+        store.fill_synthetic(10, sibi::domain::Timestamp(1_764_547_200_000)).unwrap();
+        let client = SyncClient::new(&crate::sync_office::settings(url.clone()), id, key);
+        assert_eq!(client.drain(&mut store).unwrap(), 10, "{id}");
+        stores.push((client, store));
+    }
+    let page = ureq::get(&format!("{url}/")).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(page.contains("幸福里西门") && page.contains("和平里北门") && page.contains("hepingli"), "{page}");
+
+    // gate-2's box is lost: revoked at the office, its next call is refused while the others go on.
+    let o = run(&["office", "revoke", "--config", config, "--id", "gate-2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
+    let (client, store) = &mut stores[1];
+    let e = client.heartbeat(store).unwrap_err().to_string();
+    assert!(e.contains("403") && e.contains("not enrolled"), "{e}");
+    let (client, store) = &mut stores[0];
+    client.heartbeat(store).unwrap();
+    let o = run(&["office", "revoke", "--config", config, "--id", "gate-2"]);
+    assert_eq!(o.status.code(), Some(2), "revoked twice: {}", out_text(&o));
+    let listed = String::from_utf8_lossy(&run(&["office", "gates", "--config", config]).stdout).into_owned();
+    assert!(listed.lines().any(|l| l.starts_with("gate-2\t") && l.contains("revoked 20")), "{listed}");
+
+    // A new box for gate-2 has a new key: the file with the old key is refused for it, then enrolled afresh.
+    let o = run(&["keygen", "--out", keys.to_str().unwrap(), "--name", "g2new"]);
+    assert_eq!(o.status.code(), Some(0));
+    let new_pub = std::fs::read_to_string(keys.join("g2new.pub")).unwrap();
+    let one = dir.path().join("one.csv");
+    std::fs::write(&one, format!("id,name,community,public_key\ngate-2,幸福里西门,xingfuli,{}\n", new_pub.trim()))
+        .unwrap();
+    let o = run(&["office", "enroll", "--config", config, "--csv", one.to_str().unwrap()]);
+    assert!(out_text(&o).contains("enrolled 1 new or changed"), "{}", out_text(&o));
+    let o = run(&["office", "enroll", "--config", config, "--csv", csv.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "the old key again: {}", out_text(&o));
+    assert!(out_text(&o).contains("line 3 (`gate-2`): already enrolled with another key"), "{}", out_text(&o));
+}
