@@ -170,9 +170,10 @@ pub fn serve(config: &Path) -> Outcome {
         .enable_all()
         .build()
         .map_err(|e| Failure::usage(format!("cannot start the async runtime: {e}")))?;
+    // Opened outside the runtime: the PostgreSQL client blocks on a runtime of its own while it connects.
+    let listen = office.listen;
+    let office = super::Office::open(office).map_err(Failure::Usage)?;
     let result: Result<(), String> = rt.block_on(async {
-        let listen = office.listen;
-        let office = super::Office::open(office)?;
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         tracing::info!(%listen, "street office serving");

@@ -11,6 +11,33 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::Timestamp;
 
+/// An office database error, for the connection pool.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DbError(pub String);
+
+/// Opens the office's database connections for its pool (`r2d2`): a closed connection (the server restarted) is
+/// dropped and a new one opened.
+#[derive(Debug)]
+pub struct Connector(pub Database);
+
+impl r2d2::ManageConnection for Connector {
+    type Connection = OfficeDb;
+    type Error = DbError;
+
+    fn connect(&self) -> Result<OfficeDb, DbError> {
+        OfficeDb::open(&self.0).map_err(DbError)
+    }
+
+    fn is_valid(&self, conn: &mut OfficeDb) -> Result<(), DbError> {
+        conn.ping().map_err(DbError)
+    }
+
+    fn has_broken(&self, conn: &mut OfficeDb) -> bool {
+        conn.is_closed()
+    }
+}
+
 /// Where the office keeps its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
@@ -202,9 +229,30 @@ impl OfficeDb {
             Database::Postgres(url) => {
                 let mut client = postgres::Client::connect(url, postgres::NoTls)
                     .map_err(|e| format!("cannot connect to {}: {}", database.describe(), pg(e)))?;
-                client.batch_execute(POSTGRES_SCHEMA).map_err(pg)?;
+                // Office processes starting at once on one server: one of them creates the tables at a time (two
+                // concurrent `CREATE TABLE IF NOT EXISTS` can both try to create the type and one fails).
+                let mut tx = client.transaction().map_err(pg)?;
+                tx.execute("SELECT pg_advisory_xact_lock(7410)", &[]).map_err(pg)?;
+                tx.batch_execute(POSTGRES_SCHEMA).map_err(pg)?;
+                tx.commit().map_err(pg)?;
                 Ok(OfficeDb { backend: Backend::Postgres(Box::new(client)) })
             }
+        }
+    }
+
+    /// Whether the connection still answers.
+    pub fn ping(&mut self) -> Result<(), String> {
+        match &mut self.backend {
+            Backend::Sqlite(conn) => conn.query_row("SELECT 1", [], |_| Ok(())).map_err(lite),
+            Backend::Postgres(client) => client.simple_query("SELECT 1").map(drop).map_err(pg),
+        }
+    }
+
+    /// Whether the connection is known to be closed (the server went away).
+    pub fn is_closed(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite(_) => false,
+            Backend::Postgres(client) => client.is_closed(),
         }
     }
 
@@ -528,23 +576,31 @@ impl OfficeDb {
 
     /// Keep a newly signed bundle; a version already held for the community is an error.
     pub fn insert_bundle(&mut self, community: &str, version: u64, signed: &str) -> Result<(), String> {
-        let version = version as i64;
-        match &mut self.backend {
+        if self.try_insert_bundle(community, version, signed)? {
+            Ok(())
+        } else {
+            Err(format!("bundle version {version} for `{community}` is already published"))
+        }
+    }
+
+    /// Insert a bundle unless its version is taken: false when it is (another publish got there first).
+    fn try_insert_bundle(&mut self, community: &str, version: u64, signed: &str) -> Result<bool, String> {
+        let version = i64::try_from(version).map_err(|_| format!("bundle version {version} is out of range"))?;
+        let n = match &mut self.backend {
             Backend::Sqlite(conn) => conn
                 .execute(
-                    "INSERT INTO bundles (community, version, signed) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO bundles (community, version, signed) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
                     params![community, version, signed],
                 )
-                .map(drop)
-                .map_err(lite),
+                .map_err(lite)?,
             Backend::Postgres(client) => client
                 .execute(
-                    "INSERT INTO bundles (community, version, signed) VALUES ($1, $2, $3)",
+                    "INSERT INTO bundles (community, version, signed) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                     &[&community, &version, &signed],
                 )
-                .map(drop)
-                .map_err(pg),
-        }
+                .map_err(pg)? as usize,
+        };
+        Ok(n == 1)
     }
 
     /// Publish the next bundle for `community`: the previous one with `changes` applied, signed with `key`.
@@ -555,16 +611,22 @@ impl OfficeDb {
         changes: &crate::bundle::Changes,
         now: Timestamp,
     ) -> Result<crate::bundle::Bundle, String> {
-        let previous = match self.latest_bundle(community)? {
-            Some(text) => {
-                crate::bundle::verify(&text, &key.verifying_key(), community, 0).map_err(|e| e.to_string())?
+        // The version is allocated by the database: a publish whose version another process took in the meantime
+        // (two office instances, two operators) applies its changes again on top of that one.
+        for _ in 0..50 {
+            let previous = match self.latest_bundle(community)? {
+                Some(text) => {
+                    crate::bundle::verify(&text, &key.verifying_key(), community, 0).map_err(|e| e.to_string())?
+                }
+                None => crate::bundle::Bundle::empty(community),
+            };
+            let b = changes.apply(previous, now)?;
+            let signed = serde_json::to_string(&b.sign(key)).map_err(|e| e.to_string())?;
+            if self.try_insert_bundle(community, b.version, &signed)? {
+                return Ok(b);
             }
-            None => crate::bundle::Bundle::empty(community),
-        };
-        let b = changes.apply(previous, now)?;
-        let signed = serde_json::to_string(&b.sign(key)).map_err(|e| e.to_string())?;
-        self.insert_bundle(community, b.version, &signed)?;
-        Ok(b)
+        }
+        Err(format!("`{community}`: 50 publishes in a row took the next version first; try again"))
     }
 
     /// When a gate's report for `date` first arrived, if it has.

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -57,6 +57,8 @@ struct RawOffice {
     report_due_hour: Option<u8>,
     /// The office's Ed25519 key that signs policy bundles (`sibi keygen --name office`); gates hold `office.pub`.
     signing_key: Option<PathBuf>,
+    /// Database connections this process keeps (1–64; default 8 on PostgreSQL, 1 on SQLite: one writer).
+    pool_size: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,12 +101,15 @@ pub struct OfficeConfig {
     pub report_due_hour: u8,
     /// The key that signs policy bundles.
     pub signing_key: Option<ed25519_dalek::SigningKey>,
+    /// Database connections this process keeps.
+    pub pool_size: u32,
 }
 
 impl OfficeConfig {
     /// An office on `database` with these gates and every other setting at its default (loopback, any port; report
     /// due by midnight; no signing or sealing key; no gateway endpoints).
     pub fn new(database: Database, gates: BTreeMap<String, Enrolled>) -> OfficeConfig {
+        let database_of_new = database.clone();
         OfficeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database,
@@ -114,7 +119,16 @@ impl OfficeConfig {
             gates,
             report_due_hour: 24,
             signing_key: None,
+            pool_size: default_pool_size(&database_of_new),
         }
+    }
+}
+
+/// 8 connections on PostgreSQL; 1 on SQLite (one writer at a time anyway).
+fn default_pool_size(database: &Database) -> u32 {
+    match database {
+        Database::Sqlite(_) => 1,
+        Database::Postgres(_) => 8,
     }
 }
 
@@ -174,25 +188,32 @@ pub fn load(path: &Path) -> Result<OfficeConfig, String> {
         }
     };
     let gateway = gateway::GatewayConfig::load(raw.health_code, base).map_err(|e| problems.push(e)).ok();
+    if let Some(n) = raw.office.pool_size
+        && !(1..=64).contains(&n)
+    {
+        problems.push(format!("`office.pool_size` = {n}: use 1–64"));
+    }
     match (listen, database, gateway, problems.is_empty()) {
         (Ok(listen), Some(database), Some(gateway), true) => Ok(OfficeConfig {
             listen,
-            database,
             seal_key: raw.office.seal_key.map(|p| base.join(p)),
             gateway,
             name: raw.office.name.unwrap_or_else(|| "街道办".into()),
             gates,
             report_due_hour,
             signing_key,
+            pool_size: raw.office.pool_size.unwrap_or_else(|| default_pool_size(&database)),
+            database,
         }),
         _ => Err(format!("{} is not usable:\n  - {}", path.display(), problems.join("\n  - "))),
     }
 }
 
-/// Shared server state.
+/// Shared server state. Nothing in it that the database does not hold but the configuration: any number of office
+/// processes can serve one PostgreSQL database behind a balancer.
 pub struct Office {
     config: OfficeConfig,
-    db: Mutex<OfficeDb>,
+    db: r2d2::Pool<db::Connector>,
     /// The health-code gateway's client for the provincial endpoints.
     provinces: ureq::Agent,
 }
@@ -200,14 +221,26 @@ pub struct Office {
 impl Office {
     /// Open the database for `config`.
     pub fn open(config: OfficeConfig) -> Result<Arc<Office>, String> {
-        let db = OfficeDb::open(&config.database)?;
+        // One connection first, for its clear error (`cannot connect to …`), then the pool.
+        drop(OfficeDb::open(&config.database)?);
+        let db = r2d2::Pool::builder()
+            .max_size(config.pool_size.max(1))
+            .min_idle(Some(1))
+            // A dead connection shows itself on use (`is_closed`) and is replaced; no round trip per request.
+            .test_on_check_out(false)
+            .connection_timeout(std::time::Duration::from_secs(5))
+            .build(db::Connector(config.database.clone()))
+            .map_err(|e| format!("{}: {e}", config.database.describe()))?;
         let provinces = gateway::agent(&config.gateway);
-        Ok(Arc::new(Office { config, db: Mutex::new(db), provinces }))
+        Ok(Arc::new(Office { config, db, provinces }))
     }
 
-    /// Run `f` on the database (blocking; from async code use [`blocking`]).
+    /// Run `f` on a pooled database connection (blocking; from async code use [`blocking`]). A connection that
+    /// failed (the server restarted) is replaced by the pool.
     pub fn with_db<T>(&self, f: impl FnOnce(&mut OfficeDb) -> Result<T, String>) -> Result<T, String> {
-        f(&mut *self.db.lock().map_err(|_| "database lock poisoned".to_string())?)
+        let mut conn =
+            self.db.get().map_err(|e| format!("no database connection ({}): {e}", self.config.database.describe()))?;
+        f(&mut conn)
     }
 
     /// A gate's entries as held, in sequence order.

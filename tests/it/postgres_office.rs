@@ -163,3 +163,170 @@ fn a_gate_syncs_to_an_office_on_postgresql_and_the_office_exports_from_it() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("cannot connect to postgres://…@127.0.0.1:1/x"), "{err}");
 }
+
+/// #15: concurrent publishes (two office processes, two operators) never share a bundle version, and none loses
+/// its changes: the database allocates the versions.
+#[test]
+fn concurrent_publishes_on_postgresql_take_distinct_versions_and_keep_every_change() {
+    let pg = Pg::start(false);
+    let key = SigningKey::from_bytes(&[9; 32]);
+    let first = sibi::bundle::Changes {
+        tier: Some(sibi::bundle::BundleTier { tier: sibi::domain::Tier::Low, effective: T0.to_rfc3339() }),
+        ..Default::default()
+    };
+    OfficeDb::open(&Database::Postgres(pg.url.clone())).unwrap().publish(&key, "c1", &first, T0).unwrap();
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let (url, key) = (pg.url.clone(), key.clone());
+            std::thread::spawn(move || {
+                let mut db = OfficeDb::open(&Database::Postgres(url)).unwrap();
+                (0..10)
+                    .map(|i| {
+                        let changes =
+                            sibi::bundle::Changes { revoke: vec![format!("P-{w}-{i}")], ..Default::default() };
+                        db.publish(&key, "c1", &changes, T0).unwrap().version
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut versions: Vec<u64> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=21).collect::<Vec<u64>>(), "twenty publishes, twenty versions");
+    let latest = OfficeDb::open(&Database::Postgres(pg.url.clone())).unwrap().latest_bundle("c1").unwrap().unwrap();
+    let bundle = sibi::bundle::verify(&latest, &key.verifying_key(), "c1", 0).unwrap();
+    assert_eq!(bundle.revoked_passes.len(), 20, "every change is in the latest bundle: {:?}", bundle.revoked_passes);
+}
+
+/// A round-robin TCP balancer over `upstreams` that skips one it cannot connect to (as any HTTP balancer does).
+fn balancer(upstreams: Vec<std::net::SocketAddr>) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(client) = client else { continue };
+            let server = (0..upstreams.len())
+                .find_map(|k| std::net::TcpStream::connect(upstreams[(n + k) % upstreams.len()]).ok());
+            let Some(server) = server else { continue };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c1, mut s1) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c1, &mut s1);
+                let _ = s1.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    addr
+}
+
+/// #15: two office processes serve one PostgreSQL behind a balancer; twenty gates sync through it; one instance is
+/// killed mid-load; the other carries the load and every gate's every row is at the office exactly once.
+#[test]
+fn two_office_instances_on_one_postgresql_lose_nothing_when_one_is_killed_mid_load() {
+    let pg = Pg::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let gates: Vec<(String, SigningKey)> =
+        (0..20).map(|i| (format!("gate-{i:02}"), SigningKey::from_bytes(&[i as u8 + 40; 32]))).collect();
+    // Enrolled once, in the database both instances read.
+    let csv = dir.path().join("gates.csv");
+    let mut text = String::from("id,name,community,public_key\n");
+    for (id, k) in &gates {
+        text.push_str(&format!("{id},{id} 门,c1,{}\n", sibi::keys::hex(k.verifying_key().as_bytes())));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let mut ports = Vec::new();
+    let mut configs = Vec::new();
+    for n in 0..2 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let toml = dir.path().join(format!("office-{n}.toml"));
+        std::fs::write(
+            &toml,
+            format!("[office]\nlisten = \"127.0.0.1:{port}\"\ndatabase_url = \"{}\"\npool_size = 4\n", pg.url),
+        )
+        .unwrap();
+        ports.push(port);
+        configs.push(toml);
+    }
+    let o = crate::util::run(&[
+        "office",
+        "enroll",
+        "--config",
+        configs[0].to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut instances: Vec<Option<crate::util::Killed>> = configs
+        .iter()
+        .map(|c| {
+            Some(crate::util::Killed(
+                crate::util::sibi()
+                    .args(["office", "serve", "--config", c.to_str().unwrap()])
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            ))
+        })
+        .collect();
+    for p in &ports {
+        crate::util::wait_for_port(*p);
+    }
+    let front = balancer(ports.iter().map(|p| format!("127.0.0.1:{p}").parse().unwrap()).collect());
+
+    let per_gate = 400;
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = gates
+        .iter()
+        .map(|(id, key)| {
+            let (id, key, sent) = (id.clone(), key.clone(), sent.clone());
+            let db = dir.path().join(format!("{id}.db"));
+            std::thread::spawn(move || {
+                let mut store = Store::open(&db, &id).unwrap();
+                store.fill_synthetic(per_gate, T0).unwrap();
+                let expected = gate_rows(&store);
+                let settings =
+                    SyncSettings { batch: 20, timeout_ms: 2000, ..SyncSettings::for_office(format!("http://{front}")) };
+                let client = SyncClient::new(&settings, &id, key);
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                let mut failures = 0;
+                while store.sync_status().unwrap().backlog > 0 && std::time::Instant::now() < end {
+                    match client.round(&mut store, sibi::hw::now()) {
+                        Ok(n) => {
+                            sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            failures += 1;
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        }
+                    }
+                }
+                (id, store.sync_status().unwrap().backlog, failures, expected)
+            })
+        })
+        .collect();
+    // Kill one instance once about a quarter of the load is in.
+    let total = gates.len() * per_gate;
+    while sent.load(std::sync::atomic::Ordering::Relaxed) < total / 4 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let at_kill = sent.load(std::sync::atomic::Ordering::Relaxed);
+    instances[0] = None;
+    let results: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let failures: usize = results.iter().map(|r| r.2).sum();
+    eprintln!(
+        "two instances: {total} entries from {} gates, instance 0 killed after {at_kill}; {failures} failed rounds retried",
+        gates.len()
+    );
+    let mut db = OfficeDb::open(&Database::Postgres(pg.url.clone())).unwrap();
+    for (id, backlog, _, rows) in &results {
+        assert_eq!(*backlog, 0, "{id} sent everything");
+        let held = db.entries(id).unwrap();
+        assert_eq!(held.len(), rows.len(), "{id}: every row, once");
+        assert!(held == *rows, "{id}: exactly its rows, in order");
+    }
+    assert!(instances[1].is_some());
+}
