@@ -574,6 +574,23 @@ impl OfficeDb {
         }
     }
 
+    /// Every community's latest bundle as signed, in one query (for the pages).
+    pub fn latest_bundles(&mut self) -> Result<std::collections::HashMap<String, String>, String> {
+        const SQL: &str = "SELECT b.community, b.signed FROM bundles b
+             JOIN (SELECT community, MAX(version) AS v FROM bundles GROUP BY community) m
+               ON m.community = b.community AND m.v = b.version";
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(SQL).map_err(lite)?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(lite)?;
+                rows.collect::<Result<_, _>>().map_err(lite)
+            }
+            Backend::Postgres(client) => {
+                Ok(client.query(SQL, &[]).map_err(pg)?.iter().map(|r| (r.get(0), r.get(1))).collect())
+            }
+        }
+    }
+
     /// Keep a newly signed bundle; a version already held for the community is an error.
     pub fn insert_bundle(&mut self, community: &str, version: u64, signed: &str) -> Result<(), String> {
         if self.try_insert_bundle(community, version, signed)? {
@@ -647,6 +664,25 @@ impl OfficeDb {
         }
     }
 
+    /// When each gate's report for `date` first arrived, for every gate that sent one (one query, for the pages).
+    pub fn reports_received_on(&mut self, date: &str) -> Result<std::collections::HashMap<String, i64>, String> {
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let mut stmt = conn
+                    .prepare_cached("SELECT gate_id, first_received_ms FROM reports WHERE date = ?1")
+                    .map_err(lite)?;
+                let rows = stmt.query_map([date], |r| Ok((r.get(0)?, r.get(1)?))).map_err(lite)?;
+                rows.collect::<Result<_, _>>().map_err(lite)
+            }
+            Backend::Postgres(client) => Ok(client
+                .query("SELECT gate_id, first_received_ms FROM reports WHERE date = $1", &[&date])
+                .map_err(pg)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()),
+        }
+    }
+
     /// Every gate that has sent anything.
     pub fn gates(&mut self) -> Result<Vec<GateState>, String> {
         const SQL: &str = "SELECT g.gate_id, g.last_contact_ms, g.acked_seq,
@@ -680,6 +716,16 @@ impl OfficeDb {
                     backlog: r.get(4),
                 })
                 .collect()),
+        }
+    }
+
+    /// How many entries the office holds, from every gate.
+    pub fn entries_count(&mut self) -> Result<i64, String> {
+        match &mut self.backend {
+            Backend::Sqlite(conn) => conn.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0)).map_err(lite),
+            Backend::Postgres(client) => {
+                client.query_one("SELECT COUNT(*) FROM entries", &[]).map(|r| r.get(0)).map_err(pg)
+            }
         }
     }
 

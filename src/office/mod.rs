@@ -6,6 +6,7 @@
 //! belongs to that gate; rows are committed (WAL, `synchronous=FULL`) before the acknowledgement is sent;
 //! a row already held is left as it is, so a resent batch changes nothing.
 
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -501,9 +502,14 @@ impl ReportStatus {
 impl Office {
     /// A gate's report status for `date`, as at `at`.
     pub fn report_status(&self, gate: &str, date: &str, at: Timestamp) -> Result<ReportStatus, String> {
+        let received = self.with_db(|db| db.report_received(gate, date))?;
+        self.status_of(received, date, at)
+    }
+
+    /// A report's status for `date` as at `at`, given when it first arrived (if it has).
+    fn status_of(&self, received: Option<i64>, date: &str, at: Timestamp) -> Result<ReportStatus, String> {
         let (start, _) = crate::report::day_bounds(date).ok_or_else(|| format!("`{date}` is not a date"))?;
         let due = start.plus_ms(i64::from(self.config.report_due_hour) * 3_600_000);
-        let received = self.with_db(|db| db.report_received(gate, date))?;
         Ok(match received {
             Some(t) if t <= due.0 => ReportStatus::OnTime,
             Some(_) => ReportStatus::Late,
@@ -512,6 +518,13 @@ impl Office {
         })
     }
 }
+
+/// Above this many gates the status page opens on its communities (one row each, drilling down to their gates):
+/// a street with 20,000 gates gets a page a person can read.
+pub const GATE_ROWS_MAX: usize = 200;
+
+/// Communities to a page of the status page.
+pub const COMMUNITY_ROWS: usize = 100;
 
 /// Silence after which the dashboard shows a gate as out of contact (失联), ms.
 const STALE_CONTACT_MS: i64 = 30 * 60 * 1000;
@@ -537,11 +550,16 @@ async fn bundle(State(office): State<Arc<Office>>, Query(q): Query<BundleQuery>)
 struct DashboardQuery {
     /// Show the page as at this time (RFC 3339), to review a past day.
     at: Option<String>,
+    /// Show this community's gates.
+    community: Option<String>,
+    /// The page of the communities (from 1).
+    page: Option<usize>,
 }
 
 async fn dashboard(State(office): State<Arc<Office>>, Query(q): Query<DashboardQuery>) -> Response {
     let at = q.at.as_deref().and_then(Timestamp::parse_rfc3339).unwrap_or_else(crate::hw::now);
-    match blocking(&office, move |o| o.dashboard_page(at)).await {
+    let page = q.page.unwrap_or(1);
+    match blocking(&office, move |o| o.dashboard_page_at(at, q.community.as_deref(), page)).await {
         Ok(page) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], Html(page)).into_response(),
         Err(e) => unavailable(e),
     }
@@ -570,11 +588,12 @@ impl Office {
         let gates = self.enrolled_gates()?;
         let names: std::collections::BTreeSet<&str> =
             gates.values().map(|g| g.community.as_str()).filter(|c| !c.is_empty()).collect();
+        let latest = self.with_db(|db| db.latest_bundles())?;
         let mut out = Vec::new();
         for c in names {
-            let latest = self.with_db(|db| db.latest_bundle(c))?;
             let bundle = latest
-                .and_then(|t| serde_json::from_str::<crate::bundle::SignedBundle>(&t).ok())
+                .get(c)
+                .and_then(|t| serde_json::from_str::<crate::bundle::SignedBundle>(t).ok())
                 .and_then(|s| serde_json::from_str::<crate::bundle::Bundle>(&s.body).ok());
             let current = bundle
                 .as_ref()
@@ -592,44 +611,156 @@ impl Office {
         Ok(out)
     }
 
-    /// The dashboard page as at `at`.
+    /// The dashboard page as at `at`: every gate, or (above [`GATE_ROWS_MAX`] gates) every community.
     pub fn dashboard_page(&self, at: Timestamp) -> Result<String, String> {
+        self.dashboard_page_of(at, None)
+    }
+
+    /// The dashboard page as at `at`, for one community's gates or for the whole office (first page).
+    pub fn dashboard_page_of(&self, at: Timestamp, community: Option<&str>) -> Result<String, String> {
+        self.dashboard_page_at(at, community, 1)
+    }
+
+    /// The dashboard page as at `at`: one community's gates, or the whole office; above [`GATE_ROWS_MAX`] gates
+    /// the communities, [`COMMUNITY_ROWS`] to a page (`page` from 1), the ones with problems first.
+    pub fn dashboard_page_at(&self, at: Timestamp, community: Option<&str>, page: usize) -> Result<String, String> {
         let today = at.to_rfc3339()[..10].to_string();
         let yesterday = at.plus_ms(-86_400_000).to_rfc3339()[..10].to_string();
         let seen: BTreeMap<String, GateState> = self.gates()?.into_iter().map(|g| (g.gate.clone(), g)).collect();
-        let mut rows = String::new();
-        for (id, g) in &self.enrolled_gates()? {
+        let (got_today, got_yesterday) =
+            self.with_db(|db| Ok((db.reports_received_on(&today)?, db.reports_received_on(&yesterday)?)))?;
+        let mut gates = self.enrolled_gates()?;
+        if let Some(c) = community {
+            gates.retain(|_, g| g.community == c);
+        }
+        let by_community = community.is_none() && gates.len() > GATE_ROWS_MAX;
+        // Per gate: contact, and yesterday's and today's report status.
+        struct Row<'a> {
+            id: &'a str,
+            g: &'a Enrolled,
+            s: Option<&'a GateState>,
+            stale: bool,
+            contact: String,
+            yesterday: ReportStatus,
+            today: ReportStatus,
+        }
+        let mut rows = Vec::with_capacity(gates.len());
+        for (id, g) in &gates {
             let s = seen.get(id);
             // A gate calls every few seconds when it can; half an hour of silence means it cannot.
-            let (contact_class, contact) = match s.and_then(|s| s.last_contact_ms) {
-                None => ("stale", "从未联系".to_string()),
-                Some(m) if at.0 - m > STALE_CONTACT_MS => ("stale", format!("{}（失联）", Timestamp(m).to_rfc3339())),
-                Some(m) => ("", Timestamp(m).to_rfc3339()),
+            let (stale, contact) = match s.and_then(|s| s.last_contact_ms) {
+                None => (true, "从未联系".to_string()),
+                Some(m) if at.0 - m > STALE_CONTACT_MS => (true, format!("{}（失联）", Timestamp(m).to_rfc3339())),
+                Some(m) => (false, Timestamp(m).to_rfc3339()),
             };
-            let status = |date: &str| -> Result<String, String> {
-                let s = self.report_status(id, date, at)?;
-                Ok(format!(
-                    "<td class=\"{}\">{}</td>",
-                    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-                    s.zh()
-                ))
-            };
-            rows.push_str(&format!(
-                "<tr data-gate=\"{}\"><td>{}</td><td>{}</td><td class=\"{contact_class}\">{}</td><td>{}</td>\
-                 <td>{}</td><td class=\"backlog\">{}</td>{}{}</tr>",
-                esc(id),
-                esc(&g.name),
-                esc(&g.community),
-                esc(&contact),
-                s.map_or(0, |s| s.entries),
-                s.map_or(0, |s| s.acked_seq),
-                s.map_or(0, |s| s.backlog),
-                status(&yesterday)?,
-                status(&today)?,
-            ));
+            rows.push(Row {
+                id,
+                g,
+                s,
+                stale,
+                contact,
+                yesterday: self.status_of(got_yesterday.get(id).copied(), &yesterday, at)?,
+                today: self.status_of(got_today.get(id).copied(), &today, at)?,
+            });
+        }
+        let cell = |s: ReportStatus| {
+            format!(
+                "<td class=\"{}\">{}</td>",
+                serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                s.zh()
+            )
+        };
+        let mut table = String::new();
+        let states: BTreeMap<String, CommunityState> =
+            self.communities(at)?.into_iter().map(|c| (c.community.clone(), c)).collect();
+        let tier_cell = |c: &str| match states.get(c).and_then(|s| s.tier) {
+            Some(t) => format!("<td class=\"tier-{}\">{}</td>", t.as_str(), t.zh()),
+            None => "<td class=\"tier-none\">未发布</td>".to_string(),
+        };
+        let mut pages = String::new();
+        if by_community {
+            let mut sums: BTreeMap<&str, [i64; 7]> = BTreeMap::new();
+            for r in &rows {
+                let t = sums.entry(r.g.community.as_str()).or_default();
+                t[0] += 1;
+                t[1] += i64::from(r.stale);
+                t[2] += r.s.map_or(0, |s| s.entries);
+                t[3] += r.s.map_or(0, |s| s.backlog);
+                t[4] += i64::from(r.yesterday == ReportStatus::Missing);
+                t[5] += i64::from(r.yesterday == ReportStatus::Late);
+                t[6] += i64::from(r.today == ReportStatus::Missing);
+            }
+            // The communities with gates out of contact or reports missing first.
+            let mut sums: Vec<(&str, [i64; 7])> = sums.into_iter().collect();
+            sums.sort_by_key(|(c, t)| (Reverse(t[1] + t[4] + t[6]), *c));
+            let count = sums.len().div_ceil(COMMUNITY_ROWS).max(1);
+            let page = page.clamp(1, count);
+            let at_q = esc(&at.to_rfc3339()).replace('+', "%2B");
+            for (c, t) in sums.iter().skip((page - 1) * COMMUNITY_ROWS).take(COMMUNITY_ROWS) {
+                let flag = |n: i64| if n > 0 { " class=\"missing\"" } else { "" };
+                table.push_str(&format!(
+                    "<tr data-community-gates=\"{c}\"><td><a href=\"?community={c}&amp;at={at_q}\">{c}</a></td>{}\
+                     <td>{}</td><td{}>{}</td><td>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td{}>{}</td></tr>",
+                    tier_cell(c),
+                    t[0],
+                    flag(t[1]),
+                    t[1],
+                    t[2],
+                    t[3],
+                    flag(t[4]),
+                    t[4],
+                    t[5],
+                    flag(t[6]),
+                    t[6],
+                    c = esc(c),
+                ));
+            }
+            if count > 1 {
+                pages = format!("<p class=\"pages\">第 {page}/{count} 页");
+                if page > 1 {
+                    pages.push_str(&format!(" · <a href=\"?page={}&amp;at={at_q}\">上一页</a>", page - 1));
+                }
+                if page < count {
+                    pages.push_str(&format!(" · <a href=\"?page={}&amp;at={at_q}\">下一页</a>", page + 1));
+                }
+                pages.push_str("</p>");
+            }
+            table = format!(
+                "<h2>各小区（{} 个小区，{} 个闸口；有失联或漏报的在前；点小区名看其闸口）</h2>\
+                 <table id=\"community-gates\"><tr><th>小区</th><th>风险等级</th><th>闸口</th>\
+                 <th>失联</th><th>已收记录</th><th>待上传</th><th>漏报 {yesterday}</th><th>迟报 {yesterday}</th>\
+                 <th>漏报 {today}</th></tr>{table}</table>{pages}",
+                sums.len(),
+                rows.len()
+            );
+        } else {
+            for r in &rows {
+                table.push_str(&format!(
+                    "<tr data-gate=\"{}\"><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td>\
+                     <td>{}</td><td class=\"backlog\">{}</td>{}{}</tr>",
+                    esc(r.id),
+                    esc(&r.g.name),
+                    esc(&r.g.community),
+                    if r.stale { "stale" } else { "" },
+                    esc(&r.contact),
+                    r.s.map_or(0, |s| s.entries),
+                    r.s.map_or(0, |s| s.acked_seq),
+                    r.s.map_or(0, |s| s.backlog),
+                    cell(r.yesterday),
+                    cell(r.today),
+                ));
+            }
+            table = format!(
+                "<h2>闸口{}</h2><table id=\"gates\"><tr><th>闸口</th><th>小区</th><th>最后联系</th><th>已收记录</th>\
+                 <th>已确认序号</th><th>待上传</th><th>日报 {yesterday}</th><th>日报 {today}</th></tr>{table}</table>",
+                community.map(|c| format!("（{}）", esc(c))).unwrap_or_default()
+            );
         }
         let mut tiers = String::new();
-        for c in self.communities(at)? {
+        for c in states.values().filter(|_| !by_community) {
+            if community.is_some_and(|only| only != c.community) {
+                continue;
+            }
             let (class, tier) = match c.tier {
                 Some(t) => (t.as_str(), t.zh()),
                 None => ("none", "未发布"),
@@ -645,19 +776,23 @@ impl Office {
                 c.revoked
             ));
         }
+        if !by_community {
+            tiers = format!(
+                "<h2>小区风险等级</h2><table id=\"communities\"><tr><th>小区</th><th>风险等级</th><th>生效时间</th>\
+                 <th>策略版本</th><th>居家隔离</th><th>已撤销通行证</th></tr>{tiers}</table>"
+            );
+        }
         Ok(format!(
             "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{name} · 闸口状态</title>\
              <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:2em}}\
              td,th{{border:1px solid #999;padding:.4em .8em}}.missing,.late,.stale{{background:#fdd;color:#a00;font-weight:bold}}\
              .on_time{{background:#dfd}}.tier-high{{background:#d00;color:#fff}}.tier-medium{{background:#f90}}\
-             .tier-low{{background:#dfd}}</style></head><body><h1>{name} · 闸口状态</h1><p>截至 {at}</p>\
-             <h2>小区风险等级</h2><table id=\"communities\"><tr><th>小区</th><th>风险等级</th><th>生效时间</th>\
-             <th>策略版本</th><th>居家隔离</th><th>已撤销通行证</th></tr>{tiers}</table>\
-             <h2>闸口</h2><table id=\"gates\"><tr><th>闸口</th><th>小区</th><th>最后联系</th><th>已收记录</th>\
-             <th>已确认序号</th><th>待上传</th><th>日报 {yesterday}</th><th>日报 {today}</th></tr>{rows}</table></body></html>",
+             .tier-low{{background:#dfd}}</style></head><body><h1>{name} · 闸口状态</h1><p>截至 {at}{back}</p>\
+             {tiers}{table}</body></html>",
             name = esc(&self.config.name),
             at = at.to_rfc3339(),
+            back = if community.is_some() { " · <a href=\"/\">返回全部小区</a>" } else { "" },
         ))
     }
 }

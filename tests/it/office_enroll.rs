@@ -104,3 +104,47 @@ fn gates_enrolled_from_a_csv_sign_in_at_the_running_office_and_a_revoked_one_is_
     assert_eq!(o.status.code(), Some(2), "the old key again: {}", out_text(&o));
     assert!(out_text(&o).contains("line 3 (`gate-2`): already enrolled with another key"), "{}", out_text(&o));
 }
+
+/// #15: above 200 gates the status page opens on the communities (the ones with problems first, 100 to a page),
+/// drilling down to one community's gates; each page stays small.
+#[test]
+fn a_street_with_many_gates_gets_a_page_of_communities_that_drills_down_to_gates() {
+    use sibi::office::{Database, Enrollment, Office, OfficeConfig, OfficeDb};
+    let dir = tempfile::tempdir().unwrap();
+    let database = Database::Sqlite(dir.path().join("office.db"));
+    let mut db = OfficeDb::open(&database).unwrap();
+    let key = sibi::keys::hex(ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key().as_bytes());
+    let rows: Vec<Enrollment> = (0..500)
+        .map(|g| Enrollment {
+            id: format!("g{g:03}"),
+            kind: "gate".into(),
+            name: format!("门{g}"),
+            community: format!("c{:03}", g / 2),
+            public_key: key.clone(),
+            enrolled_ms: 0,
+            revoked_ms: None,
+        })
+        .collect();
+    assert_eq!(db.enroll(&rows).unwrap(), 500);
+    let now = sibi::hw::now();
+    // Every gate has called just now, but community c123's two gates.
+    for r in rows.iter().filter(|r| r.community != "c123") {
+        db.heartbeat(&r.id, 0, now).unwrap();
+    }
+    let office = Office::open(OfficeConfig::new(database, Default::default())).unwrap();
+    let addr = sibi::office::serve_in_background(office).unwrap();
+    let get = |q: &str| ureq::get(&format!("http://{addr}/{q}")).call().unwrap().body_mut().read_to_string().unwrap();
+    let first = get("");
+    assert!(!first.contains("data-gate="), "no gate rows on the office's first page");
+    let communities: Vec<&str> = first.split("data-community-gates=\"").skip(1).map(|r| &r[..4]).collect();
+    assert_eq!(communities.len(), 100, "100 to a page");
+    assert_eq!(communities[0], "c123", "the community whose gates are silent comes first");
+    assert!(first.contains("第 1/3 页") && first.contains("?page=2"), "{first}");
+    assert!(first.contains("250 个小区，500 个闸口"));
+    let last = get("?page=3");
+    assert_eq!(last.matches("data-community-gates=").count(), 50);
+    let one = get("?community=c123");
+    assert_eq!(one.matches("data-gate=").count(), 2);
+    assert_eq!(one.matches("（失联）").count() + one.matches("从未联系").count(), 2, "{one}");
+    assert!(first.len() < 200_000 && one.len() < 20_000, "{} and {} bytes", first.len(), one.len());
+}
