@@ -278,6 +278,19 @@ impl OfficeDb {
 
     /// Store a verified batch; returns the highest sequence number now held for the gate.
     pub fn ingest(&mut self, gate: &str, rows: &[serde_json::Value], now: Timestamp) -> Result<i64, String> {
+        self.ingest_signed(gate, None, rows, now, None).map(|r| r.unwrap_or(0))
+    }
+
+    /// Store a batch signed under `counter` (taken in the same transaction; `Err(last)` inside: a replay, nothing
+    /// stored), with the backlog the gate reported after it; returns the highest sequence number now held.
+    pub fn ingest_signed(
+        &mut self,
+        gate: &str,
+        counter: Option<u64>,
+        rows: &[serde_json::Value],
+        now: Timestamp,
+        backlog: Option<i64>,
+    ) -> Result<Result<i64, u64>, String> {
         let int = |row: &serde_json::Value, k: &str| row.get(k).and_then(serde_json::Value::as_i64).unwrap_or(0);
         let text =
             |row: &serde_json::Value, k: &str| row.get(k).and_then(serde_json::Value::as_str).unwrap_or("").to_string();
@@ -285,6 +298,9 @@ impl OfficeDb {
         match &mut self.backend {
             Backend::Sqlite(conn) => {
                 let tx = conn.transaction().map_err(lite)?;
+                if let Some(last) = counter.map(|c| take_lite(&tx, gate, c)).transpose()?.flatten() {
+                    return Ok(Err(last));
+                }
                 {
                     let mut insert = tx
                         .prepare_cached(
@@ -313,11 +329,15 @@ impl OfficeDb {
                     params![gate, now.0, max],
                 )
                 .map_err(lite)?;
+                if let Some(b) = backlog {
+                    tx.execute("UPDATE gates SET backlog = ?2 WHERE gate_id = ?1", params![gate, b.max(0)])
+                        .map_err(lite)?;
+                }
                 let acked: i64 = tx
                     .query_row("SELECT acked_seq FROM gates WHERE gate_id = ?1", [gate], |r| r.get(0))
                     .map_err(lite)?;
                 tx.commit().map_err(lite)?;
-                Ok(acked)
+                Ok(Ok(acked))
             }
             Backend::Postgres(client) => {
                 // One statement per batch: the columns travel as arrays and UNNEST turns them back into rows.
@@ -327,6 +347,9 @@ impl OfficeDb {
                 let bodies: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
                 let (verdicts, rules, categories) = (col("verdict"), col("rule"), col("category"));
                 let mut tx = client.transaction().map_err(pg)?;
+                if let Some(last) = counter.map(|c| take_pg(&mut tx, gate, c)).transpose()?.flatten() {
+                    return Ok(Err(last));
+                }
                 tx.execute(
                     "INSERT INTO entries (gate_id, seq, at_ms, verdict, rule, category, body, received_ms)
                      SELECT $1, s, a, v, r, c, b, $8
@@ -338,15 +361,16 @@ impl OfficeDb {
                 .map_err(pg)?;
                 let row = tx
                     .query_one(
-                        "INSERT INTO gates (gate_id, last_contact_ms, acked_seq) VALUES ($1, $2, $3)
+                        "INSERT INTO gates (gate_id, last_contact_ms, acked_seq, backlog) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (gate_id) DO UPDATE SET last_contact_ms = EXCLUDED.last_contact_ms,
-                           acked_seq = GREATEST(gates.acked_seq, EXCLUDED.acked_seq)
+                           acked_seq = GREATEST(gates.acked_seq, EXCLUDED.acked_seq),
+                           backlog = COALESCE($5, gates.backlog)
                          RETURNING acked_seq",
-                        &[&gate, &now.0, &max],
+                        &[&gate, &now.0, &max, &backlog.unwrap_or(0).max(0), &backlog.map(|b| b.max(0))],
                     )
                     .map_err(pg)?;
                 tx.commit().map_err(pg)?;
-                Ok(row.get(0))
+                Ok(Ok(row.get(0)))
             }
         }
     }
@@ -355,40 +379,56 @@ impl OfficeDb {
     /// concurrent office processes on one database never both take the same): `None` when taken, else the last
     /// counter, which makes the request a replay.
     pub fn take_counter(&mut self, signer: &str, counter: u64) -> Result<Option<u64>, String> {
-        let counter = i64::try_from(counter).map_err(|_| format!("request counter {counter} is out of range"))?;
-        let taken = match &mut self.backend {
-            Backend::Sqlite(conn) => conn
-                .execute(
-                    "INSERT INTO request_counters (signer, counter) VALUES (?1, ?2)
-                     ON CONFLICT(signer) DO UPDATE SET counter = ?2 WHERE counter < ?2",
-                    params![signer, counter],
-                )
-                .map_err(lite)?,
-            Backend::Postgres(client) => usize::try_from(
-                client
-                    .execute(
-                        "INSERT INTO request_counters (signer, counter) VALUES ($1, $2)
-                         ON CONFLICT (signer) DO UPDATE SET counter = EXCLUDED.counter
-                           WHERE request_counters.counter < EXCLUDED.counter",
-                        &[&signer, &counter],
-                    )
-                    .map_err(pg)?,
-            )
-            .unwrap_or(0),
-        };
-        if taken == 1 {
-            return Ok(None);
+        match &mut self.backend {
+            Backend::Sqlite(conn) => take_lite(conn, signer, counter),
+            Backend::Postgres(client) => take_pg(&mut **client, signer, counter),
         }
-        let last: i64 = match &mut self.backend {
-            Backend::Sqlite(conn) => conn
-                .query_row("SELECT counter FROM request_counters WHERE signer = ?1", [signer], |r| r.get(0))
-                .map_err(lite)?,
-            Backend::Postgres(client) => client
-                .query_one("SELECT counter FROM request_counters WHERE signer = $1", &[&signer])
-                .map_err(pg)?
-                .get(0),
-        };
-        Ok(Some(u64::try_from(last).unwrap_or(0)))
+    }
+
+    /// A signed heartbeat: `signer`'s `counter` taken and the gate's contact and backlog recorded, in one transaction
+    /// (one statement on PostgreSQL). `Ok(Some(last))`: a replay, nothing changed.
+    pub fn heartbeat_signed(
+        &mut self,
+        gate: &str,
+        counter: u64,
+        backlog: i64,
+        now: Timestamp,
+    ) -> Result<Option<u64>, String> {
+        let backlog = backlog.max(0);
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let tx = conn.transaction().map_err(lite)?;
+                if let Some(last) = take_lite(&tx, gate, counter)? {
+                    return Ok(Some(last));
+                }
+                tx.execute(
+                    "INSERT INTO gates (gate_id, last_contact_ms, backlog) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(gate_id) DO UPDATE SET last_contact_ms = ?2, backlog = ?3",
+                    params![gate, now.0, backlog],
+                )
+                .map_err(lite)?;
+                tx.commit().map_err(lite)?;
+                Ok(None)
+            }
+            Backend::Postgres(client) => {
+                let n = i64::try_from(counter).map_err(|_| format!("request counter {counter} is out of range"))?;
+                let done = client
+                    .execute(
+                        "WITH taken AS (
+                           INSERT INTO request_counters (signer, counter) VALUES ($1, $4)
+                           ON CONFLICT (signer) DO UPDATE SET counter = EXCLUDED.counter
+                             WHERE request_counters.counter < EXCLUDED.counter
+                           RETURNING 1)
+                         INSERT INTO gates (gate_id, last_contact_ms, backlog)
+                         SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM taken)
+                         ON CONFLICT (gate_id) DO UPDATE SET last_contact_ms = EXCLUDED.last_contact_ms,
+                           backlog = EXCLUDED.backlog",
+                        &[&gate, &now.0, &backlog, &n],
+                    )
+                    .map_err(pg)?;
+                if done == 1 { Ok(None) } else { take_pg(&mut **client, gate, counter) }
+            }
+        }
     }
 
     /// Enrol `rows` in one transaction: all of them or, on any error, none. A row for an id already enrolled with the
@@ -800,6 +840,44 @@ impl OfficeDb {
                 .collect()),
         }
     }
+}
+
+/// [`OfficeDb::take_counter`] on an SQLite connection (or a transaction).
+fn take_lite(conn: &Connection, signer: &str, counter: u64) -> Result<Option<u64>, String> {
+    let counter = i64::try_from(counter).map_err(|_| format!("request counter {counter} is out of range"))?;
+    let taken = conn
+        .execute(
+            "INSERT INTO request_counters (signer, counter) VALUES (?1, ?2)
+             ON CONFLICT(signer) DO UPDATE SET counter = ?2 WHERE counter < ?2",
+            params![signer, counter],
+        )
+        .map_err(lite)?;
+    if taken == 1 {
+        return Ok(None);
+    }
+    let last: i64 = conn
+        .query_row("SELECT counter FROM request_counters WHERE signer = ?1", [signer], |r| r.get(0))
+        .map_err(lite)?;
+    Ok(Some(u64::try_from(last).unwrap_or(0)))
+}
+
+/// [`OfficeDb::take_counter`] on a PostgreSQL client (or a transaction).
+fn take_pg(client: &mut impl postgres::GenericClient, signer: &str, counter: u64) -> Result<Option<u64>, String> {
+    let counter = i64::try_from(counter).map_err(|_| format!("request counter {counter} is out of range"))?;
+    let taken = client
+        .execute(
+            "INSERT INTO request_counters (signer, counter) VALUES ($1, $2)
+             ON CONFLICT (signer) DO UPDATE SET counter = EXCLUDED.counter
+               WHERE request_counters.counter < EXCLUDED.counter",
+            &[&signer, &counter],
+        )
+        .map_err(pg)?;
+    if taken == 1 {
+        return Ok(None);
+    }
+    let last: i64 =
+        client.query_one("SELECT counter FROM request_counters WHERE signer = $1", &[&signer]).map_err(pg)?.get(0);
+    Ok(Some(u64::try_from(last).unwrap_or(0)))
 }
 
 #[cfg(test)]

@@ -215,6 +215,9 @@ pub fn load(path: &Path) -> Result<OfficeConfig, String> {
 pub struct Office {
     config: OfficeConfig,
     db: r2d2::Pool<db::Connector>,
+    /// Enrolments looked up in the database in the last [`ENROLMENT_TTL`] (a cache of what the database holds: an
+    /// enrolment or a revocation reaches every instance within that time).
+    enrolments: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Option<Enrolled>)>>,
     /// The health-code gateway's client for the provincial endpoints.
     provinces: ureq::Agent,
 }
@@ -233,7 +236,7 @@ impl Office {
             .build(db::Connector(config.database.clone()))
             .map_err(|e| format!("{}: {e}", config.database.describe()))?;
         let provinces = gateway::agent(&config.gateway);
-        Ok(Arc::new(Office { config, db, provinces }))
+        Ok(Arc::new(Office { config, db, provinces, enrolments: Default::default() }))
     }
 
     /// Run `f` on a pooled database connection (blocking; from async code use [`blocking`]). A connection that
@@ -259,12 +262,27 @@ impl Office {
         &self.config
     }
 
-    /// The signer `id` as enrolled now: in office.toml, or in the database (not revoked).
+    /// The signer `id` as enrolled: in office.toml, or in the database (not revoked) as of at most
+    /// [`ENROLMENT_TTL`] ago.
     pub fn enrolled(&self, id: &str) -> Result<Option<Enrolled>, String> {
         if let Some(e) = self.config.gates.get(id) {
             return Ok(Some(e.clone()));
         }
-        Ok(self.with_db(|db| db.enrolled(id))?.and_then(|e| enrolled_of(&e)))
+        let now = std::time::Instant::now();
+        let cached = |c: &mut std::collections::HashMap<String, (std::time::Instant, Option<Enrolled>)>| {
+            c.get(id).filter(|(at, _)| now.duration_since(*at) < ENROLMENT_TTL).map(|(_, e)| e.clone())
+        };
+        if let Some(e) = self.enrolments.lock().ok().as_deref_mut().and_then(cached) {
+            return Ok(e);
+        }
+        let found = self.with_db(|db| db.enrolled(id))?.and_then(|e| enrolled_of(&e));
+        if let Ok(mut c) = self.enrolments.lock() {
+            if c.len() > 100_000 {
+                c.retain(|_, (at, _)| now.duration_since(*at) < ENROLMENT_TTL);
+            }
+            c.insert(id.to_string(), (now, found.clone()));
+        }
+        Ok(found)
     }
 
     /// Every gate enrolled now, office.toml's and the database's, by id.
@@ -344,39 +362,38 @@ fn signed_by(office: &Office, headers: &HeaderMap, body: &[u8]) -> Result<(Strin
     Ok((gate, counter))
 }
 
-/// A body signed by an enrolled signer, under a request counter above every one the office has taken from it, and
-/// parsed as `T` (a `what`), with the signer's id; or why it is refused. The counter is taken (in the database, so
-/// every office process sharing it agrees) only once the signature verifies: a replayed request is refused with
-/// 401 and logged.
+/// A body signed by an enrolled signer under its request counter and parsed as `T` (a `what`), with the signer's id
+/// and the counter; or why it is refused. The handler takes the counter in the same transaction as the change it
+/// makes ([`OfficeDb::heartbeat_signed`], [`OfficeDb::ingest_signed`]; in the database, so every office process
+/// sharing it agrees): a replayed request is refused with 401 and logged ([`replayed`]).
 async fn signed_json<T: serde::de::DeserializeOwned + Send + 'static>(
     office: &Arc<Office>,
     headers: &HeaderMap,
     body: &Bytes,
     what: &'static str,
-) -> Result<(String, T), (StatusCode, String)> {
+) -> Result<(String, u64, T), (StatusCode, String)> {
     let (headers, body) = (headers.clone(), body.clone());
     let checked = blocking(office, move |o| {
         Ok(signed_by(o, &headers, &body).and_then(|(gate, counter)| {
             let parsed: T = serde_json::from_slice(&body)
                 .map_err(|e| (StatusCode::BAD_REQUEST, format!("gate `{gate}`: malformed {what}: {e}")))?;
-            match o.with_db(|db| db.take_counter(&gate, counter)) {
-                Ok(None) => Ok((gate, parsed)),
-                Ok(Some(last)) => {
-                    tracing::warn!(%gate, counter, last, what, "replayed or out-of-order request refused");
-                    Err((
-                        StatusCode::UNAUTHORIZED,
-                        format!("gate `{gate}`: request counter {counter} is not above {last}: a replay, refused"),
-                    ))
-                }
-                Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e)),
-            }
+            Ok((gate, counter, parsed))
         }))
     });
     checked.await.map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?
 }
 
+/// The refusal of a replayed (or out-of-order) request: 401, logged.
+fn replayed(gate: &str, counter: u64, last: u64, what: &str) -> Response {
+    tracing::warn!(%gate, counter, last, what, "replayed or out-of-order request refused");
+    refuse(
+        StatusCode::UNAUTHORIZED,
+        format!("gate `{gate}`: request counter {counter} is not above {last}: a replay, refused"),
+    )
+}
+
 async fn report(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (gate, r) = match signed_json::<crate::report::DailyReport>(&office, &headers, &body, "report").await {
+    let (gate, counter, r) = match signed_json::<crate::report::DailyReport>(&office, &headers, &body, "report").await {
         Ok(x) => x,
         Err((status, why)) => return refuse(status, why),
     };
@@ -385,10 +402,16 @@ async fn report(State(office): State<Arc<Office>>, headers: HeaderMap, body: Byt
     }
     let date = r.date;
     let text = String::from_utf8_lossy(&body).into_owned();
-    let day = date.clone();
-    let stored = blocking(&office, move |o| o.with_db(|db| db.store_report(&gate, &day, &text, crate::hw::now())));
+    let (day, id) = (date.clone(), gate.clone());
+    let stored = blocking(&office, move |o| {
+        o.with_db(|db| match db.take_counter(&id, counter)? {
+            Some(last) => Ok(Some(last)),
+            None => db.store_report(&id, &day, &text, crate::hw::now()).map(|()| None),
+        })
+    });
     match stored.await {
-        Ok(()) => axum::Json(serde_json::json!({ "date": date })).into_response(),
+        Ok(None) => axum::Json(serde_json::json!({ "date": date })).into_response(),
+        Ok(Some(last)) => replayed(&gate, counter, last, "report"),
         Err(e) => unavailable(e),
     }
 }
@@ -402,7 +425,7 @@ async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Byt
         #[serde(default)]
         backlog: Option<i64>,
     }
-    let (gate, batch) = match signed_json::<Batch>(&office, &headers, &body, "batch").await {
+    let (gate, counter, batch) = match signed_json::<Batch>(&office, &headers, &body, "batch").await {
         Ok(x) => x,
         Err((status, why)) => return refuse(status, why),
     };
@@ -414,18 +437,13 @@ async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Byt
     {
         return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: rows that are not this gate's"));
     }
+    let id = gate.clone();
     let stored = blocking(&office, move |o| {
-        o.with_db(|db| {
-            let now = crate::hw::now();
-            let acked = db.ingest(&gate, &batch.entries, now)?;
-            if let Some(backlog) = batch.backlog {
-                db.heartbeat(&gate, backlog, now)?;
-            }
-            Ok(acked)
-        })
+        o.with_db(|db| db.ingest_signed(&id, Some(counter), &batch.entries, crate::hw::now(), batch.backlog))
     });
     match stored.await {
-        Ok(acked) => axum::Json(serde_json::json!({ "acked": acked })).into_response(),
+        Ok(Ok(acked)) => axum::Json(serde_json::json!({ "acked": acked })).into_response(),
+        Ok(Err(last)) => replayed(&gate, counter, last, "batch"),
         Err(e) => unavailable(e),
     }
 }
@@ -438,15 +456,19 @@ async fn heartbeat(State(office): State<Arc<Office>>, headers: HeaderMap, body: 
         gate: String,
         backlog: i64,
     }
-    let (gate, beat) = match signed_json::<Heartbeat>(&office, &headers, &body, "heartbeat").await {
+    let (gate, counter, beat) = match signed_json::<Heartbeat>(&office, &headers, &body, "heartbeat").await {
         Ok(x) => x,
         Err((status, why)) => return refuse(status, why),
     };
     if beat.gate != gate {
         return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: a heartbeat that is not this gate's"));
     }
-    match blocking(&office, move |o| o.with_db(|db| db.heartbeat(&gate, beat.backlog, crate::hw::now()))).await {
-        Ok(()) => axum::Json(serde_json::json!({ "ok": true })).into_response(),
+    let id = gate.clone();
+    let beat =
+        blocking(&office, move |o| o.with_db(|db| db.heartbeat_signed(&id, counter, beat.backlog, crate::hw::now())));
+    match beat.await {
+        Ok(None) => axum::Json(serde_json::json!({ "ok": true })).into_response(),
+        Ok(Some(last)) => replayed(&gate, counter, last, "heartbeat"),
         Err(e) => unavailable(e),
     }
 }
@@ -522,6 +544,10 @@ impl Office {
 /// Above this many gates the status page opens on its communities (one row each, drilling down to their gates):
 /// a street with 20,000 gates gets a page a person can read.
 pub const GATE_ROWS_MAX: usize = 200;
+
+/// How long an office process trusts an enrolment (or its absence) it read from the database: a new enrolment or a
+/// revocation is in force at every instance within this time.
+pub const ENROLMENT_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Communities to a page of the status page.
 pub const COMMUNITY_ROWS: usize = 100;

@@ -69,7 +69,15 @@ fn exercise(db: &mut OfficeDb, rows: &[serde_json::Value]) -> serde_json::Value 
         usize::from(db.enrolled("e2").unwrap().is_none()),
         db.enroll(&[enrol("e2", "cc")]).unwrap(),
     ];
+    // A signed heartbeat and a signed batch take their counter in the same transaction as their change.
+    let fused = serde_json::json!([
+        db.heartbeat_signed("g3", 100, 4, T0.plus_ms(30)).unwrap(),
+        db.heartbeat_signed("g3", 100, 9, T0.plus_ms(31)).unwrap(),
+        db.ingest_signed("g3", Some(101), &rows[..10], T0.plus_ms(32), Some(3)).unwrap().ok(),
+        db.ingest_signed("g3", Some(10), &rows[..10], T0.plus_ms(33), Some(99)).unwrap().err(),
+    ]);
     serde_json::json!({
+        "fused": fused,
         "enrolled": enrolled,
         "enrollments": db.enrollments().unwrap(),
         "counters": counters,
