@@ -115,6 +115,22 @@ enum Backend {
 /// The office database.
 pub struct OfficeDb {
     backend: Backend,
+    /// PostgreSQL statements prepared once per connection (the hot paths: heartbeat, ingest, enrolment lookup).
+    prepared: std::collections::HashMap<&'static str, postgres::Statement>,
+}
+
+/// `sql`, prepared on `client` the first time and reused after.
+fn prepared(
+    client: &mut postgres::Client,
+    cache: &mut std::collections::HashMap<&'static str, postgres::Statement>,
+    sql: &'static str,
+) -> Result<postgres::Statement, String> {
+    if let Some(st) = cache.get(sql) {
+        return Ok(st.clone());
+    }
+    let st = client.prepare(sql).map_err(pg)?;
+    cache.insert(sql, st.clone());
+    Ok(st)
 }
 
 const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
@@ -235,7 +251,7 @@ impl OfficeDb {
                 tx.execute("SELECT pg_advisory_xact_lock(7410)", &[]).map_err(pg)?;
                 tx.batch_execute(POSTGRES_SCHEMA).map_err(pg)?;
                 tx.commit().map_err(pg)?;
-                Ok(OfficeDb { backend: Backend::Postgres(Box::new(client)) })
+                Ok(OfficeDb { backend: Backend::Postgres(Box::new(client)), prepared: Default::default() })
             }
         }
     }
@@ -273,7 +289,7 @@ impl OfficeDb {
         if !has_backlog {
             conn.execute_batch("ALTER TABLE gates ADD COLUMN backlog INTEGER NOT NULL DEFAULT 0").map_err(e)?;
         }
-        Ok(OfficeDb { backend: Backend::Sqlite(conn) })
+        Ok(OfficeDb { backend: Backend::Sqlite(conn), prepared: Default::default() })
     }
 
     /// Store a verified batch; returns the highest sequence number now held for the gate.
@@ -346,26 +362,21 @@ impl OfficeDb {
                 let ats: Vec<i64> = rows.iter().map(|r| int(r, "at_ms")).collect();
                 let bodies: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
                 let (verdicts, rules, categories) = (col("verdict"), col("rule"), col("category"));
+                let take = prepared(client, &mut self.prepared, PG_TAKE_COUNTER)?;
+                let insert = prepared(client, &mut self.prepared, PG_INGEST_ENTRIES)?;
+                let upsert = prepared(client, &mut self.prepared, PG_INGEST_GATE)?;
                 let mut tx = client.transaction().map_err(pg)?;
-                if let Some(last) = counter.map(|c| take_pg(&mut tx, gate, c)).transpose()?.flatten() {
-                    return Ok(Err(last));
+                if let Some(c) = counter {
+                    let n = i64::try_from(c).map_err(|_| format!("request counter {c} is out of range"))?;
+                    if tx.execute(&take, &[&gate, &n]).map_err(pg)? != 1 {
+                        return Ok(Err(take_pg(&mut tx, gate, c)?.unwrap_or(0)));
+                    }
                 }
-                tx.execute(
-                    "INSERT INTO entries (gate_id, seq, at_ms, verdict, rule, category, body, received_ms)
-                     SELECT $1, s, a, v, r, c, b, $8
-                     FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
-                       AS t(s, a, v, r, c, b)
-                     ON CONFLICT (gate_id, seq) DO NOTHING",
-                    &[&gate, &seqs, &ats, &verdicts, &rules, &categories, &bodies, &now.0],
-                )
-                .map_err(pg)?;
+                tx.execute(&insert, &[&gate, &seqs, &ats, &verdicts, &rules, &categories, &bodies, &now.0])
+                    .map_err(pg)?;
                 let row = tx
                     .query_one(
-                        "INSERT INTO gates (gate_id, last_contact_ms, acked_seq, backlog) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (gate_id) DO UPDATE SET last_contact_ms = EXCLUDED.last_contact_ms,
-                           acked_seq = GREATEST(gates.acked_seq, EXCLUDED.acked_seq),
-                           backlog = COALESCE($5, gates.backlog)
-                         RETURNING acked_seq",
+                        &upsert,
                         &[&gate, &now.0, &max, &backlog.unwrap_or(0).max(0), &backlog.map(|b| b.max(0))],
                     )
                     .map_err(pg)?;
@@ -412,20 +423,8 @@ impl OfficeDb {
             }
             Backend::Postgres(client) => {
                 let n = i64::try_from(counter).map_err(|_| format!("request counter {counter} is out of range"))?;
-                let done = client
-                    .execute(
-                        "WITH taken AS (
-                           INSERT INTO request_counters (signer, counter) VALUES ($1, $4)
-                           ON CONFLICT (signer) DO UPDATE SET counter = EXCLUDED.counter
-                             WHERE request_counters.counter < EXCLUDED.counter
-                           RETURNING 1)
-                         INSERT INTO gates (gate_id, last_contact_ms, backlog)
-                         SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM taken)
-                         ON CONFLICT (gate_id) DO UPDATE SET last_contact_ms = EXCLUDED.last_contact_ms,
-                           backlog = EXCLUDED.backlog",
-                        &[&gate, &now.0, &backlog, &n],
-                    )
-                    .map_err(pg)?;
+                let st = prepared(client, &mut self.prepared, PG_HEARTBEAT_SIGNED)?;
+                let done = client.execute(&st, &[&gate, &now.0, &backlog, &n]).map_err(pg)?;
                 if done == 1 { Ok(None) } else { take_pg(&mut **client, gate, counter) }
             }
         }
@@ -480,6 +479,18 @@ impl OfficeDb {
 
     /// The enrolment of `id`, if it is enrolled and not revoked.
     pub fn enrolled(&mut self, id: &str) -> Result<Option<Enrollment>, String> {
+        if let Backend::Postgres(client) = &mut self.backend {
+            let st = prepared(client, &mut self.prepared, PG_ENROLLED)?;
+            return Ok(client.query_opt(&st, &[&id]).map_err(pg)?.map(|r| Enrollment {
+                id: r.get(0),
+                kind: r.get(1),
+                name: r.get(2),
+                community: r.get(3),
+                public_key: r.get(4),
+                enrolled_ms: r.get(5),
+                revoked_ms: r.get(6),
+            }));
+        }
         Ok(self.enrollments_where("revoked_ms IS NULL AND id = ", Some(id))?.pop())
     }
 
@@ -841,6 +852,31 @@ impl OfficeDb {
         }
     }
 }
+
+const PG_HEARTBEAT_SIGNED: &str = "WITH taken AS (
+       INSERT INTO request_counters (signer, counter) VALUES ($1, $4)
+       ON CONFLICT (signer) DO UPDATE SET counter = EXCLUDED.counter
+         WHERE request_counters.counter < EXCLUDED.counter
+       RETURNING 1)
+     INSERT INTO gates (gate_id, last_contact_ms, backlog)
+     SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM taken)
+     ON CONFLICT (gate_id) DO UPDATE SET last_contact_ms = EXCLUDED.last_contact_ms, backlog = EXCLUDED.backlog";
+
+const PG_TAKE_COUNTER: &str = "INSERT INTO request_counters (signer, counter) VALUES ($1, $2)
+     ON CONFLICT (signer) DO UPDATE SET counter = EXCLUDED.counter WHERE request_counters.counter < EXCLUDED.counter";
+
+const PG_INGEST_ENTRIES: &str = "INSERT INTO entries (gate_id, seq, at_ms, verdict, rule, category, body, received_ms)
+     SELECT $1, s, a, v, r, c, b, $8
+     FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) AS t(s, a, v, r, c, b)
+     ON CONFLICT (gate_id, seq) DO NOTHING";
+
+const PG_INGEST_GATE: &str = "INSERT INTO gates (gate_id, last_contact_ms, acked_seq, backlog) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (gate_id) DO UPDATE SET last_contact_ms = EXCLUDED.last_contact_ms,
+       acked_seq = GREATEST(gates.acked_seq, EXCLUDED.acked_seq), backlog = COALESCE($5, gates.backlog)
+     RETURNING acked_seq";
+
+const PG_ENROLLED: &str = "SELECT id, kind, name, community, public_key, enrolled_ms, revoked_ms FROM enrolled
+     WHERE revoked_ms IS NULL AND id = $1";
 
 /// [`OfficeDb::take_counter`] on an SQLite connection (or a transaction).
 fn take_lite(conn: &Connection, signer: &str, counter: u64) -> Result<Option<u64>, String> {
