@@ -26,7 +26,7 @@ impl r2d2::ManageConnection for Connector {
     type Error = DbError;
 
     fn connect(&self) -> Result<OfficeDb, DbError> {
-        OfficeDb::open(&self.0).map_err(DbError)
+        OfficeDb::connect(&self.0).map_err(DbError)
     }
 
     fn is_valid(&self, conn: &mut OfficeDb) -> Result<(), DbError> {
@@ -137,7 +137,8 @@ const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
         gate_id TEXT PRIMARY KEY,
         last_contact_ms INTEGER,
         acked_seq INTEGER NOT NULL DEFAULT 0,
-        backlog INTEGER NOT NULL DEFAULT 0
+        backlog INTEGER NOT NULL DEFAULT 0,
+        held INTEGER NOT NULL DEFAULT 0
     );
     CREATE TABLE IF NOT EXISTS entries (
         gate_id TEXT NOT NULL,
@@ -183,9 +184,16 @@ const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
         gate_id TEXT PRIMARY KEY,
         last_contact_ms BIGINT,
         acked_seq BIGINT NOT NULL DEFAULT 0,
-        backlog BIGINT NOT NULL DEFAULT 0
+        backlog BIGINT NOT NULL DEFAULT 0,
+        held BIGINT NOT NULL DEFAULT 0
     );
     ALTER TABLE gates ADD COLUMN IF NOT EXISTS backlog BIGINT NOT NULL DEFAULT 0;
+    DO $$ BEGIN
+      IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'gates' AND column_name = 'held') THEN
+        ALTER TABLE gates ADD COLUMN held BIGINT NOT NULL DEFAULT 0;
+        UPDATE gates SET held = (SELECT COUNT(*) FROM entries e WHERE e.gate_id = gates.gate_id);
+      END IF;
+    END $$;
     CREATE TABLE IF NOT EXISTS entries (
         gate_id TEXT NOT NULL,
         seq BIGINT NOT NULL,
@@ -256,6 +264,19 @@ impl OfficeDb {
         }
     }
 
+    /// Connect to a database whose tables [`OfficeDb::open`] has made (the pool's further connections: no DDL, so
+    /// a connection opened under load takes no table lock).
+    pub fn connect(database: &Database) -> Result<OfficeDb, String> {
+        match database {
+            Database::Sqlite(path) => OfficeDb::open_sqlite(path),
+            Database::Postgres(url) => {
+                let client = postgres::Client::connect(url, postgres::NoTls)
+                    .map_err(|e| format!("cannot connect to {}: {}", database.describe(), pg(e)))?;
+                Ok(OfficeDb { backend: Backend::Postgres(Box::new(client)), prepared: Default::default() })
+            }
+        }
+    }
+
     /// Whether the connection still answers.
     pub fn ping(&mut self) -> Result<(), String> {
         match &mut self.backend {
@@ -289,6 +310,17 @@ impl OfficeDb {
         if !has_backlog {
             conn.execute_batch("ALTER TABLE gates ADD COLUMN backlog INTEGER NOT NULL DEFAULT 0").map_err(e)?;
         }
+        // Offices created before the gates table kept each gate's count of entries held.
+        let has_held: bool = conn
+            .query_row("SELECT COUNT(*) FROM pragma_table_info('gates') WHERE name = 'held'", [], |r| r.get(0))
+            .map_err(e)?;
+        if !has_held {
+            conn.execute_batch(
+                "ALTER TABLE gates ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+                 UPDATE gates SET held = (SELECT COUNT(*) FROM entries e WHERE e.gate_id = gates.gate_id);",
+            )
+            .map_err(e)?;
+        }
         Ok(OfficeDb { backend: Backend::Sqlite(conn), prepared: Default::default() })
     }
 
@@ -317,6 +349,7 @@ impl OfficeDb {
                 if let Some(last) = counter.map(|c| take_lite(&tx, gate, c)).transpose()?.flatten() {
                     return Ok(Err(last));
                 }
+                let mut inserted = 0usize;
                 {
                     let mut insert = tx
                         .prepare_cached(
@@ -325,7 +358,7 @@ impl OfficeDb {
                         )
                         .map_err(lite)?;
                     for row in rows {
-                        insert
+                        inserted += insert
                             .execute(params![
                                 gate,
                                 int(row, "seq"),
@@ -340,9 +373,10 @@ impl OfficeDb {
                     }
                 }
                 tx.execute(
-                    "INSERT INTO gates (gate_id, last_contact_ms, acked_seq) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(gate_id) DO UPDATE SET last_contact_ms = ?2, acked_seq = MAX(acked_seq, ?3)",
-                    params![gate, now.0, max],
+                    "INSERT INTO gates (gate_id, last_contact_ms, acked_seq, held) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(gate_id) DO UPDATE SET last_contact_ms = ?2, acked_seq = MAX(acked_seq, ?3),
+                       held = held + ?4",
+                    params![gate, now.0, max, inserted as i64],
                 )
                 .map_err(lite)?;
                 if let Some(b) = backlog {
@@ -372,12 +406,13 @@ impl OfficeDb {
                         return Ok(Err(take_pg(&mut tx, gate, c)?.unwrap_or(0)));
                     }
                 }
-                tx.execute(&insert, &[&gate, &seqs, &ats, &verdicts, &rules, &categories, &bodies, &now.0])
-                    .map_err(pg)?;
+                let inserted = tx
+                    .execute(&insert, &[&gate, &seqs, &ats, &verdicts, &rules, &categories, &bodies, &now.0])
+                    .map_err(pg)? as i64;
                 let row = tx
                     .query_one(
                         &upsert,
-                        &[&gate, &now.0, &max, &backlog.unwrap_or(0).max(0), &backlog.map(|b| b.max(0))],
+                        &[&gate, &now.0, &max, &backlog.unwrap_or(0).max(0), &backlog.map(|b| b.max(0)), &inserted],
                     )
                     .map_err(pg)?;
                 tx.commit().map_err(pg)?;
@@ -736,8 +771,7 @@ impl OfficeDb {
 
     /// Every gate that has sent anything.
     pub fn gates(&mut self) -> Result<Vec<GateState>, String> {
-        const SQL: &str = "SELECT g.gate_id, g.last_contact_ms, g.acked_seq,
-                (SELECT COUNT(*) FROM entries e WHERE e.gate_id = g.gate_id), g.backlog
+        const SQL: &str = "SELECT g.gate_id, g.last_contact_ms, g.acked_seq, g.held, g.backlog
              FROM gates g ORDER BY g.gate_id";
         match &mut self.backend {
             Backend::Sqlite(conn) => {
@@ -870,9 +904,11 @@ const PG_INGEST_ENTRIES: &str = "INSERT INTO entries (gate_id, seq, at_ms, verdi
      FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) AS t(s, a, v, r, c, b)
      ON CONFLICT (gate_id, seq) DO NOTHING";
 
-const PG_INGEST_GATE: &str = "INSERT INTO gates (gate_id, last_contact_ms, acked_seq, backlog) VALUES ($1, $2, $3, $4)
+const PG_INGEST_GATE: &str = "INSERT INTO gates (gate_id, last_contact_ms, acked_seq, backlog, held)
+     VALUES ($1, $2, $3, $4, $6)
      ON CONFLICT (gate_id) DO UPDATE SET last_contact_ms = EXCLUDED.last_contact_ms,
-       acked_seq = GREATEST(gates.acked_seq, EXCLUDED.acked_seq), backlog = COALESCE($5, gates.backlog)
+       acked_seq = GREATEST(gates.acked_seq, EXCLUDED.acked_seq), backlog = COALESCE($5, gates.backlog),
+       held = gates.held + $6
      RETURNING acked_seq";
 
 const PG_ENROLLED: &str = "SELECT id, kind, name, community, public_key, enrolled_ms, revoked_ms FROM enrolled

@@ -229,7 +229,8 @@ impl Office {
         drop(OfficeDb::open(&config.database)?);
         let db = r2d2::Pool::builder()
             .max_size(config.pool_size.max(1))
-            .min_idle(Some(1))
+            // Every connection opened at start, not under the first peak.
+            .min_idle(None)
             // A dead connection shows itself on use (`is_closed`) and is replaced; no round trip per request.
             .test_on_check_out(false)
             .connection_timeout(std::time::Duration::from_secs(5))
