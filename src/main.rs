@@ -219,6 +219,18 @@ enum OfficeCommand {
         #[arg(long)]
         csv: PathBuf,
     },
+    /// 四级联动: this office's roll-up of a day (counts only) as JSON; `--send` sends it to `[upstream]`.
+    Rollup {
+        /// The office config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The day, YYYY-MM-DD (China Standard Time); default today.
+        #[arg(long)]
+        date: Option<String>,
+        /// Send it to the parent office now.
+        #[arg(long)]
+        send: bool,
+    },
     /// List the enrolled gates and child offices (office.toml's and the database's, revoked ones too).
     Gates {
         /// The office config.
@@ -505,6 +517,7 @@ fn dispatch(command: Command) -> Outcome {
             ),
             OfficeCommand::Enroll { config, csv } => office::cli::enroll(&config, &csv),
             OfficeCommand::Gates { config } => office::cli::gates(&config),
+            OfficeCommand::Rollup { config, date, send } => office::cli::rollup(&config, date.as_deref(), send),
             OfficeCommand::Revoke { config, id } => office::cli::revoke(&config, &id),
             OfficeCommand::Export { config, what, from, to, out } => {
                 office::cli::export(&config, &what, &from, to.as_deref(), &out)

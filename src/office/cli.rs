@@ -189,6 +189,25 @@ pub fn serve(config: &Path) -> Outcome {
                 }
             });
         }
+        // 四级联动: the day's roll-ups to the office above, every `upstream.every_secs`.
+        if let Some(every) = office.config().upstream.as_ref().map(|u| u.every) {
+            let office = office.clone();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                loop {
+                    ticks.tick().await;
+                    let o = office.clone();
+                    let now = crate::hw::now();
+                    let sent =
+                        tokio::task::spawn_blocking(move || o.send_rollups(&super::rollup::round_dates(now), now));
+                    match sent.await {
+                        Ok(Ok(n)) => tracing::info!(sent = n, "roll-ups sent to the office above"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "roll-ups not sent; next round retries"),
+                        Err(e) => tracing::warn!(error = %e, "roll-up task failed"),
+                    }
+                }
+            });
+        }
         let result = super::serve(office, listener, crate::app::stop_signal()).await.map_err(|e| e.to_string());
         crate::systemd::Notifier::from_env().stopping();
         result
@@ -250,6 +269,25 @@ pub fn revoke(config: &Path, id: &str) -> Outcome {
         return Err(Failure::usage(format!("`{id}` is not enrolled (or is revoked already): see `sibi office gates`")));
     }
     println!("revoked {id}: its requests are refused from now on");
+    Ok(())
+}
+
+/// `sibi office rollup --config F [--date D] [--send]`: prints the office's roll-up of the day (counts only) as JSON;
+/// with `send`, sends it to `[upstream]` too.
+pub fn rollup(config: &Path, date: Option<&str>, send: bool) -> Outcome {
+    let office = super::load(config).map_err(Failure::Usage)?;
+    let now = crate::hw::now();
+    let date = date.map(str::to_string).unwrap_or_else(|| now.to_rfc3339()[..10].to_string());
+    if send && office.upstream.is_none() {
+        return Err(Failure::usage(format!("{} has no [upstream]: nothing to send to", config.display())));
+    }
+    let office = super::Office::open(office).map_err(Failure::Usage)?;
+    let r = office.rollup(&date, now).map_err(Failure::Usage)?;
+    println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Failure::Failed(e.to_string()))?);
+    if send {
+        office.send_rollups(std::slice::from_ref(&date), now).map_err(Failure::Failed)?;
+        eprintln!("sent to {}", office.config().upstream.as_ref().map_or("", |u| u.url.as_str()));
+    }
     Ok(())
 }
 

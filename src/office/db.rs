@@ -178,7 +178,14 @@ const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
         public_key TEXT NOT NULL,
         enrolled_ms INTEGER NOT NULL,
         revoked_ms INTEGER
-    ) WITHOUT ROWID;";
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS rollups (
+        child TEXT NOT NULL,
+        date TEXT NOT NULL,
+        body TEXT NOT NULL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (child, date)
+    );";
 
 const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
         gate_id TEXT PRIMARY KEY,
@@ -232,6 +239,13 @@ const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
         public_key TEXT NOT NULL,
         enrolled_ms BIGINT NOT NULL,
         revoked_ms BIGINT
+    );
+    CREATE TABLE IF NOT EXISTS rollups (
+        child TEXT NOT NULL,
+        date TEXT NOT NULL,
+        body TEXT NOT NULL,
+        received_ms BIGINT NOT NULL,
+        PRIMARY KEY (child, date)
     );";
 
 fn pg(e: postgres::Error) -> String {
@@ -588,6 +602,72 @@ impl OfficeDb {
                 .map_err(pg)? as usize,
         };
         Ok(n == 1)
+    }
+
+    /// Keep a child office's roll-up for `date` (the latest one it sent replaces the one before).
+    pub fn store_rollup(&mut self, child: &str, date: &str, body: &str, now: Timestamp) -> Result<(), String> {
+        match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .execute(
+                    "INSERT INTO rollups (child, date, body, received_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(child, date) DO UPDATE SET body = ?3, received_ms = ?4",
+                    params![child, date, body, now.0],
+                )
+                .map(drop)
+                .map_err(lite),
+            Backend::Postgres(client) => client
+                .execute(
+                    "INSERT INTO rollups (child, date, body, received_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (child, date) DO UPDATE SET body = EXCLUDED.body, received_ms = EXCLUDED.received_ms",
+                    &[&child, &date, &body, &now.0],
+                )
+                .map(drop)
+                .map_err(pg),
+        }
+    }
+
+    /// Every child office's roll-up for `date`: body and when it arrived, by child.
+    pub fn rollups_on(&mut self, date: &str) -> Result<std::collections::HashMap<String, (String, i64)>, String> {
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let mut stmt = conn
+                    .prepare_cached("SELECT child, body, received_ms FROM rollups WHERE date = ?1")
+                    .map_err(lite)?;
+                let rows = stmt.query_map([date], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?)))).map_err(lite)?;
+                rows.collect::<Result<_, _>>().map_err(lite)
+            }
+            Backend::Postgres(client) => Ok(client
+                .query("SELECT child, body, received_ms FROM rollups WHERE date = $1", &[&date])
+                .map_err(pg)?
+                .iter()
+                .map(|r| (r.get(0), (r.get(1), r.get(2))))
+                .collect()),
+        }
+    }
+
+    /// The counter for this office's next signed request to its parent: above every one before, at least `now` in
+    /// ms (shared by every process on the database).
+    pub fn next_own_counter(&mut self, now: Timestamp) -> Result<u64, String> {
+        let n: i64 = match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .query_row(
+                    "INSERT INTO request_counters (signer, counter) VALUES ('(this office)', ?1)
+                     ON CONFLICT(signer) DO UPDATE SET counter = MAX(counter + 1, ?1) RETURNING counter",
+                    [now.0],
+                    |r| r.get(0),
+                )
+                .map_err(lite)?,
+            Backend::Postgres(client) => client
+                .query_one(
+                    "INSERT INTO request_counters (signer, counter) VALUES ('(this office)', $1)
+                     ON CONFLICT (signer) DO UPDATE SET counter = GREATEST(request_counters.counter + 1, $1)
+                     RETURNING counter",
+                    &[&now.0],
+                )
+                .map_err(pg)?
+                .get(0),
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// A gate called (a signed batch or heartbeat) and still had `backlog` entries to send.

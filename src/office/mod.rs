@@ -28,6 +28,7 @@ pub mod db;
 pub mod enroll;
 pub mod export;
 pub mod gateway;
+pub mod rollup;
 
 pub use db::{Database, Enrollment, GateState, OfficeDb, StoredReport};
 
@@ -39,6 +40,7 @@ struct RawOfficeConfig {
     #[serde(default)]
     gate: Vec<RawEnrollment>,
     health_code: Option<gateway::RawGateway>,
+    upstream: Option<rollup::RawUpstream>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +62,10 @@ struct RawOffice {
     signing_key: Option<PathBuf>,
     /// Database connections this process keeps (1–64; default 8 on PostgreSQL, 1 on SQLite: one writer).
     pool_size: Option<u32>,
+    /// This office's id (as its parent office enrolled it); default `office`.
+    id: Option<String>,
+    /// `street` (default), `district` or `city` (四级联动: the community is the gates).
+    level: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +110,12 @@ pub struct OfficeConfig {
     pub signing_key: Option<ed25519_dalek::SigningKey>,
     /// Database connections this process keeps.
     pub pool_size: u32,
+    /// This office's id.
+    pub id: String,
+    /// Its level.
+    pub level: rollup::Level,
+    /// The parent office it sends its roll-ups to.
+    pub upstream: Option<rollup::Upstream>,
 }
 
 impl OfficeConfig {
@@ -121,6 +133,9 @@ impl OfficeConfig {
             report_due_hour: 24,
             signing_key: None,
             pool_size: default_pool_size(&database_of_new),
+            id: "office".into(),
+            level: rollup::Level::Street,
+            upstream: None,
         }
     }
 }
@@ -189,6 +204,24 @@ pub fn load(path: &Path) -> Result<OfficeConfig, String> {
         }
     };
     let gateway = gateway::GatewayConfig::load(raw.health_code, base).map_err(|e| problems.push(e)).ok();
+    let level = match raw.office.level.as_deref() {
+        None | Some("street") => rollup::Level::Street,
+        Some("district") => rollup::Level::District,
+        Some("city") => rollup::Level::City,
+        Some(other) => {
+            problems.push(format!("`office.level` = `{other}`: use street, district or city"));
+            rollup::Level::Street
+        }
+    };
+    let id = raw.office.id.unwrap_or_else(|| "office".into());
+    if !enroll::id_ok(&id) {
+        problems.push(format!("`office.id` = `{id}`: 1–64 letters, digits, `.`, `_` or `-`"));
+    }
+    let upstream =
+        raw.upstream.map(|u| rollup::Upstream::load(u, base)).transpose().map_err(|e| problems.push(e)).ok().flatten();
+    if upstream.is_some() && level == rollup::Level::City {
+        problems.push("`[upstream]`: a city office has no office above it".into());
+    }
     if let Some(n) = raw.office.pool_size
         && !(1..=64).contains(&n)
     {
@@ -205,6 +238,9 @@ pub fn load(path: &Path) -> Result<OfficeConfig, String> {
             signing_key,
             pool_size: raw.office.pool_size.unwrap_or_else(|| default_pool_size(&database)),
             database,
+            id,
+            level,
+            upstream,
         }),
         _ => Err(format!("{} is not usable:\n  - {}", path.display(), problems.join("\n  - "))),
     }
@@ -325,6 +361,7 @@ pub fn router(office: Arc<Office>) -> Router {
         .route("/v1/ingest", post(ingest))
         .route("/v1/report", post(report))
         .route("/v1/heartbeat", post(heartbeat))
+        .route("/v1/rollup", post(rollup_in))
         .route("/v1/bundle", get(bundle))
         .route("/v1/gates", get(gates_json))
         .route("/v1/health-code/verify", post(health_code))
@@ -445,6 +482,35 @@ async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Byt
     match stored.await {
         Ok(Ok(acked)) => axum::Json(serde_json::json!({ "acked": acked })).into_response(),
         Ok(Err(last)) => replayed(&gate, counter, last, "batch"),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `POST /v1/rollup`: a child office's roll-up of a day (四级联动), signed with its key under its request counter.
+async fn rollup_in(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (child, counter, r) = match signed_json::<rollup::RollUp>(&office, &headers, &body, "roll-up").await {
+        Ok(x) => x,
+        Err((status, why)) => return refuse(status, why),
+    };
+    if r.office != child || crate::report::day_bounds(&r.date).is_none() {
+        return refuse(StatusCode::BAD_REQUEST, format!("office `{child}`: a roll-up that is not its own"));
+    }
+    let (id, text) = (child.clone(), String::from_utf8_lossy(&body).into_owned());
+    let stored = blocking(&office, move |o| {
+        o.with_db(|db| {
+            if db.enrolled(&id)?.is_none_or(|e| e.kind != "office") {
+                return Ok(Err(()));
+            }
+            match db.take_counter(&id, counter)? {
+                Some(last) => Ok(Ok(Some(last))),
+                None => db.store_rollup(&id, &r.date, &text, crate::hw::now()).map(|()| Ok(None)),
+            }
+        })
+    });
+    match stored.await {
+        Ok(Ok(None)) => axum::Json(serde_json::json!({ "ok": true })).into_response(),
+        Ok(Ok(Some(last))) => replayed(&child, counter, last, "roll-up"),
+        Ok(Err(())) => refuse(StatusCode::FORBIDDEN, format!("`{child}` is not enrolled as a child office")),
         Err(e) => unavailable(e),
     }
 }
@@ -638,6 +704,60 @@ impl Office {
         Ok(out)
     }
 
+    /// A district's or city's page: each child office with yesterday's and today's figures from its roll-ups.
+    pub fn children_page(&self, at: Timestamp) -> Result<String, String> {
+        let days = rollup::round_dates(at);
+        let ups = [self.rollup(&days[0], at)?, self.rollup(&days[1], at)?];
+        let mut rows = String::new();
+        for (i, u) in ups[1].units.iter().enumerate() {
+            let y = ups[0].units.get(i).filter(|y| y.id == u.id);
+            let cells = |unit: Option<&rollup::Unit>| match unit {
+                Some(x) if x.reported => {
+                    let f = &x.figures;
+                    let flag = |n: i64| if n > 0 { " class=\"missing\"" } else { "" };
+                    format!(
+                        "<td>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td>{}</td>",
+                        f.gates,
+                        f.total,
+                        flag(f.missing),
+                        f.missing,
+                        f.late,
+                        flag(f.fevers),
+                        f.fevers,
+                        f.red_codes,
+                        f.yellow_codes
+                    )
+                }
+                _ => "<td colspan=\"7\" class=\"missing\">未上报</td>".to_string(),
+            };
+            rows.push_str(&format!(
+                "<tr data-unit=\"{}\"><td>{}</td>{}{}</tr>",
+                esc(&u.id),
+                esc(&u.name),
+                cells(y),
+                cells(Some(u))
+            ));
+        }
+        let head = |d: &str| {
+            format!(
+                "<th>闸口 {d}</th><th>通行记录</th><th>漏报</th><th>迟报</th><th>发热</th><th>红码</th><th>黄码</th>"
+            )
+        };
+        Ok(format!(
+            "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>{name} · 四级联动</title>\
+             <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+             td,th{{border:1px solid #999;padding:.4em .8em}}.missing{{background:#fdd;color:#a00;font-weight:bold}}</style>\
+             </head><body><h1>{name}（{level}）· 各{units}日报汇总</h1><p>截至 {at}</p><table id=\"units\"><tr><th>{units}</th>\
+             {h0}{h1}</tr>{rows}</table></body></html>",
+            name = esc(&self.config.name),
+            level = self.config.level.zh(),
+            units = self.config.level.units_zh(),
+            at = at.to_rfc3339(),
+            h0 = head(&days[0]),
+            h1 = head(&days[1]),
+        ))
+    }
+
     /// The dashboard page as at `at`: every gate, or (above [`GATE_ROWS_MAX`] gates) every community.
     pub fn dashboard_page(&self, at: Timestamp) -> Result<String, String> {
         self.dashboard_page_of(at, None)
@@ -651,6 +771,9 @@ impl Office {
     /// The dashboard page as at `at`: one community's gates, or the whole office; above [`GATE_ROWS_MAX`] gates
     /// the communities, [`COMMUNITY_ROWS`] to a page (`page` from 1), the ones with problems first.
     pub fn dashboard_page_at(&self, at: Timestamp, community: Option<&str>, page: usize) -> Result<String, String> {
+        if self.config.level != rollup::Level::Street {
+            return self.children_page(at);
+        }
         let today = at.to_rfc3339()[..10].to_string();
         let yesterday = at.plus_ms(-86_400_000).to_rfc3339()[..10].to_string();
         let seen: BTreeMap<String, GateState> = self.gates()?.into_iter().map(|g| (g.gate.clone(), g)).collect();

@@ -15,6 +15,7 @@ mod health_code;
 mod idcard;
 mod mask;
 mod office_enroll;
+mod office_levels;
 mod office_lists;
 mod packaging;
 mod pass_cli;

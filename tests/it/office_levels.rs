@@ -1,0 +1,212 @@
+//! #15 四级联动: two streets × two gates → one district → the city. Each level sends its roll-up of the day (counts
+//! only, signed) to the level above; a gate's missing report shows as 漏报 at the district and at the city; nothing
+//! personal leaves the street.
+
+use std::net::TcpListener;
+use std::path::Path;
+
+use sibi::store::Store;
+use sibi::sync::SyncClient;
+
+use crate::util::{Killed, run};
+
+fn port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn keygen(keys: &Path, name: &str) -> String {
+    let o = run(&["keygen", "--out", keys.to_str().unwrap(), "--name", name]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read_to_string(keys.join(format!("{name}.pub"))).unwrap().trim().to_string()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn serve(config: &Path, port: u16) -> Killed {
+    let k = Killed(
+        crate::util::sibi()
+            .args(["office", "serve", "--config", config.to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    crate::util::wait_for_port(port);
+    k
+}
+
+fn page(port: u16) -> String {
+    ureq::get(&format!("http://127.0.0.1:{port}/")).call().unwrap().body_mut().read_to_string().unwrap()
+}
+
+fn row(page: &str, unit: &str) -> String {
+    page.split("<tr").find(|r| r.contains(&format!("data-unit=\"{unit}\""))).unwrap_or("").to_string()
+}
+
+#[test]
+fn a_gates_missing_report_shows_at_the_district_and_the_city_and_nothing_personal_leaves_the_street() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let (pc, pd, ps1, ps2) = (port(), port(), port(), port());
+    let d1_pub = keygen(&keys, "d1");
+    let s_pub = [keygen(&keys, "s1"), keygen(&keys, "s2")];
+    let gates = [("s1", "ga1"), ("s1", "ga2"), ("s2", "gb1"), ("s2", "gb2")];
+    let mut gate_pubs = Vec::new();
+    for (_, g) in gates {
+        gate_pubs.push(keygen(&keys, g));
+    }
+    let w = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let city = w(
+        "city.toml",
+        format!(
+            "[office]\nid = \"wuhan\"\nlevel = \"city\"\nname = \"武汉市\"\nlisten = \"127.0.0.1:{pc}\"\ndatabase = \"city.db\"\n"
+        ),
+    );
+    let district = w(
+        "district.toml",
+        format!(
+            "[office]\nid = \"d1\"\nlevel = \"district\"\nname = \"江岸区\"\nlisten = \"127.0.0.1:{pd}\"\ndatabase = \"district.db\"\n\n\
+             [upstream]\nurl = \"http://127.0.0.1:{pc}\"\nkey = \"keys/d1.key\"\n"
+        ),
+    );
+    let mut streets = Vec::new();
+    for (i, (s, p)) in [("s1", ps1), ("s2", ps2)].into_iter().enumerate() {
+        let mut text = format!(
+            "[office]\nid = \"{s}\"\nname = \"{s} 街道\"\nlisten = \"127.0.0.1:{p}\"\ndatabase = \"{s}.db\"\n\n\
+             [upstream]\nurl = \"http://127.0.0.1:{pd}\"\nkey = \"keys/{s}.key\"\n"
+        );
+        for (k, (street, g)) in gates.iter().enumerate() {
+            if *street == s {
+                text.push_str(&format!(
+                    "\n[[gate]]\nid = \"{g}\"\nkey = \"{}\"\nname = \"{g} 门\"\ncommunity = \"c{i}\"\n",
+                    gate_pubs[k]
+                ));
+            }
+        }
+        streets.push(w(&format!("{s}.toml"), text));
+    }
+    // Each level enrols the offices below it.
+    let csv = w("d1.csv", format!("id,name,community,public_key,kind\nd1,江岸区,江岸,{d1_pub},office\n"));
+    ok(&["office", "enroll", "--config", city.to_str().unwrap(), "--csv", csv.to_str().unwrap()]);
+    let csv = w(
+        "streets.csv",
+        format!(
+            "id,name,community,public_key,kind\ns1,一元街道,一元,{},office\ns2,二七街道,二七,{},office\n",
+            s_pub[0], s_pub[1]
+        ),
+    );
+    ok(&["office", "enroll", "--config", district.to_str().unwrap(), "--csv", csv.to_str().unwrap()]);
+    let _servers = [serve(&city, pc), serve(&district, pd), serve(&streets[0], ps1), serve(&streets[1], ps2)];
+
+    // Yesterday at the gates: five passages each; every gate but gb2 sends its daily report.
+    let now = sibi::hw::now();
+    let yesterday = now.plus_ms(-86_400_000).to_rfc3339()[..10].to_string();
+    let (noon, _) = sibi::report::day_bounds(&yesterday).unwrap();
+    for (k, (s, g)) in gates.iter().enumerate() {
+        let key = sibi::credential::pass::read_signing_key(&keys.join(format!("{g}.key"))).unwrap();
+        let mut store = Store::open(&dir.path().join(format!("{g}.db")), g).unwrap();
+        store.fill_synthetic(5, noon.plus_ms(12 * 3_600_000)).unwrap();
+        if *g != "gb2" {
+            sibi::sync::queue_report(&mut store, g, &format!("c{}", k / 2), &yesterday).unwrap();
+        }
+        let p = if *s == "s1" { ps1 } else { ps2 };
+        SyncClient::new(&crate::sync_office::settings(format!("http://127.0.0.1:{p}")), g, key)
+            .exchange(&mut store)
+            .unwrap();
+    }
+
+    // The streets roll up to the district, the district to the city (the daemons do it every `every_secs`; the
+    // command sends now).
+    for s in &streets {
+        ok(&["office", "rollup", "--config", s.to_str().unwrap(), "--date", &yesterday, "--send"]);
+    }
+    let up: serde_json::Value = serde_json::from_str(&ok(&[
+        "office",
+        "rollup",
+        "--config",
+        district.to_str().unwrap(),
+        "--date",
+        &yesterday,
+        "--send",
+    ]))
+    .unwrap();
+    assert_eq!((up["total"]["gates"].as_i64(), up["total"]["missing"].as_i64()), (Some(4), Some(1)), "{up:#}");
+    assert_eq!(up["total"]["total"].as_i64(), Some(15), "the three reports' passages: {up:#}");
+    let at_city: serde_json::Value =
+        serde_json::from_str(&ok(&["office", "rollup", "--config", city.to_str().unwrap(), "--date", &yesterday]))
+            .unwrap();
+    assert_eq!(at_city["units"][0]["id"], "d1");
+    assert_eq!(at_city["total"]["missing"].as_i64(), Some(1), "漏报 reaches the city: {at_city:#}");
+
+    // The pages: the street with the missing report is flagged at the district, and the district at the city.
+    let d = page(pd);
+    assert!(d.contains("江岸区（区）· 各街道日报汇总"), "{d}");
+    assert!(row(&d, "s2").contains("<td class=\"missing\">1</td>"), "{d}");
+    assert!(!row(&d, "s1").contains("class=\"missing\">1"), "{d}");
+    let c = page(pc);
+    assert!(row(&c, "d1").contains("<td class=\"missing\">1</td>"), "{c}");
+    // The reports came today for yesterday: 迟报 at every level.
+    assert!(row(&c, "d1").contains("<td class=\"missing\">1</td><td>3</td>"), "{c}");
+
+    // A roll-up from a street the district did not enrol, or a gate's key posing as an office, is refused.
+    let bogus = dir.path().join("bogus.toml");
+    std::fs::write(
+        &bogus,
+        format!(
+            "[office]\nid = \"ga1\"\nlisten = \"127.0.0.1:0\"\ndatabase = \"bogus.db\"\n\n[upstream]\nurl = \"http://127.0.0.1:{ps1}\"\nkey = \"keys/ga1.key\"\n"
+        ),
+    )
+    .unwrap();
+    let o = run(&["office", "rollup", "--config", bogus.to_str().unwrap(), "--date", &yesterday, "--send"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("HTTP 403"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Nothing personal at the district or the city: no entry rows, no holder, no credential reference.
+    for db in ["district.db", "city.db"] {
+        let mut bytes = std::fs::read(dir.path().join(db)).unwrap();
+        bytes.extend(std::fs::read(dir.path().join(format!("{db}-wal"))).unwrap_or_default());
+        let text = String::from_utf8_lossy(&bytes);
+        for personal in ["测**员", "SYN-", "holder"] {
+            assert!(!text.contains(personal), "{db} holds `{personal}`");
+        }
+    }
+    let street_db = String::from_utf8_lossy(&std::fs::read(dir.path().join("s1.db-wal")).unwrap_or_default())
+        .into_owned()
+        + &String::from_utf8_lossy(&std::fs::read(dir.path().join("s1.db")).unwrap());
+    assert!(street_db.contains("SYN-"), "the street holds the entries (the check above can fail)");
+}
+
+#[test]
+fn an_office_config_with_a_level_that_does_not_exist_or_a_city_with_a_parent_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    keygen(&keys, "up");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[office]\nid = \"p\"\nlevel = \"province\"\nlisten = \"127.0.0.1:0\"\ndatabase = \"x.db\"\n\n\
+         [upstream]\nurl = \"http://office.example\"\nkey = \"keys/up.key\"\n",
+    )
+    .unwrap();
+    let o = run(&["office", "rollup", "--config", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("`office.level` = `province`: use street, district or city"), "{err}");
+    assert!(err.contains("plain http only to a loopback address"), "{err}");
+    std::fs::write(
+        &bad,
+        "[office]\nlevel = \"city\"\nlisten = \"127.0.0.1:0\"\ndatabase = \"x.db\"\n\n\
+         [upstream]\nurl = \"https://above.example\"\nkey = \"keys/up.key\"\n",
+    )
+    .unwrap();
+    let err =
+        String::from_utf8_lossy(&run(&["office", "rollup", "--config", bad.to_str().unwrap()]).stderr).into_owned();
+    assert!(err.contains("a city office has no office above it"), "{err}");
+}
