@@ -231,6 +231,31 @@ enum OfficeCommand {
         #[arg(long)]
         send: bool,
     },
+    /// A district (or city) designates a community's risk tier, signed; its streets republish it to their gates.
+    Designate {
+        /// The office config (with `signing_key`).
+        #[arg(long)]
+        config: PathBuf,
+        /// The community.
+        #[arg(long)]
+        community: String,
+        /// low, medium or high.
+        #[arg(long)]
+        tier: String,
+        /// When it takes effect (default now).
+        #[arg(long)]
+        effective: Option<String>,
+    },
+    /// The tiers designated for this office's communities; `--apply` fetches them from `[upstream]` first and
+    /// republishes the newer ones to the gates.
+    Designations {
+        /// The office config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Fetch and apply now.
+        #[arg(long)]
+        apply: bool,
+    },
     /// List the enrolled gates and child offices (office.toml's and the database's, revoked ones too).
     Gates {
         /// The office config.
@@ -517,6 +542,10 @@ fn dispatch(command: Command) -> Outcome {
             ),
             OfficeCommand::Enroll { config, csv } => office::cli::enroll(&config, &csv),
             OfficeCommand::Gates { config } => office::cli::gates(&config),
+            OfficeCommand::Designate { config, community, tier, effective } => {
+                office::cli::designate(&config, &community, &tier, effective.as_deref())
+            }
+            OfficeCommand::Designations { config, apply } => office::cli::designations(&config, apply),
             OfficeCommand::Rollup { config, date, send } => office::cli::rollup(&config, date.as_deref(), send),
             OfficeCommand::Revoke { config, id } => office::cli::revoke(&config, &id),
             OfficeCommand::Export { config, what, from, to, out } => {

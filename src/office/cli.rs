@@ -106,6 +106,20 @@ pub fn publish(config: &Path, args: PublishArgs) -> Outcome {
     };
     let community = args.community.clone();
     let changes = changes_of(args)?;
+    // A tier designated from above stands: the street republishes it, and may not publish its own over it.
+    if let Some(t) = &changes.tier {
+        let held = super::OfficeDb::open(&office.database)
+            .and_then(|mut db| db.designation(&community))
+            .map_err(Failure::Usage)?;
+        if let Some((_, text)) = held {
+            let d = serde_json::from_str::<super::designate::SignedDesignation>(&text)
+                .ok()
+                .and_then(|s| serde_json::from_str::<super::designate::Designation>(&s.body).ok());
+            if let Some(why) = d.filter(|d| d.by != office.id).and_then(|d| super::designate::refusal(&d, t.tier)) {
+                return Err(Failure::Usage(why));
+            }
+        }
+    }
     let bundle = super::OfficeDb::open(&office.database)
         .and_then(|mut db| db.publish(key, &community, &changes, crate::hw::now()))
         .map_err(Failure::Usage)?;
@@ -205,6 +219,13 @@ pub fn serve(config: &Path) -> Outcome {
                         Ok(Err(e)) => tracing::warn!(error = %e, "roll-ups not sent; next round retries"),
                         Err(e) => tracing::warn!(error = %e, "roll-up task failed"),
                     }
+                    // And the tiers designated from above, republished to the gates.
+                    let o = office.clone();
+                    match tokio::task::spawn_blocking(move || o.apply_designations(now)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "designations not fetched; next round retries"),
+                        Err(e) => tracing::warn!(error = %e, "designation task failed"),
+                    }
                 }
             });
         }
@@ -287,6 +308,46 @@ pub fn rollup(config: &Path, date: Option<&str>, send: bool) -> Outcome {
     if send {
         office.send_rollups(std::slice::from_ref(&date), now).map_err(Failure::Failed)?;
         eprintln!("sent to {}", office.config().upstream.as_ref().map_or("", |u| u.url.as_str()));
+    }
+    Ok(())
+}
+
+/// `sibi office designate --config F --community C --tier T [--effective E]`: a district designates a community's
+/// tier, signed; its streets republish it to their gates.
+pub fn designate(config: &Path, community: &str, tier: &str, effective: Option<&str>) -> Outcome {
+    let office = super::load(config).map_err(Failure::Usage)?;
+    if office.level == super::rollup::Level::Street {
+        return Err(Failure::usage(format!(
+            "{} is a street office: tiers are designated by the district (`level = \"district\"`); a street publishes \
+             with `sibi office publish`",
+            config.display()
+        )));
+    }
+    let Ok(tier) = serde_json::from_value::<crate::domain::Tier>(serde_json::Value::String(tier.into())) else {
+        return Err(Failure::usage(format!("--tier `{tier}`: use low, medium or high")));
+    };
+    let at = crate::cli::time_arg("--effective", effective)?;
+    let office = super::Office::open(office).map_err(Failure::Usage)?;
+    let d = office.designate(community, tier, at).map_err(Failure::Usage)?;
+    println!("designated {} {} from {} (version {})", d.community, d.tier.as_str(), d.effective, d.version);
+    Ok(())
+}
+
+/// `sibi office designations --config F [--apply]`: with `apply`, fetches the office above's designations and
+/// republishes the newer ones to the gates; then lists the designations held.
+pub fn designations(config: &Path, apply: bool) -> Outcome {
+    let office = super::Office::open(super::load(config).map_err(Failure::Usage)?).map_err(Failure::Usage)?;
+    if apply {
+        let applied = office.apply_designations(crate::hw::now()).map_err(Failure::Failed)?;
+        eprintln!("applied {} designation(s) from above", applied.len());
+    }
+    for text in office.with_db(|db| db.designations()).map_err(Failure::Usage)? {
+        if let Some(d) = serde_json::from_str::<super::designate::SignedDesignation>(&text)
+            .ok()
+            .and_then(|s| serde_json::from_str::<super::designate::Designation>(&s.body).ok())
+        {
+            println!("{}\t{}\tfrom {}\tby {}\tversion {}", d.community, d.tier.as_str(), d.effective, d.by, d.version);
+        }
     }
     Ok(())
 }

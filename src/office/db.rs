@@ -185,6 +185,11 @@ const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
         body TEXT NOT NULL,
         received_ms INTEGER NOT NULL,
         PRIMARY KEY (child, date)
+    );
+    CREATE TABLE IF NOT EXISTS designations (
+        community TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        signed TEXT NOT NULL
     );";
 
 const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
@@ -246,6 +251,11 @@ const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
         body TEXT NOT NULL,
         received_ms BIGINT NOT NULL,
         PRIMARY KEY (child, date)
+    );
+    CREATE TABLE IF NOT EXISTS designations (
+        community TEXT PRIMARY KEY,
+        version BIGINT NOT NULL,
+        signed TEXT NOT NULL
     );";
 
 fn pg(e: postgres::Error) -> String {
@@ -602,6 +612,89 @@ impl OfficeDb {
                 .map_err(pg)? as usize,
         };
         Ok(n == 1)
+    }
+
+    /// The designation held for `community`: its version and signed text.
+    pub fn designation(&mut self, community: &str) -> Result<Option<(u64, String)>, String> {
+        let row: Option<(i64, String)> = match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .query_row("SELECT version, signed FROM designations WHERE community = ?1", [community], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(lite)?,
+            Backend::Postgres(client) => client
+                .query_opt("SELECT version, signed FROM designations WHERE community = $1", &[&community])
+                .map_err(pg)?
+                .map(|r| (r.get(0), r.get(1))),
+        };
+        Ok(row.map(|(v, t)| (u64::try_from(v).unwrap_or(0), t)))
+    }
+
+    /// Every designation held, signed, by community.
+    pub fn designations(&mut self) -> Result<Vec<String>, String> {
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let mut stmt =
+                    conn.prepare_cached("SELECT signed FROM designations ORDER BY community").map_err(lite)?;
+                let rows = stmt.query_map([], |r| r.get(0)).map_err(lite)?;
+                rows.collect::<Result<_, _>>().map_err(lite)
+            }
+            Backend::Postgres(client) => Ok(client
+                .query("SELECT signed FROM designations ORDER BY community", &[])
+                .map_err(pg)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect()),
+        }
+    }
+
+    /// Keep this office's own designation `version` for `community` if `version` is the next one (false: another
+    /// process took it first).
+    pub fn insert_designation(&mut self, community: &str, version: u64, signed: &str) -> Result<bool, String> {
+        let v = i64::try_from(version).map_err(|_| "designation version out of range".to_string())?;
+        let n = match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .execute(
+                    "INSERT INTO designations (community, version, signed) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(community) DO UPDATE SET version = ?2, signed = ?3 WHERE version = ?2 - 1",
+                    params![community, v, signed],
+                )
+                .map_err(lite)?,
+            Backend::Postgres(client) => client
+                .execute(
+                    "INSERT INTO designations (community, version, signed) VALUES ($1, $2, $3)
+                     ON CONFLICT (community) DO UPDATE SET version = EXCLUDED.version, signed = EXCLUDED.signed
+                       WHERE designations.version = EXCLUDED.version - 1",
+                    &[&community, &v, &signed],
+                )
+                .map_err(pg)? as usize,
+        };
+        Ok(n == 1 && (version == 1 || self.designation(community)?.is_some_and(|(held, _)| held == version)))
+    }
+
+    /// Keep a designation applied from above if it is newer than the one held.
+    pub fn replace_designation(&mut self, community: &str, version: u64, signed: &str) -> Result<(), String> {
+        let v = i64::try_from(version).map_err(|_| "designation version out of range".to_string())?;
+        match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .execute(
+                    "INSERT INTO designations (community, version, signed) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(community) DO UPDATE SET version = ?2, signed = ?3 WHERE version < ?2",
+                    params![community, v, signed],
+                )
+                .map(drop)
+                .map_err(lite),
+            Backend::Postgres(client) => client
+                .execute(
+                    "INSERT INTO designations (community, version, signed) VALUES ($1, $2, $3)
+                     ON CONFLICT (community) DO UPDATE SET version = EXCLUDED.version, signed = EXCLUDED.signed
+                       WHERE designations.version < EXCLUDED.version",
+                    &[&community, &v, &signed],
+                )
+                .map(drop)
+                .map_err(pg),
+        }
     }
 
     /// Keep a child office's roll-up for `date` (the latest one it sent replaces the one before).

@@ -25,6 +25,7 @@ use crate::domain::Timestamp;
 
 pub mod cli;
 pub mod db;
+pub mod designate;
 pub mod enroll;
 pub mod export;
 pub mod gateway;
@@ -362,6 +363,7 @@ pub fn router(office: Arc<Office>) -> Router {
         .route("/v1/report", post(report))
         .route("/v1/heartbeat", post(heartbeat))
         .route("/v1/rollup", post(rollup_in))
+        .route("/v1/designations", get(designations_out))
         .route("/v1/bundle", get(bundle))
         .route("/v1/gates", get(gates_json))
         .route("/v1/health-code/verify", post(health_code))
@@ -482,6 +484,17 @@ async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Byt
     match stored.await {
         Ok(Ok(acked)) => axum::Json(serde_json::json!({ "acked": acked })).into_response(),
         Ok(Err(last)) => replayed(&gate, counter, last, "batch"),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `GET /v1/designations`: every tier this office designated, signed (its streets verify them with its key).
+async fn designations_out(State(office): State<Arc<Office>>) -> Response {
+    match blocking(&office, |o| o.with_db(|db| db.designations())).await {
+        Ok(list) => {
+            let items: Vec<serde_json::Value> = list.iter().filter_map(|t| serde_json::from_str(t).ok()).collect();
+            axum::Json(items).into_response()
+        }
         Err(e) => unavailable(e),
     }
 }

@@ -53,6 +53,8 @@ pub struct RawUpstream {
     key: PathBuf,
     /// Seconds between roll-ups (10–3600; default 300).
     every_secs: Option<u64>,
+    /// The parent office's public key (its `office.pub`): designations of a tier are taken only if it signed them.
+    office_key: Option<PathBuf>,
 }
 
 /// The parent office.
@@ -64,6 +66,8 @@ pub struct Upstream {
     pub key: ed25519_dalek::SigningKey,
     /// Between roll-ups.
     pub every: std::time::Duration,
+    /// The parent's key for designations.
+    pub office_key: Option<ed25519_dalek::VerifyingKey>,
 }
 
 impl Upstream {
@@ -80,7 +84,12 @@ impl Upstream {
         if !(10..=3600).contains(&every) {
             return Err(format!("`upstream.every_secs` = {every}: use 10–3600"));
         }
-        Ok(Upstream { url, key, every: std::time::Duration::from_secs(every) })
+        let office_key = raw
+            .office_key
+            .map(|p| crate::credential::pass::read_verifying_key(&base.join(p)))
+            .transpose()
+            .map_err(|e| format!("`upstream.office_key`: {e}"))?;
+        Ok(Upstream { url, key, every: std::time::Duration::from_secs(every), office_key })
     }
 }
 

@@ -210,3 +210,105 @@ fn an_office_config_with_a_level_that_does_not_exist_or_a_city_with_a_parent_is_
         String::from_utf8_lossy(&run(&["office", "rollup", "--config", bad.to_str().unwrap()]).stderr).into_owned();
     assert!(err.contains("a city office has no office above it"), "{err}");
 }
+
+/// #15: the district designates a community's tier; its street verifies and republishes it to the gates as the
+/// community's next bundle; the street may then publish neither a stricter nor a looser tier (不得层层加码); a
+/// designation signed by another key is not taken.
+#[test]
+fn a_district_designates_a_tier_the_street_republishes_it_and_cannot_publish_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let (pd, ps) = (port(), port());
+    keygen(&keys, "district-sign");
+    let s_pub = keygen(&keys, "s1");
+    keygen(&keys, "s1-sign");
+    keygen(&keys, "stranger");
+    let gate_pub = keygen(&keys, "g1");
+    let district = dir.path().join("district.toml");
+    std::fs::write(
+        &district,
+        format!(
+            "[office]\nid = \"d1\"\nlevel = \"district\"\nlisten = \"127.0.0.1:{pd}\"\ndatabase = \"district.db\"\n\
+             signing_key = \"keys/district-sign.key\"\n"
+        ),
+    )
+    .unwrap();
+    let street_toml = |office_key: &str| {
+        format!(
+            "[office]\nid = \"s1\"\nlisten = \"127.0.0.1:{ps}\"\ndatabase = \"s1.db\"\nsigning_key = \"keys/s1-sign.key\"\n\n\
+             [upstream]\nurl = \"http://127.0.0.1:{pd}\"\nkey = \"keys/s1.key\"\noffice_key = \"keys/{office_key}.pub\"\n\n\
+             [[gate]]\nid = \"g1\"\nkey = \"{gate_pub}\"\ncommunity = \"xingfuli\"\n"
+        )
+    };
+    let street = dir.path().join("s1.toml");
+    std::fs::write(&street, street_toml("stranger")).unwrap();
+    let csv = dir.path().join("s.csv");
+    std::fs::write(&csv, format!("id,name,community,public_key,kind\ns1,一元街道,一元,{s_pub},office\n")).unwrap();
+    ok(&["office", "enroll", "--config", district.to_str().unwrap(), "--csv", csv.to_str().unwrap()]);
+    let _servers = [serve(&district, pd), serve(&street, ps)];
+    let (d, s) = (district.to_str().unwrap(), street.to_str().unwrap());
+
+    // A street cannot designate; the district can.
+    let o = run(&["office", "designate", "--config", s, "--community", "xingfuli", "--tier", "high"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let effective = sibi::hw::now().plus_ms(-3_600_000).to_rfc3339();
+    let out = ok(&[
+        "office",
+        "designate",
+        "--config",
+        d,
+        "--community",
+        "xingfuli",
+        "--tier",
+        "high",
+        "--effective",
+        &effective,
+    ]);
+    assert!(out.contains("designated xingfuli high") && out.contains("version 1"), "{out}");
+
+    // Checked with the wrong key: not taken.
+    let o = run(&["office", "designations", "--config", s, "--apply"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("applied 0 designation(s)"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // With the district's key: taken and republished as the community's next bundle.
+    std::fs::write(&street, street_toml("district-sign")).unwrap();
+    let o = run(&["office", "designations", "--config", s, "--apply"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("applied 1 designation(s)"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("xingfuli\thigh"), "{}", String::from_utf8_lossy(&o.stdout));
+    let bundle = ureq::get(&format!("http://127.0.0.1:{ps}/v1/bundle?community=xingfuli"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let street_key = sibi::credential::pass::read_verifying_key(&keys.join("s1-sign.pub")).unwrap();
+    let b = sibi::bundle::verify(&bundle, &street_key, "xingfuli", 0).unwrap();
+    let last = b.tier_changes().unwrap().pop().unwrap();
+    assert_eq!(
+        (last.tier, last.effective),
+        (sibi::domain::Tier::High, sibi::domain::Timestamp::parse(&effective).unwrap())
+    );
+    // Applied once: a second fetch changes nothing.
+    let o = run(&["office", "designations", "--config", s, "--apply"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("applied 0 designation(s)"));
+
+    // The street's own tier over the designation: looser and (after a medium designation) stricter are refused.
+    let o = run(&["office", "publish", "--config", s, "--community", "xingfuli", "--tier", "low"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("a street may not publish a looser tier") && err.contains("不得层层加码"), "{err}");
+    ok(&["office", "designate", "--config", d, "--community", "xingfuli", "--tier", "medium"]);
+    ok(&["office", "designations", "--config", s, "--apply"]);
+    let o = run(&["office", "publish", "--config", s, "--community", "xingfuli", "--tier", "high"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("designated medium by `d1` (version 2") && err.contains("stricter"), "{err}");
+    // The designated tier itself, and the lists, the street still publishes.
+    ok(&["office", "publish", "--config", s, "--community", "xingfuli", "--revoke", "XFL-0001"]);
+}

@@ -1,0 +1,143 @@
+//! Tiers designated from above (以县域为单位): a district designates a community's risk tier and its effective time,
+//! signed with its `signing_key`; its streets fetch the designations (`GET /v1/designations`), verify them with the
+//! district's public key (`[upstream] office_key`), and republish each to their gates as the community's next bundle.
+//! A street may then publish neither a stricter tier nor a looser one for that community (不得层层加码: the district
+//! decides).
+
+use serde::{Deserialize, Serialize};
+
+use super::Office;
+use crate::domain::{Tier, Timestamp};
+
+/// One designation as the district signs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Designation {
+    /// The designating office.
+    pub by: String,
+    /// The community.
+    pub community: String,
+    /// The tier.
+    pub tier: Tier,
+    /// When it takes effect (RFC 3339).
+    pub effective: String,
+    /// Rising per community: a street applies only a newer one.
+    pub version: u64,
+}
+
+/// A designation with the district's signature over its exact JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedDesignation {
+    /// The designation, as JSON text.
+    pub body: String,
+    /// Hex Ed25519 signature over `body`.
+    pub signature: String,
+}
+
+impl SignedDesignation {
+    /// The designation if `key` signed it.
+    pub fn verify(&self, key: &ed25519_dalek::VerifyingKey) -> Result<Designation, String> {
+        use ed25519_dalek::Verifier;
+        let sig = crate::keys::signature_from_hex(&self.signature).ok_or("a designation without a signature")?;
+        key.verify(self.body.as_bytes(), &sig).map_err(|_| "a designation not signed by the district's key")?;
+        serde_json::from_str(&self.body).map_err(|e| format!("a malformed designation: {e}"))
+    }
+}
+
+/// Why a street's own tier for a designated community is refused.
+pub fn refusal(d: &Designation, asked: Tier) -> Option<String> {
+    (asked != d.tier).then(|| {
+        let which = if asked > d.tier { "stricter" } else { "looser" };
+        format!(
+            "`{}` is designated {} by `{}` (version {}, from {}): a street may not publish a {which} tier \
+             (不得层层加码，坚决防止层层加码、“一刀切”: the district decides)",
+            d.community,
+            d.tier.as_str(),
+            d.by,
+            d.version,
+            d.effective
+        )
+    })
+}
+
+impl Office {
+    /// Designate `tier` for `community` from `effective` (this office signs it with its `signing_key`).
+    pub fn designate(&self, community: &str, tier: Tier, effective: Timestamp) -> Result<Designation, String> {
+        let key = self.config.signing_key.as_ref().ok_or("no `office.signing_key`: designations cannot be signed")?;
+        for _ in 0..50 {
+            let version = self.with_db(|db| db.designation(community))?.map_or(0, |(v, _)| v) + 1;
+            let d = Designation {
+                by: self.config.id.clone(),
+                community: community.to_string(),
+                tier,
+                effective: effective.to_rfc3339(),
+                version,
+            };
+            let body = serde_json::to_string(&d).map_err(|e| e.to_string())?;
+            let signed = SignedDesignation { signature: crate::keys::sign_hex(key, body.as_bytes()), body };
+            let text = serde_json::to_string(&signed).map_err(|e| e.to_string())?;
+            if self.with_db(|db| db.insert_designation(community, version, &text))? {
+                return Ok(d);
+            }
+        }
+        Err(format!("`{community}`: could not take a designation version; try again"))
+    }
+
+    /// Fetch the designations of the office above, verify them, and republish each newer one for a community this
+    /// street serves as that community's next bundle. Returns the designations applied.
+    pub fn apply_designations(&self, now: Timestamp) -> Result<Vec<Designation>, String> {
+        let up = self.config.upstream.as_ref().ok_or("no [upstream]")?;
+        let Some(district) = &up.office_key else { return Ok(Vec::new()) };
+        let mut answer = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .new_agent()
+            .get(&format!("{}/v1/designations", up.url))
+            .call()
+            .map_err(|e| format!("{}: {e}", up.url))?;
+        let list: Vec<SignedDesignation> =
+            answer.body_mut().read_json().map_err(|e| format!("{}: designations: {e}", up.url))?;
+        let mine: std::collections::BTreeSet<String> =
+            self.enrolled_gates()?.into_values().map(|g| g.community).collect();
+        let mut applied = Vec::new();
+        for signed in list {
+            let d = match signed.verify(district) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "designation refused");
+                    continue;
+                }
+            };
+            if !mine.contains(&d.community) {
+                continue;
+            }
+            let held = self.with_db(|db| db.designation(&d.community))?;
+            if held.as_ref().is_some_and(|(v, _)| *v >= d.version) {
+                continue;
+            }
+            let key = self
+                .config
+                .signing_key
+                .as_ref()
+                .ok_or("no `office.signing_key`: the designation cannot be republished to the gates")?;
+            let changes = crate::bundle::Changes {
+                tier: Some(crate::bundle::BundleTier { tier: d.tier, effective: d.effective.clone() }),
+                ..Default::default()
+            };
+            let text = serde_json::to_string(&signed).map_err(|e| e.to_string())?;
+            self.with_db(|db| {
+                db.publish(key, &d.community, &changes, now)?;
+                db.replace_designation(&d.community, d.version, &text)
+            })?;
+            tracing::info!(community = %d.community, tier = d.tier.as_str(), version = d.version, "designation applied");
+            applied.push(d);
+        }
+        Ok(applied)
+    }
+
+    /// The designation in force for `community` at this office (its own, or the one it applied from above).
+    pub fn designation(&self, community: &str) -> Result<Option<Designation>, String> {
+        let Some((_, text)) = self.with_db(|db| db.designation(community))? else { return Ok(None) };
+        let signed: SignedDesignation = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        serde_json::from_str(&signed.body).map(Some).map_err(|e| e.to_string())
+    }
+}
