@@ -256,6 +256,30 @@ enum OfficeCommand {
         #[arg(long)]
         apply: bool,
     },
+    /// The 问题清单: open problems (a missing report, a silent gate, a fever to follow up, a failed self-check).
+    Problems {
+        /// The office config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Closed ones too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Close a problem with who closed it and what was done (journaled; the levels above see it at the next roll-up).
+    CloseProblem {
+        /// The office config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The problem's key (from `sibi office problems`).
+        #[arg(long)]
+        key: String,
+        /// Who closed it.
+        #[arg(long)]
+        by: String,
+        /// What was done.
+        #[arg(long)]
+        note: String,
+    },
     /// List the enrolled gates and child offices (office.toml's and the database's, revoked ones too).
     Gates {
         /// The office config.
@@ -542,6 +566,10 @@ fn dispatch(command: Command) -> Outcome {
             ),
             OfficeCommand::Enroll { config, csv } => office::cli::enroll(&config, &csv),
             OfficeCommand::Gates { config } => office::cli::gates(&config),
+            OfficeCommand::Problems { config, all } => office::cli::problems(&config, all),
+            OfficeCommand::CloseProblem { config, key, by, note } => {
+                office::cli::close_problem(&config, &key, &by, &note)
+            }
             OfficeCommand::Designate { config, community, tier, effective } => {
                 office::cli::designate(&config, &community, &tier, effective.as_deref())
             }

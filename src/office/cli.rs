@@ -203,28 +203,32 @@ pub fn serve(config: &Path) -> Outcome {
                 }
             });
         }
-        // 四级联动: the day's roll-ups to the office above, every `upstream.every_secs`.
-        if let Some(every) = office.config().upstream.as_ref().map(|u| u.every) {
+        // 问题不过夜 and 四级联动: every round (`upstream.every_secs`, 300 s without a parent) the problems seen are
+        // raised, then the day's roll-ups go to the office above and its designations are fetched.
+        {
             let office = office.clone();
+            let every = office.config().upstream.as_ref().map_or(std::time::Duration::from_secs(300), |u| u.every);
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(every);
                 loop {
                     ticks.tick().await;
                     let o = office.clone();
                     let now = crate::hw::now();
-                    let sent =
-                        tokio::task::spawn_blocking(move || o.send_rollups(&super::rollup::round_dates(now), now));
-                    match sent.await {
+                    let round = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+                        if o.config().upstream.is_none() {
+                            return o.detect_problems(now).map(|_| 0);
+                        }
+                        let sent = o.send_rollups(&super::rollup::round_dates(now), now)?;
+                        if let Err(e) = o.apply_designations(now) {
+                            tracing::warn!(error = %e, "designations not fetched; next round retries");
+                        }
+                        Ok(sent)
+                    });
+                    match round.await {
+                        Ok(Ok(0)) => {}
                         Ok(Ok(n)) => tracing::info!(sent = n, "roll-ups sent to the office above"),
-                        Ok(Err(e)) => tracing::warn!(error = %e, "roll-ups not sent; next round retries"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "roll-up round failed; the next one retries"),
                         Err(e) => tracing::warn!(error = %e, "roll-up task failed"),
-                    }
-                    // And the tiers designated from above, republished to the gates.
-                    let o = office.clone();
-                    match tokio::task::spawn_blocking(move || o.apply_designations(now)).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::warn!(error = %e, "designations not fetched; next round retries"),
-                        Err(e) => tracing::warn!(error = %e, "designation task failed"),
                     }
                 }
             });
@@ -303,6 +307,7 @@ pub fn rollup(config: &Path, date: Option<&str>, send: bool) -> Outcome {
         return Err(Failure::usage(format!("{} has no [upstream]: nothing to send to", config.display())));
     }
     let office = super::Office::open(office).map_err(Failure::Usage)?;
+    office.detect_problems(now).map_err(Failure::Usage)?;
     let r = office.rollup(&date, now).map_err(Failure::Usage)?;
     println!("{}", serde_json::to_string_pretty(&r).map_err(|e| Failure::Failed(e.to_string()))?);
     if send {
@@ -349,6 +354,42 @@ pub fn designations(config: &Path, apply: bool) -> Outcome {
             println!("{}\t{}\tfrom {}\tby {}\tversion {}", d.community, d.tier.as_str(), d.effective, d.by, d.version);
         }
     }
+    Ok(())
+}
+
+/// `sibi office problems --config F [--all]`: the 问题清单, open ones (all with `all`), after raising what is seen now.
+pub fn problems(config: &Path, all: bool) -> Outcome {
+    let office = super::Office::open(super::load(config).map_err(Failure::Usage)?).map_err(Failure::Usage)?;
+    let now = crate::hw::now();
+    office.detect_problems(now).map_err(Failure::Usage)?;
+    for p in office.with_db(|db| db.problems(all)).map_err(Failure::Usage)? {
+        let state = match (&p.closed_ms, &p.closed_by) {
+            (Some(t), by) => format!(
+                "closed {} by {}: {}",
+                crate::domain::Timestamp(*t).to_rfc3339(),
+                by.as_deref().unwrap_or(""),
+                p.note.as_deref().unwrap_or("")
+            ),
+            (None, _) if p.overnight(now) => "OPEN OVERNIGHT".to_string(),
+            (None, _) => "open".to_string(),
+        };
+        println!("{}\t{}\t{}\t{state}", p.key, p.kind_zh(), p.detail);
+    }
+    Ok(())
+}
+
+/// `sibi office close-problem --config F --key K --by WHO --note WHAT`: closes an open problem with what was done;
+/// the levels above see it closed at the next roll-up.
+pub fn close_problem(config: &Path, key: &str, by: &str, note: &str) -> Outcome {
+    if by.trim().is_empty() || note.trim().is_empty() {
+        return Err(Failure::usage("--by and --note must say who closed it and what was done"));
+    }
+    let office = super::load(config).map_err(Failure::Usage)?;
+    let mut db = super::OfficeDb::open(&office.database).map_err(Failure::Usage)?;
+    if !db.close_problem(key, by.trim(), note.trim(), crate::hw::now()).map_err(Failure::Usage)? {
+        return Err(Failure::usage(format!("no open problem `{key}`: see `sibi office problems`")));
+    }
+    println!("closed {key}");
     Ok(())
 }
 

@@ -190,6 +190,17 @@ const SQLITE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
         community TEXT PRIMARY KEY,
         version INTEGER NOT NULL,
         signed TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS problems (
+        key TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        unit TEXT NOT NULL,
+        date TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        opened_ms INTEGER NOT NULL,
+        closed_ms INTEGER,
+        closed_by TEXT,
+        note TEXT
     );";
 
 const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
@@ -256,6 +267,17 @@ const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS gates (
         community TEXT PRIMARY KEY,
         version BIGINT NOT NULL,
         signed TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS problems (
+        key TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        unit TEXT NOT NULL,
+        date TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        opened_ms BIGINT NOT NULL,
+        closed_ms BIGINT,
+        closed_by TEXT,
+        note TEXT
     );";
 
 fn pg(e: postgres::Error) -> String {
@@ -695,6 +717,94 @@ impl OfficeDb {
                 .map(drop)
                 .map_err(pg),
         }
+    }
+
+    /// Open `p` unless a problem with its key is held already (open or closed); true when it was opened now.
+    pub fn open_problem(&mut self, p: &super::rollup::Problem) -> Result<bool, String> {
+        let n = match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .execute(
+                    "INSERT INTO problems (key, kind, unit, date, detail, opened_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(key) DO NOTHING",
+                    params![p.key, p.kind, p.unit, p.date, p.detail, p.opened_ms],
+                )
+                .map_err(lite)?,
+            Backend::Postgres(client) => client
+                .execute(
+                    "INSERT INTO problems (key, kind, unit, date, detail, opened_ms) VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (key) DO NOTHING",
+                    &[&p.key, &p.kind, &p.unit, &p.date, &p.detail, &p.opened_ms],
+                )
+                .map_err(pg)? as usize,
+        };
+        Ok(n == 1)
+    }
+
+    /// The problems held, open ones only unless `all`, oldest first.
+    pub fn problems(&mut self, all: bool) -> Result<Vec<super::rollup::Problem>, String> {
+        let sql = if all {
+            "SELECT key, kind, unit, date, detail, opened_ms, closed_ms, closed_by, note FROM problems ORDER BY opened_ms, key"
+        } else {
+            "SELECT key, kind, unit, date, detail, opened_ms, closed_ms, closed_by, note FROM problems
+             WHERE closed_ms IS NULL ORDER BY opened_ms, key"
+        };
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(sql).map_err(lite)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok(super::rollup::Problem {
+                            key: r.get(0)?,
+                            kind: r.get(1)?,
+                            unit: r.get(2)?,
+                            date: r.get(3)?,
+                            detail: r.get(4)?,
+                            opened_ms: r.get(5)?,
+                            closed_ms: r.get(6)?,
+                            closed_by: r.get(7)?,
+                            note: r.get(8)?,
+                        })
+                    })
+                    .map_err(lite)?;
+                rows.collect::<Result<_, _>>().map_err(lite)
+            }
+            Backend::Postgres(client) => Ok(client
+                .query(sql, &[])
+                .map_err(pg)?
+                .iter()
+                .map(|r| super::rollup::Problem {
+                    key: r.get(0),
+                    kind: r.get(1),
+                    unit: r.get(2),
+                    date: r.get(3),
+                    detail: r.get(4),
+                    opened_ms: r.get(5),
+                    closed_ms: r.get(6),
+                    closed_by: r.get(7),
+                    note: r.get(8),
+                })
+                .collect()),
+        }
+    }
+
+    /// Close the open problem `key`, with who closed it and the note on what was done; false when no such problem
+    /// is open.
+    pub fn close_problem(&mut self, key: &str, by: &str, note: &str, now: Timestamp) -> Result<bool, String> {
+        let n = match &mut self.backend {
+            Backend::Sqlite(conn) => conn
+                .execute(
+                    "UPDATE problems SET closed_ms = ?2, closed_by = ?3, note = ?4 WHERE key = ?1 AND closed_ms IS NULL",
+                    params![key, now.0, by, note],
+                )
+                .map_err(lite)?,
+            Backend::Postgres(client) => client
+                .execute(
+                    "UPDATE problems SET closed_ms = $2, closed_by = $3, note = $4 WHERE key = $1 AND closed_ms IS NULL",
+                    &[&key, &now.0, &by, &note],
+                )
+                .map_err(pg)? as usize,
+        };
+        Ok(n == 1)
     }
 
     /// Keep a child office's roll-up for `date` (the latest one it sent replaces the one before).

@@ -625,6 +625,30 @@ impl Office {
 /// a street with 20,000 gates gets a page a person can read.
 pub const GATE_ROWS_MAX: usize = 200;
 
+/// The open problems (问题清单) as a table; an overnight one in red.
+fn problems_table(problems: &[rollup::Problem], at: Timestamp) -> String {
+    if problems.is_empty() {
+        return "<h2>问题清单</h2><p>无待办问题</p>".into();
+    }
+    let mut rows = String::new();
+    for p in problems {
+        rows.push_str(&format!(
+            "<tr data-problem=\"{}\"{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&p.key),
+            if p.overnight(at) { " class=\"overnight\"" } else { "" },
+            p.kind_zh(),
+            esc(&p.unit),
+            esc(&p.date),
+            esc(&p.detail),
+            Timestamp(p.opened_ms).to_rfc3339()
+        ));
+    }
+    format!(
+        "<h2>问题清单（问题不过夜）</h2><table id=\"problems\"><tr><th>问题</th><th>闸口</th><th>日期</th><th>情况</th>\
+         <th>提出时间</th></tr>{rows}</table>"
+    )
+}
+
 /// How long an office process trusts an enrolment (or its absence) it read from the database: a new enrolment or a
 /// revocation is in force at every instance within this time.
 pub const ENROLMENT_TTL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -729,7 +753,8 @@ impl Office {
                     let f = &x.figures;
                     let flag = |n: i64| if n > 0 { " class=\"missing\"" } else { "" };
                     format!(
-                        "<td>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td>{}</td>",
+                        "<td>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td>{}</td>\
+                         <td>{}</td><td{}>{}</td>",
                         f.gates,
                         f.total,
                         flag(f.missing),
@@ -738,10 +763,13 @@ impl Office {
                         flag(f.fevers),
                         f.fevers,
                         f.red_codes,
-                        f.yellow_codes
+                        f.yellow_codes,
+                        f.open_problems,
+                        if f.overnight_problems > 0 { " class=\"overnight\"" } else { "" },
+                        f.overnight_problems
                     )
                 }
-                _ => "<td colspan=\"7\" class=\"missing\">未上报</td>".to_string(),
+                _ => "<td colspan=\"9\" class=\"missing\">未上报</td>".to_string(),
             };
             rows.push_str(&format!(
                 "<tr data-unit=\"{}\"><td>{}</td>{}{}</tr>",
@@ -753,15 +781,18 @@ impl Office {
         }
         let head = |d: &str| {
             format!(
-                "<th>闸口 {d}</th><th>通行记录</th><th>漏报</th><th>迟报</th><th>发热</th><th>红码</th><th>黄码</th>"
+                "<th>闸口 {d}</th><th>通行记录</th><th>漏报</th><th>迟报</th><th>发热</th><th>红码</th><th>黄码</th>\
+                 <th>待办问题</th><th>隔夜未结</th>"
             )
         };
         Ok(format!(
             "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>{name} · 四级联动</title>\
              <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
-             td,th{{border:1px solid #999;padding:.4em .8em}}.missing{{background:#fdd;color:#a00;font-weight:bold}}</style>\
+             td,th{{border:1px solid #999;padding:.4em .8em}}.missing{{background:#fdd;color:#a00;font-weight:bold}}\
+             .overnight{{background:#d00;color:#fff;font-weight:bold}}</style>\
              </head><body><h1>{name}（{level}）· 各{units}日报汇总</h1><p>截至 {at}</p><table id=\"units\"><tr><th>{units}</th>\
-             {h0}{h1}</tr>{rows}</table></body></html>",
+             {h0}{h1}</tr>{rows}</table>{problems}</body></html>",
+            problems = problems_table(&ups[1].problems, at),
             name = esc(&self.config.name),
             level = self.config.level.zh(),
             units = self.config.level.units_zh(),
@@ -940,6 +971,7 @@ impl Office {
             ));
         }
         if !by_community {
+            table.push_str(&problems_table(&self.with_db(|db| db.problems(false))?, at));
             tiers = format!(
                 "<h2>小区风险等级</h2><table id=\"communities\"><tr><th>小区</th><th>风险等级</th><th>生效时间</th>\
                  <th>策略版本</th><th>居家隔离</th><th>已撤销通行证</th></tr>{tiers}</table>"

@@ -130,6 +130,12 @@ pub struct Figures {
     pub device_faults: i64,
     /// Periods a gate could not reach its office.
     pub offline_periods: i64,
+    /// Problems open (问题清单).
+    #[serde(default)]
+    pub open_problems: i64,
+    /// Problems open since before the roll-up's day (问题不过夜: flagged red at every level above).
+    #[serde(default)]
+    pub overnight_problems: i64,
 }
 
 impl Figures {
@@ -150,6 +156,8 @@ impl Figures {
             (&mut self.emergency_passages, o.emergency_passages),
             (&mut self.device_faults, o.device_faults),
             (&mut self.offline_periods, o.offline_periods),
+            (&mut self.open_problems, o.open_problems),
+            (&mut self.overnight_problems, o.overnight_problems),
         ] {
             *a += b;
         }
@@ -224,6 +232,50 @@ pub struct RollUp {
     pub units: Vec<Unit>,
     /// The sum of its units.
     pub total: Figures,
+    /// The problems open at the street (forwarded by the levels above), oldest first.
+    #[serde(default)]
+    pub problems: Vec<Problem>,
+}
+
+/// A problem on the 问题清单: raised at the street (the level that owns it), open until closed there with a note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// `KIND:UNIT:DATE`: one problem per kind, gate and day.
+    pub key: String,
+    /// `missing_report`, `gate_silent`, `fever_follow_up` or `self_check_failed`.
+    pub kind: String,
+    /// The gate.
+    pub unit: String,
+    /// The day it concerns.
+    pub date: String,
+    /// What was seen.
+    pub detail: String,
+    /// When it was opened (ms).
+    pub opened_ms: i64,
+    /// When it was closed (ms).
+    pub closed_ms: Option<i64>,
+    /// Who closed it.
+    pub closed_by: Option<String>,
+    /// What was done.
+    pub note: Option<String>,
+}
+
+impl Problem {
+    /// The kind in Chinese.
+    pub fn kind_zh(&self) -> &'static str {
+        match self.kind.as_str() {
+            "missing_report" => "漏报",
+            "gate_silent" => "闸口失联",
+            "fever_follow_up" => "发热待随访",
+            "self_check_failed" => "体温计自检未通过",
+            _ => "问题",
+        }
+    }
+
+    /// Open since before the day of `at` (China time): it stayed overnight.
+    pub fn overnight(&self, at: Timestamp) -> bool {
+        crate::report::day_bounds(&at.to_rfc3339()[..10]).is_some_and(|(start, _)| self.opened_ms < start.0)
+    }
 }
 
 impl Office {
@@ -234,6 +286,7 @@ impl Office {
             return Err(format!("`{date}` is not a day (YYYY-MM-DD)"));
         }
         let mut units = Vec::new();
+        let mut problems = Vec::new();
         match self.config.level {
             Level::Street => {
                 let received = self.with_db(|db| db.reports_received_on(date))?;
@@ -242,16 +295,17 @@ impl Office {
                     .into_iter()
                     .filter_map(|r| Some((r.gate.clone(), serde_json::from_str(&r.body).ok()?)))
                     .collect();
+                let open = self.with_db(|db| db.problems(false))?;
                 for (id, g) in self.enrolled_gates()? {
                     let status = self.status_of(received.get(&id).copied(), date, at)?;
-                    units.push(Unit {
-                        figures: Figures::of_gate(reports.get(&id), status),
-                        id,
-                        name: g.name,
-                        community: g.community,
-                        reported: true,
-                    });
+                    let mut figures = Figures::of_gate(reports.get(&id), status);
+                    for p in open.iter().filter(|p| p.unit == id) {
+                        figures.open_problems += 1;
+                        figures.overnight_problems += i64::from(p.overnight(at));
+                    }
+                    units.push(Unit { figures, id, name: g.name, community: g.community, reported: true });
                 }
+                problems = open;
             }
             Level::District | Level::City => {
                 let sent = self.with_db(|db| db.rollups_on(date))?;
@@ -260,9 +314,16 @@ impl Office {
                         continue;
                     }
                     let theirs = sent.get(&child.id).and_then(|(b, _)| serde_json::from_str::<RollUp>(b).ok());
+                    let mut figures = theirs.as_ref().map(|r| r.total.clone()).unwrap_or_default();
+                    if let Some(r) = &theirs {
+                        // Overnight as at this roll-up: a problem the street reported yesterday evening is red here
+                        // this morning.
+                        figures.overnight_problems = r.problems.iter().filter(|p| p.overnight(at)).count() as i64;
+                        problems.extend(r.problems.iter().cloned());
+                    }
                     units.push(Unit {
                         reported: theirs.is_some(),
-                        figures: theirs.map(|r| r.total).unwrap_or_default(),
+                        figures,
                         id: child.id,
                         name: child.name,
                         community: String::new(),
@@ -282,7 +343,69 @@ impl Office {
             made_ms: at.0,
             units,
             total,
+            problems,
         })
+    }
+
+    /// Raise the problems a street sees as at `at` (问题清单), for yesterday and today: a gate's report missing, a
+    /// gate silent for more than 30 minutes, confirmed fevers (open until the follow-up is recorded by closing it),
+    /// a failed thermometer self-check. Each is raised once; returns how many were new.
+    pub fn detect_problems(&self, at: Timestamp) -> Result<usize, String> {
+        if self.config.level != Level::Street {
+            return Ok(0);
+        }
+        let gates = self.enrolled_gates()?;
+        let seen: BTreeMap<String, super::GateState> = self.gates()?.into_iter().map(|g| (g.gate.clone(), g)).collect();
+        let mut found = Vec::new();
+        let today = at.to_rfc3339()[..10].to_string();
+        for date in round_dates(at) {
+            let received = self.with_db(|db| db.reports_received_on(&date))?;
+            let reports: BTreeMap<String, crate::report::DailyReport> = self
+                .with_db(|db| db.reports_between(&date, &date))?
+                .into_iter()
+                .filter_map(|r| Some((r.gate.clone(), serde_json::from_str(&r.body).ok()?)))
+                .collect();
+            for id in gates.keys() {
+                let mut raise = |kind: &str, detail: String| {
+                    found.push(Problem {
+                        key: format!("{kind}:{id}:{date}"),
+                        kind: kind.into(),
+                        unit: id.clone(),
+                        date: date.clone(),
+                        detail,
+                        opened_ms: at.0,
+                        closed_ms: None,
+                        closed_by: None,
+                        note: None,
+                    })
+                };
+                if self.status_of(received.get(id).copied(), &date, at)? == ReportStatus::Missing {
+                    raise("missing_report", format!("{date} 日报告未报"));
+                }
+                if let Some(r) = reports.get(id) {
+                    if r.fevers > 0 {
+                        raise("fever_follow_up", format!("{} 人发热，待记录随访", r.fevers));
+                    }
+                    if let Some(bad) =
+                        r.thermometer_self_check.iter().find(|l| l.contains("FAIL") || l.contains("no reading"))
+                    {
+                        raise("self_check_failed", bad.clone());
+                    }
+                }
+                if date == today {
+                    let silent =
+                        seen.get(id).and_then(|s| s.last_contact_ms).is_none_or(|m| at.0 - m > super::STALE_CONTACT_MS);
+                    if silent {
+                        raise("gate_silent", "30 分钟以上无联系".into());
+                    }
+                }
+            }
+        }
+        let mut new = 0;
+        for p in &found {
+            new += usize::from(self.with_db(|db| db.open_problem(p))?);
+        }
+        Ok(new)
     }
 
     /// Send this office's roll-ups of `dates` to its parent, signed; returns how many the parent took.
@@ -295,6 +418,7 @@ impl Office {
             .timeout_global(Some(std::time::Duration::from_secs(10)))
             .build()
             .new_agent();
+        self.detect_problems(at)?;
         let mut sent = 0;
         for date in dates {
             let body = serde_json::to_vec(&self.rollup(date, at)?).map_err(|e| e.to_string())?;

@@ -155,6 +155,73 @@ fn a_gates_missing_report_shows_at_the_district_and_the_city_and_nothing_persona
     // The reports came today for yesterday: 迟报 at every level.
     assert!(row(&c, "d1").contains("<td class=\"missing\">1</td><td>3</td>"), "{c}");
 
+    // 问题清单: gb2's missing report is an open problem at s2, counted at the district.
+    let listed = ok(&["office", "problems", "--config", streets[1].to_str().unwrap()]);
+    let key = format!("missing_report:gb2:{yesterday}");
+    assert!(listed.lines().any(|l| l.starts_with(&key) && l.ends_with("\topen")), "{listed}");
+    assert!(d.contains("待办问题"));
+    // 问题不过夜: a problem s1 raised yesterday and has not closed is red at the district and the city.
+    {
+        let mut db = sibi::office::OfficeDb::open(&sibi::office::Database::Sqlite(dir.path().join("s1.db"))).unwrap();
+        db.open_problem(&sibi::office::rollup::Problem {
+            key: format!("fever_follow_up:ga1:{yesterday}"),
+            kind: "fever_follow_up".into(),
+            unit: "ga1".into(),
+            date: yesterday.clone(),
+            detail: "1 人发热，待记录随访".into(),
+            opened_ms: noon.0,
+            closed_ms: None,
+            closed_by: None,
+            note: None,
+        })
+        .unwrap();
+    }
+    let today = now.to_rfc3339()[..10].to_string();
+    let roll_up_all = || {
+        for s in &streets {
+            ok(&["office", "rollup", "--config", s.to_str().unwrap(), "--date", &today, "--send"]);
+        }
+        ok(&["office", "rollup", "--config", district.to_str().unwrap(), "--date", &today, "--send"]);
+    };
+    roll_up_all();
+    let c = page(pc);
+    assert!(row(&c, "d1").contains("<td class=\"overnight\">1</td>"), "overnight at the city: {c}");
+    assert!(row(&page(pd), "s1").contains("<td class=\"overnight\">1</td>"), "and at the district");
+    assert!(c.contains("发热待随访"), "the city sees the problem's kind: {c}");
+    // Closed at the street, with who and what; cleared above at the next roll-up.
+    let fever = format!("fever_follow_up:ga1:{yesterday}");
+    let o = run(&[
+        "office",
+        "close-problem",
+        "--config",
+        streets[0].to_str().unwrap(),
+        "--key",
+        &fever,
+        "--by",
+        "王主任",
+        "--note",
+        "",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "a close without a note");
+    ok(&[
+        "office",
+        "close-problem",
+        "--config",
+        streets[0].to_str().unwrap(),
+        "--key",
+        &fever,
+        "--by",
+        "王主任",
+        "--note",
+        "已电话随访，体温正常",
+    ]);
+    let all = ok(&["office", "problems", "--config", streets[0].to_str().unwrap(), "--all"]);
+    assert!(all.lines().any(|l| l.starts_with(&fever) && l.contains("by 王主任: 已电话随访")), "{all}");
+    roll_up_all();
+    let c = page(pc);
+    assert!(!row(&c, "d1").contains("class=\"overnight\""), "cleared at the city: {c}");
+    assert!(!c.contains("发热待随访"));
+
     // A roll-up from a street the district did not enrol, or a gate's key posing as an office, is refused.
     let bogus = dir.path().join("bogus.toml");
     std::fs::write(
