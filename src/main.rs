@@ -301,7 +301,7 @@ enum OfficeCommand {
         /// The office config.
         #[arg(long)]
         config: PathBuf,
-        /// `entries` or `reports`.
+        /// `entries`, `reports`, or `rollups` (any level: one row per day and unit, counts only).
         #[arg(long, default_value = "entries")]
         what: String,
         /// First day, YYYY-MM-DD (China Standard Time).

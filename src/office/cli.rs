@@ -169,7 +169,18 @@ pub fn export(config: &Path, what: &str, from: &str, to: Option<&str>, out: &Pat
             let reports = db.reports_between(from, to).map_err(Failure::Usage)?;
             super::export::reports_table(&reports, office.report_due_hour)
         }
-        other => return Err(Failure::usage(format!("--what `{other}`: use entries or reports"))),
+        "rollups" => {
+            let office = super::Office::open(office).map_err(Failure::Usage)?;
+            let now = crate::hw::now();
+            let mut day = start;
+            let mut all = Vec::new();
+            while day < end {
+                all.push(office.rollup(&day.to_rfc3339()[..10], now).map_err(Failure::Usage)?);
+                day = day.plus_ms(86_400_000);
+            }
+            super::export::rollups_table(&all)
+        }
+        other => return Err(Failure::usage(format!("--what `{other}`: use entries, reports or rollups"))),
     };
     table.write(out).map_err(Failure::Usage)?;
     println!("wrote {} {what} row(s) from {from} to {to} to {}", table.rows.len(), out.display());

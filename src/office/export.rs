@@ -146,3 +146,66 @@ pub fn reports_table(reports: &[StoredReport], due_hour: u8) -> Table {
     }
     t
 }
+
+/// Roll-ups as a sheet (any level): one row per day and unit — a street's gates, a district's streets, the city's
+/// districts — counts only.
+pub fn rollups_table(rollups: &[super::rollup::RollUp]) -> Table {
+    let mut t = Table::new(
+        "汇总",
+        &[
+            "日期",
+            "单位",
+            "名称",
+            "上报",
+            "闸口",
+            "总人次",
+            "通行",
+            "禁止",
+            "请处理",
+            "按时",
+            "迟报",
+            "漏报",
+            "零报告",
+            "车辆",
+            "发热",
+            "红码",
+            "黄码",
+            "紧急通行",
+            "设备故障",
+            "离线",
+            "待办问题",
+            "隔夜未结",
+        ],
+    );
+    for r in rollups {
+        for u in &r.units {
+            let f = &u.figures;
+            let verdict = |k: &str| Cell::Int(f.by_verdict.get(k).copied().unwrap_or(0));
+            t.rows.push(vec![
+                r.date.clone().into(),
+                u.id.clone().into(),
+                u.name.clone().into(),
+                if u.reported { "是" } else { "未上报" }.to_string().into(),
+                Cell::Int(f.gates),
+                Cell::Int(f.total),
+                verdict("pass"),
+                verdict("deny"),
+                verdict("refer"),
+                Cell::Int(f.on_time),
+                Cell::Int(f.late),
+                Cell::Int(f.missing),
+                Cell::Int(f.zero_reports),
+                Cell::Int(f.vehicles),
+                Cell::Int(f.fevers),
+                Cell::Int(f.red_codes),
+                Cell::Int(f.yellow_codes),
+                Cell::Int(f.emergency_passages),
+                Cell::Int(f.device_faults),
+                Cell::Int(f.offline_periods),
+                Cell::Int(f.open_problems),
+                Cell::Int(f.overnight_problems),
+            ]);
+        }
+    }
+    t
+}

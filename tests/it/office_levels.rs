@@ -155,6 +155,26 @@ fn a_gates_missing_report_shows_at_the_district_and_the_city_and_nothing_persona
     // The reports came today for yesterday: 迟报 at every level.
     assert!(row(&c, "d1").contains("<td class=\"missing\">1</td><td>3</td>"), "{c}");
 
+    // Exports at every level: the city's sheet of its districts for the day.
+    let csv = dir.path().join("city.csv");
+    ok(&[
+        "office",
+        "export",
+        "--config",
+        city.to_str().unwrap(),
+        "--what",
+        "rollups",
+        "--from",
+        &yesterday,
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
+    let sheet = std::fs::read_to_string(&csv).unwrap();
+    let d1_row = sheet.lines().find(|l| l.contains(",d1,")).unwrap_or_default().to_string();
+    assert!(sheet.contains("漏报") && d1_row.starts_with(&yesterday), "{sheet}");
+    let cells: Vec<&str> = d1_row.split(',').collect();
+    assert_eq!((cells[4], cells[5], cells[11]), ("4", "15", "1"), "gates, passages, missing: {d1_row}");
+
     // 问题清单: gb2's missing report is an open problem at s2, counted at the district.
     let listed = ok(&["office", "problems", "--config", streets[1].to_str().unwrap()]);
     let key = format!("missing_report:gb2:{yesterday}");
