@@ -573,6 +573,18 @@ fn stored_bundle(config: &Config, store: &Store) -> anyhow::Result<Option<crate:
     })
 }
 
+/// The tier schedule of the last good bundle in the gate's database (if the database exists; it is not created here),
+/// with the bundle's version: what the daemon decides with.
+pub fn applied_tiers(config: &Config) -> anyhow::Result<Option<(u64, Vec<crate::policy::TierChange>)>> {
+    if !config.db_path.exists() {
+        return Ok(None);
+    }
+    let store = Store::open(&config.db_path, &config.gate.id)?;
+    Ok(stored_bundle(config, &store)?
+        .and_then(|b| b.tier_changes().map(|t| (b.version, t)))
+        .filter(|(_, t)| !t.is_empty()))
+}
+
 /// The trust a gate applies now: its config's, plus the lists of the last good bundle in its database (if the
 /// database exists; it is not created here).
 pub fn current_trust(config: &Config) -> anyhow::Result<crate::credential::Trust> {

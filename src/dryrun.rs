@@ -150,7 +150,15 @@ pub fn command(
     at: Option<&str>,
 ) -> crate::cli::Outcome {
     use crate::cli::Failure;
-    let policy = crate::config::load_policy(config).map_err(|e| Failure::Usage(e.to_string()))?;
+    let mut policy = crate::config::load_policy(config).map_err(|e| Failure::Usage(e.to_string()))?;
+    // A whole gate config whose database holds an applied bundle: its tier schedule, as the daemon decides with it
+    // (a tier designated from above reaches the preview too).
+    if let Ok(gate) = crate::config::load(config)
+        && let Ok(Some((version, tiers))) = crate::app::applied_tiers(&gate)
+    {
+        policy.tiers = tiers;
+        policy.version = format!("{}+bundle-{version}", policy.version);
+    }
     let now = crate::cli::time_arg("--at", at)?;
     let text = if input.as_os_str() == "-" {
         let mut s = String::new();

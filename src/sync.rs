@@ -466,6 +466,28 @@ pub fn describe(s: &SyncStatus) -> String {
     )
 }
 
+/// Fetch the office's bundle for the gate's community and keep it if it verifies and is newer: its version.
+fn client_bundle(
+    settings: &SyncSettings,
+    config: &crate::config::Config,
+    store: &mut Store,
+    key: &ed25519_dalek::VerifyingKey,
+) -> Result<Option<u64>, String> {
+    let client = SyncClient::new(settings, &config.gate.id, SigningKey::from_bytes(&[0; 32]));
+    let Some(text) = client.fetch_bundle(&config.gate.community).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let have = store.applied_bundle().map_err(|e| e.to_string())?.map_or(0, |(v, _)| v);
+    match crate::bundle::verify(&text, key, &config.gate.community, have) {
+        Ok(b) => {
+            store.save_bundle(b.version, &text, &b.summary(), crate::hw::now()).map_err(|e| e.to_string())?;
+            Ok(Some(b.version))
+        }
+        Err(crate::bundle::BundleError::Older { got, have }) if got == have => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// `sibi sync --config F [--now]`: with `now`, sends the whole backlog; then prints where sync stands. Exit 1 when
 /// the office could not be reached.
 pub fn command(path: &std::path::Path, now: bool) -> crate::cli::Outcome {
@@ -482,6 +504,17 @@ pub fn command(path: &std::path::Path, now: bool) -> crate::cli::Outcome {
             Ok((n, r)) => println!("sent {n} entries and {r} daily reports to {}", s.settings.office),
             Err(e) => {
                 println!("sync failed: {e}");
+                outcome = Err(Failure::quiet());
+            }
+        }
+    }
+    if now && let Some(key) = s.office_key {
+        // The office's policy bundle too, kept for the daemon's next start (a running daemon fetches it itself).
+        match client_bundle(&s.settings, &config, &mut store, &key) {
+            Ok(Some(v)) => println!("policy bundle version {v} applied"),
+            Ok(None) => {}
+            Err(e) => {
+                println!("policy bundle: {e}");
                 outcome = Err(Failure::quiet());
             }
         }

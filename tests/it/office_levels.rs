@@ -324,7 +324,7 @@ fn a_district_designates_a_tier_the_street_republishes_it_and_cannot_publish_ove
         format!(
             "[office]\nid = \"s1\"\nlisten = \"127.0.0.1:{ps}\"\ndatabase = \"s1.db\"\nsigning_key = \"keys/s1-sign.key\"\n\n\
              [upstream]\nurl = \"http://127.0.0.1:{pd}\"\nkey = \"keys/s1.key\"\noffice_key = \"keys/{office_key}.pub\"\n\n\
-             [[gate]]\nid = \"g1\"\nkey = \"{gate_pub}\"\ncommunity = \"xingfuli\"\n"
+             [[gate]]\nid = \"test-gate\"\nkey = \"{gate_pub}\"\ncommunity = \"xingfuli\"\n"
         )
     };
     let street = dir.path().join("s1.toml");
@@ -385,6 +385,37 @@ fn a_district_designates_a_tier_the_street_republishes_it_and_cannot_publish_ove
     // Applied once: a second fetch changes nothing.
     let o = run(&["office", "designations", "--config", s, "--apply"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("applied 0 designation(s)"));
+
+    // The designation reaches a gate's decision: the gate fetches the street's bundle and `sibi decide` on its config
+    // decides in the designated tier (a green-coded visitor, who passes in low, is denied in high).
+    let gate = crate::util::Gate::new(
+        "[[event]]\nat = 0.0\ntemperature = 36.5\n",
+        &format!(
+            "\n[sync]\noffice = \"http://127.0.0.1:{ps}\"\ngate_key = {:?}\noffice_key = {:?}\n",
+            keys.join("g1.key").display().to_string(),
+            keys.join("s1-sign.pub").display().to_string()
+        ),
+        "",
+    );
+    let text = std::fs::read_to_string(gate.config()).unwrap().replace("test-community", "xingfuli");
+    std::fs::write(gate.config(), text).unwrap();
+    let g = gate.config();
+    let case = gate.dir.path().join("case.json");
+    std::fs::write(
+        &case,
+        r#"{"direction":"in","people":[{"category":"visitor","identity":"health_code","code":"green",
+            "temperature":36.5,"mask":"worn","visitor_registered":true}]}"#,
+    )
+    .unwrap();
+    let decide = || -> serde_json::Value {
+        serde_json::from_str(&ok(&["decide", "--config", g.to_str().unwrap(), "--input", case.to_str().unwrap()]))
+            .unwrap()
+    };
+    assert_eq!(decide()["verdict"], "pass", "before: the gate's own low tier");
+    let synced = ok(&["sync", "--config", g.to_str().unwrap(), "--now"]);
+    assert!(synced.contains("policy bundle version 1 applied"), "{synced}");
+    let after = decide();
+    assert_eq!((after["verdict"].as_str(), after["tier"].as_str()), (Some("deny"), Some("high")), "{after}");
 
     // The street's own tier over the designation: looser and (after a medium designation) stricter are refused.
     let o = run(&["office", "publish", "--config", s, "--community", "xingfuli", "--tier", "low"]);
