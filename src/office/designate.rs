@@ -97,7 +97,7 @@ impl Office {
         let list: Vec<SignedDesignation> =
             answer.body_mut().read_json().map_err(|e| format!("{}: designations: {e}", up.url))?;
         let mine: std::collections::BTreeSet<String> =
-            self.enrolled_gates()?.into_values().map(|g| g.community).collect();
+            self.gate_directory()?.into_values().map(|g| g.community).collect();
         let mut applied = Vec::new();
         for signed in list {
             let d = match signed.verify(district) {

@@ -323,6 +323,24 @@ impl Office {
         Ok(found)
     }
 
+    /// Every gate enrolled now, office.toml's and the database's, by id: its name and community only (no key is
+    /// parsed: for the pages and roll-ups, which list thousands).
+    pub fn gate_directory(&self) -> Result<BTreeMap<String, GateInfo>, String> {
+        let mut all: BTreeMap<String, GateInfo> = self
+            .with_db(|db| db.enrollments())?
+            .into_iter()
+            .filter(|e| e.revoked_ms.is_none() && e.kind == "gate")
+            .map(|e| (e.id, GateInfo { name: e.name, community: e.community }))
+            .collect();
+        all.extend(
+            self.config
+                .gates
+                .iter()
+                .map(|(k, v)| (k.clone(), GateInfo { name: v.name.clone(), community: v.community.clone() })),
+        );
+        Ok(all)
+    }
+
     /// Every gate enrolled now, office.toml's and the database's, by id.
     pub fn enrolled_gates(&self) -> Result<BTreeMap<String, Enrolled>, String> {
         let mut all: BTreeMap<String, Enrolled> = self
@@ -334,6 +352,15 @@ impl Office {
         all.extend(self.config.gates.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(all)
     }
+}
+
+/// A gate's name and community, as the pages show them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateInfo {
+    /// Display name.
+    pub name: String,
+    /// Community.
+    pub community: String,
 }
 
 /// A database enrolment as the office checks signatures with it (`None` if its stored key is not one).
@@ -715,7 +742,7 @@ pub struct CommunityState {
 impl Office {
     /// Every enrolled gate's community with its tier at `at`, from the latest published bundles.
     pub fn communities(&self, at: Timestamp) -> Result<Vec<CommunityState>, String> {
-        let gates = self.enrolled_gates()?;
+        let gates = self.gate_directory()?;
         let names: std::collections::BTreeSet<&str> =
             gates.values().map(|g| g.community.as_str()).filter(|c| !c.is_empty()).collect();
         let latest = self.with_db(|db| db.latest_bundles())?;
@@ -823,7 +850,7 @@ impl Office {
         let seen: BTreeMap<String, GateState> = self.gates()?.into_iter().map(|g| (g.gate.clone(), g)).collect();
         let (got_today, got_yesterday) =
             self.with_db(|db| Ok((db.reports_received_on(&today)?, db.reports_received_on(&yesterday)?)))?;
-        let mut gates = self.enrolled_gates()?;
+        let mut gates = self.gate_directory()?;
         if let Some(c) = community {
             gates.retain(|_, g| g.community == c);
         }
@@ -831,7 +858,7 @@ impl Office {
         // Per gate: contact, and yesterday's and today's report status.
         struct Row<'a> {
             id: &'a str,
-            g: &'a Enrolled,
+            g: &'a GateInfo,
             s: Option<&'a GateState>,
             stale: bool,
             contact: String,

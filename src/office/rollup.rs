@@ -296,7 +296,7 @@ impl Office {
                     .filter_map(|r| Some((r.gate.clone(), serde_json::from_str(&r.body).ok()?)))
                     .collect();
                 let open = self.with_db(|db| db.problems(false))?;
-                for (id, g) in self.enrolled_gates()? {
+                for (id, g) in self.gate_directory()? {
                     let status = self.status_of(received.get(&id).copied(), date, at)?;
                     let mut figures = Figures::of_gate(reports.get(&id), status);
                     for p in open.iter().filter(|p| p.unit == id) {
@@ -354,7 +354,7 @@ impl Office {
         if self.config.level != Level::Street {
             return Ok(0);
         }
-        let gates = self.enrolled_gates()?;
+        let gates = self.gate_directory()?;
         let seen: BTreeMap<String, super::GateState> = self.gates()?.into_iter().map(|g| (g.gate.clone(), g)).collect();
         let mut found = Vec::new();
         let today = at.to_rfc3339()[..10].to_string();
