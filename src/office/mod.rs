@@ -657,8 +657,9 @@ fn problems_table(problems: &[rollup::Problem], at: Timestamp) -> String {
     if problems.is_empty() {
         return "<h2>问题清单</h2><p>无待办问题</p>".into();
     }
+    const SHOWN: usize = 200;
     let mut rows = String::new();
-    for p in problems {
+    for p in problems.iter().take(SHOWN) {
         rows.push_str(&format!(
             "<tr data-problem=\"{}\"{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&p.key),
@@ -670,9 +671,15 @@ fn problems_table(problems: &[rollup::Problem], at: Timestamp) -> String {
             Timestamp(p.opened_ms).to_rfc3339()
         ));
     }
+    let more = if problems.len() > SHOWN {
+        format!("<p>另有 {} 项（`sibi office problems` 列出全部）</p>", problems.len() - SHOWN)
+    } else {
+        String::new()
+    };
     format!(
-        "<h2>问题清单（问题不过夜）</h2><table id=\"problems\"><tr><th>问题</th><th>闸口</th><th>日期</th><th>情况</th>\
-         <th>提出时间</th></tr>{rows}</table>"
+        "<h2>问题清单（问题不过夜，共 {} 项）</h2><table id=\"problems\"><tr><th>问题</th><th>闸口</th><th>日期</th><th>情况</th>\
+         <th>提出时间</th></tr>{rows}</table>{more}",
+        problems.len()
     )
 }
 
@@ -998,7 +1005,9 @@ impl Office {
             ));
         }
         if !by_community {
-            table.push_str(&problems_table(&self.with_db(|db| db.problems(false))?, at));
+            let open: Vec<rollup::Problem> =
+                self.with_db(|db| db.problems(false))?.into_iter().filter(|p| gates.contains_key(&p.unit)).collect();
+            table.push_str(&problems_table(&open, at));
             tiers = format!(
                 "<h2>小区风险等级</h2><table id=\"communities\"><tr><th>小区</th><th>风险等级</th><th>生效时间</th>\
                  <th>策略版本</th><th>居家隔离</th><th>已撤销通行证</th></tr>{tiers}</table>"

@@ -393,8 +393,11 @@ impl Office {
                     }
                 }
                 if date == today {
-                    let silent =
-                        seen.get(id).and_then(|s| s.last_contact_ms).is_none_or(|m| at.0 - m > super::STALE_CONTACT_MS);
+                    // A gate that has called and then fell silent (a gate never seen is shown as 从未联系).
+                    let silent = seen
+                        .get(id)
+                        .and_then(|s| s.last_contact_ms)
+                        .is_some_and(|m| at.0 - m > super::STALE_CONTACT_MS);
                     if silent {
                         raise("gate_silent", "30 分钟以上无联系".into());
                     }

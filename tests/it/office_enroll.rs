@@ -129,11 +129,22 @@ fn a_street_with_many_gates_gets_a_page_of_communities_that_drills_down_to_gates
         .collect();
     assert_eq!(db.enroll(&rows).unwrap(), 500);
     let now = sibi::hw::now();
-    // Every gate has called just now, but community c123's two gates.
+    // Every gate has called just now, but community c123's two gates (never), and c124's (an hour ago).
     for r in rows.iter().filter(|r| r.community != "c123") {
-        db.heartbeat(&r.id, 0, now).unwrap();
+        let at = if r.community == "c124" { now.plus_ms(-3_600_000) } else { now };
+        db.heartbeat(&r.id, 0, at).unwrap();
     }
     let office = Office::open(OfficeConfig::new(database, Default::default())).unwrap();
+    // 问题清单: a gate that called and fell silent is a problem; one never seen is shown as 从未联系 instead.
+    office.detect_problems(now).unwrap();
+    let silent: Vec<String> = office
+        .with_db(|db| db.problems(false))
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.kind == "gate_silent")
+        .map(|p| p.unit)
+        .collect();
+    assert_eq!(silent, ["g248", "g249"], "c124's gates");
     let addr = sibi::office::serve_in_background(office).unwrap();
     let get = |q: &str| ureq::get(&format!("http://{addr}/{q}")).call().unwrap().body_mut().read_to_string().unwrap();
     let first = get("");
@@ -145,6 +156,10 @@ fn a_street_with_many_gates_gets_a_page_of_communities_that_drills_down_to_gates
     assert!(first.contains("250 个小区，500 个闸口"));
     let last = get("?page=3");
     assert_eq!(last.matches("data-community-gates=").count(), 50);
+    let silent_page = get("?community=c124");
+    let keys: Vec<&str> = silent_page.split("data-problem=\"").skip(1).map(|r| &r[..r.find('"').unwrap()]).collect();
+    assert_eq!(keys.len(), 4, "its two gates' silence and yesterday's missing reports: {keys:?}");
+    assert!(keys.iter().all(|k| k.contains(":g248:") || k.contains(":g249:")), "its own problems only: {keys:?}");
     let one = get("?community=c123");
     assert_eq!(one.matches("data-gate=").count(), 2);
     assert_eq!(one.matches("（失联）").count() + one.matches("从未联系").count(), 2, "{one}");
