@@ -719,25 +719,50 @@ impl OfficeDb {
         }
     }
 
+    /// Open each of `found` unless a problem with its key is held already (open or closed), in one transaction;
+    /// returns how many were opened now.
+    pub fn open_problems(&mut self, found: &[super::rollup::Problem]) -> Result<usize, String> {
+        let mut opened = 0;
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let tx = conn.transaction().map_err(lite)?;
+                {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "INSERT INTO problems (key, kind, unit, date, detail, opened_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key) DO NOTHING",
+                        )
+                        .map_err(lite)?;
+                    for p in found {
+                        opened += stmt
+                            .execute(params![p.key, p.kind, p.unit, p.date, p.detail, p.opened_ms])
+                            .map_err(lite)?;
+                    }
+                }
+                tx.commit().map_err(lite)?;
+            }
+            Backend::Postgres(client) => {
+                let mut tx = client.transaction().map_err(pg)?;
+                let stmt = tx
+                    .prepare(
+                        "INSERT INTO problems (key, kind, unit, date, detail, opened_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING",
+                    )
+                    .map_err(pg)?;
+                for p in found {
+                    opened += tx
+                        .execute(&stmt, &[&p.key, &p.kind, &p.unit, &p.date, &p.detail, &p.opened_ms])
+                        .map_err(pg)? as usize;
+                }
+                tx.commit().map_err(pg)?;
+            }
+        }
+        Ok(opened)
+    }
+
     /// Open `p` unless a problem with its key is held already (open or closed); true when it was opened now.
     pub fn open_problem(&mut self, p: &super::rollup::Problem) -> Result<bool, String> {
-        let n = match &mut self.backend {
-            Backend::Sqlite(conn) => conn
-                .execute(
-                    "INSERT INTO problems (key, kind, unit, date, detail, opened_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT(key) DO NOTHING",
-                    params![p.key, p.kind, p.unit, p.date, p.detail, p.opened_ms],
-                )
-                .map_err(lite)?,
-            Backend::Postgres(client) => client
-                .execute(
-                    "INSERT INTO problems (key, kind, unit, date, detail, opened_ms) VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (key) DO NOTHING",
-                    &[&p.key, &p.kind, &p.unit, &p.date, &p.detail, &p.opened_ms],
-                )
-                .map_err(pg)? as usize,
-        };
-        Ok(n == 1)
+        Ok(self.open_problems(std::slice::from_ref(p))? == 1)
     }
 
     /// The problems held, open ones only unless `all`, oldest first.

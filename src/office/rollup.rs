@@ -404,11 +404,8 @@ impl Office {
                 }
             }
         }
-        let mut new = 0;
-        for p in &found {
-            new += usize::from(self.with_db(|db| db.open_problem(p))?);
-        }
-        Ok(new)
+        // One transaction for the round: a street's thousands of gates do not hold the database a commit each.
+        self.with_db(|db| db.open_problems(&found))
     }
 
     /// Send this office's roll-ups of `dates` to its parent, signed; returns how many the parent took.
