@@ -468,12 +468,11 @@ pub fn describe(s: &SyncStatus) -> String {
 
 /// Fetch the office's bundle for the gate's community and keep it if it verifies and is newer: its version.
 fn client_bundle(
-    settings: &SyncSettings,
+    client: &SyncClient,
     config: &crate::config::Config,
     store: &mut Store,
     key: &ed25519_dalek::VerifyingKey,
 ) -> Result<Option<u64>, String> {
-    let client = SyncClient::new(settings, &config.gate.id, SigningKey::from_bytes(&[0; 32]));
     let Some(text) = client.fetch_bundle(&config.gate.community).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
@@ -507,15 +506,15 @@ pub fn command(path: &std::path::Path, now: bool) -> crate::cli::Outcome {
                 outcome = Err(Failure::quiet());
             }
         }
-    }
-    if now && let Some(key) = s.office_key {
         // The office's policy bundle too, kept for the daemon's next start (a running daemon fetches it itself).
-        match client_bundle(&s.settings, &config, &mut store, &key) {
-            Ok(Some(v)) => println!("policy bundle version {v} applied"),
-            Ok(None) => {}
-            Err(e) => {
-                println!("policy bundle: {e}");
-                outcome = Err(Failure::quiet());
+        if let Some(key) = s.office_key {
+            match client_bundle(&client, &config, &mut store, &key) {
+                Ok(Some(v)) => println!("policy bundle version {v} applied"),
+                Ok(None) => {}
+                Err(e) => {
+                    println!("policy bundle: {e}");
+                    outcome = Err(Failure::quiet());
+                }
             }
         }
     }

@@ -562,15 +562,7 @@ impl OfficeDb {
     pub fn enrolled(&mut self, id: &str) -> Result<Option<Enrollment>, String> {
         if let Backend::Postgres(client) = &mut self.backend {
             let st = prepared(client, &mut self.prepared, PG_ENROLLED)?;
-            return Ok(client.query_opt(&st, &[&id]).map_err(pg)?.map(|r| Enrollment {
-                id: r.get(0),
-                kind: r.get(1),
-                name: r.get(2),
-                community: r.get(3),
-                public_key: r.get(4),
-                enrolled_ms: r.get(5),
-                revoked_ms: r.get(6),
-            }));
+            return Ok(client.query_opt(&st, &[&id]).map_err(pg)?.as_ref().map(enrollment_pg));
         }
         Ok(self.enrollments_where("revoked_ms IS NULL AND id = ", Some(id))?.pop())
     }
@@ -606,18 +598,7 @@ impl OfficeDb {
                     None => client.query(&sql, &[]),
                 }
                 .map_err(pg)?;
-                Ok(rows
-                    .iter()
-                    .map(|r| Enrollment {
-                        id: r.get(0),
-                        kind: r.get(1),
-                        name: r.get(2),
-                        community: r.get(3),
-                        public_key: r.get(4),
-                        enrolled_ms: r.get(5),
-                        revoked_ms: r.get(6),
-                    })
-                    .collect())
+                Ok(rows.iter().map(enrollment_pg).collect())
             }
         }
     }
@@ -692,7 +673,7 @@ impl OfficeDb {
                 )
                 .map_err(pg)? as usize,
         };
-        Ok(n == 1 && (version == 1 || self.designation(community)?.is_some_and(|(held, _)| held == version)))
+        Ok(n == 1)
     }
 
     /// Keep a designation applied from above if it is newer than the one held.
@@ -1221,6 +1202,19 @@ const PG_INGEST_GATE: &str = "INSERT INTO gates (gate_id, last_contact_ms, acked
 
 const PG_ENROLLED: &str = "SELECT id, kind, name, community, public_key, enrolled_ms, revoked_ms FROM enrolled
      WHERE revoked_ms IS NULL AND id = $1";
+
+/// An `enrolled` row (its columns in table order) from PostgreSQL.
+fn enrollment_pg(r: &postgres::Row) -> Enrollment {
+    Enrollment {
+        id: r.get(0),
+        kind: r.get(1),
+        name: r.get(2),
+        community: r.get(3),
+        public_key: r.get(4),
+        enrolled_ms: r.get(5),
+        revoked_ms: r.get(6),
+    }
+}
 
 /// [`OfficeDb::take_counter`] on an SQLite connection (or a transaction).
 fn take_lite(conn: &Connection, signer: &str, counter: u64) -> Result<Option<u64>, String> {

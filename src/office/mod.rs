@@ -340,18 +340,6 @@ impl Office {
         );
         Ok(all)
     }
-
-    /// Every gate enrolled now, office.toml's and the database's, by id.
-    pub fn enrolled_gates(&self) -> Result<BTreeMap<String, Enrolled>, String> {
-        let mut all: BTreeMap<String, Enrolled> = self
-            .with_db(|db| db.enrollments())?
-            .iter()
-            .filter(|e| e.revoked_ms.is_none() && e.kind == "gate")
-            .filter_map(|e| Some((e.id.clone(), enrolled_of(e)?)))
-            .collect();
-        all.extend(self.config.gates.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Ok(all)
-    }
 }
 
 /// A gate's name and community, as the pages show them.
@@ -836,14 +824,9 @@ impl Office {
         ))
     }
 
-    /// The dashboard page as at `at`: every gate, or (above [`GATE_ROWS_MAX`] gates) every community.
+    /// The dashboard page as at `at`: every gate, or (above [`GATE_ROWS_MAX`] gates) the first page of communities.
     pub fn dashboard_page(&self, at: Timestamp) -> Result<String, String> {
-        self.dashboard_page_of(at, None)
-    }
-
-    /// The dashboard page as at `at`, for one community's gates or for the whole office (first page).
-    pub fn dashboard_page_of(&self, at: Timestamp, community: Option<&str>) -> Result<String, String> {
-        self.dashboard_page_at(at, community, 1)
+        self.dashboard_page_at(at, None, 1)
     }
 
     /// The dashboard page as at `at`: one community's gates, or the whole office; above [`GATE_ROWS_MAX`] gates

@@ -289,12 +289,7 @@ impl Office {
         let mut problems = Vec::new();
         match self.config.level {
             Level::Street => {
-                let received = self.with_db(|db| db.reports_received_on(date))?;
-                let reports: BTreeMap<String, crate::report::DailyReport> = self
-                    .with_db(|db| db.reports_between(date, date))?
-                    .into_iter()
-                    .filter_map(|r| Some((r.gate.clone(), serde_json::from_str(&r.body).ok()?)))
-                    .collect();
+                let (received, reports) = self.reports_on(date)?;
                 let open = self.with_db(|db| db.problems(false))?;
                 for (id, g) in self.gate_directory()? {
                     let status = self.status_of(received.get(&id).copied(), date, at)?;
@@ -347,6 +342,19 @@ impl Office {
         })
     }
 
+    /// The gates' reports for `date`, with when each first arrived (one query).
+    #[allow(clippy::type_complexity)]
+    fn reports_on(
+        &self,
+        date: &str,
+    ) -> Result<(BTreeMap<String, i64>, BTreeMap<String, crate::report::DailyReport>), String> {
+        let stored = self.with_db(|db| db.reports_between(date, date))?;
+        let received = stored.iter().map(|r| (r.gate.clone(), r.first_received_ms)).collect();
+        let reports =
+            stored.into_iter().filter_map(|r| Some((r.gate.clone(), serde_json::from_str(&r.body).ok()?))).collect();
+        Ok((received, reports))
+    }
+
     /// Raise the problems a street sees as at `at` (问题清单), for yesterday and today: a gate's report missing, a
     /// gate silent for more than 30 minutes, confirmed fevers (open until the follow-up is recorded by closing it),
     /// a failed thermometer self-check. Each is raised once; returns how many were new.
@@ -359,12 +367,7 @@ impl Office {
         let mut found = Vec::new();
         let today = at.to_rfc3339()[..10].to_string();
         for date in round_dates(at) {
-            let received = self.with_db(|db| db.reports_received_on(&date))?;
-            let reports: BTreeMap<String, crate::report::DailyReport> = self
-                .with_db(|db| db.reports_between(&date, &date))?
-                .into_iter()
-                .filter_map(|r| Some((r.gate.clone(), serde_json::from_str(&r.body).ok()?)))
-                .collect();
+            let (received, reports) = self.reports_on(&date)?;
             for id in gates.keys() {
                 let mut raise = |kind: &str, detail: String| {
                     found.push(Problem {
