@@ -107,6 +107,32 @@ pub struct StoredReport {
     pub first_received_ms: i64,
 }
 
+/// A signed heartbeat whose signature verified, for [`OfficeDb::heartbeats_signed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedBeat {
+    /// The gate.
+    pub signer: String,
+    /// Its request counter.
+    pub counter: u64,
+    /// The key that signed, hex (`None`: a gate of office.toml).
+    pub key: Option<String>,
+    /// Entries it still has to send.
+    pub backlog: i64,
+}
+
+/// What became of a signed request's counter ([`OfficeDb::take_counter`] and the signed changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Taken {
+    /// Taken: the change goes ahead.
+    Yes,
+    /// Not above the last counter taken (given): a replay, nothing changed.
+    Replay(u64),
+    /// The signer is not enrolled with the key that signed, as of this transaction (revoked or re-keyed since the
+    /// office process read its key): nothing changed.
+    NotEnrolled,
+}
+
 enum Backend {
     Sqlite(Connection),
     Postgres(Box<postgres::Client>),
@@ -372,19 +398,21 @@ impl OfficeDb {
 
     /// Store a verified batch; returns the highest sequence number now held for the gate.
     pub fn ingest(&mut self, gate: &str, rows: &[serde_json::Value], now: Timestamp) -> Result<i64, String> {
-        self.ingest_signed(gate, None, rows, now, None).map(|r| r.unwrap_or(0))
+        self.ingest_signed(gate, None, None, rows, now, None).map(|r| r.unwrap_or(0))
     }
 
-    /// Store a batch signed under `counter` (taken in the same transaction; `Err(last)` inside: a replay, nothing
-    /// stored), with the backlog the gate reported after it; returns the highest sequence number now held.
+    /// Store a batch signed under `counter` by `key` (hex; `None`: a signer of office.toml, not in the database),
+    /// with the backlog the gate reported after it; returns the highest sequence number now held. The counter is
+    /// taken, and the enrolment with that key checked, in the same transaction (`Err(why)` inside: nothing stored).
     pub fn ingest_signed(
         &mut self,
         gate: &str,
         counter: Option<u64>,
+        key: Option<&str>,
         rows: &[serde_json::Value],
         now: Timestamp,
         backlog: Option<i64>,
-    ) -> Result<Result<i64, u64>, String> {
+    ) -> Result<Result<i64, Taken>, String> {
         let int = |row: &serde_json::Value, k: &str| row.get(k).and_then(serde_json::Value::as_i64).unwrap_or(0);
         let text =
             |row: &serde_json::Value, k: &str| row.get(k).and_then(serde_json::Value::as_str).unwrap_or("").to_string();
@@ -392,8 +420,11 @@ impl OfficeDb {
         match &mut self.backend {
             Backend::Sqlite(conn) => {
                 let tx = conn.transaction().map_err(lite)?;
-                if let Some(last) = counter.map(|c| take_lite(&tx, gate, c)).transpose()?.flatten() {
-                    return Ok(Err(last));
+                if let Some(c) = counter {
+                    let taken = take_lite(&tx, gate, c, key)?;
+                    if taken != Taken::Yes {
+                        return Ok(Err(taken));
+                    }
                 }
                 let mut inserted = 0usize;
                 {
@@ -448,8 +479,8 @@ impl OfficeDb {
                 let mut tx = client.transaction().map_err(pg)?;
                 if let Some(c) = counter {
                     let n = i64::try_from(c).map_err(|_| format!("request counter {c} is out of range"))?;
-                    if tx.execute(&take, &[&gate, &n]).map_err(pg)? != 1 {
-                        return Ok(Err(take_pg(&mut tx, gate, c)?.unwrap_or(0)));
+                    if tx.execute(&take, &[&gate, &n, &key]).map_err(pg)? != 1 {
+                        return Ok(Err(why_not_taken_pg(&mut tx, gate, key)?));
                     }
                 }
                 let inserted = tx
@@ -467,31 +498,33 @@ impl OfficeDb {
         }
     }
 
-    /// Take `counter` as `signer`'s latest request counter if it is above the last one taken (in one statement, so
-    /// concurrent office processes on one database never both take the same): `None` when taken, else the last
-    /// counter, which makes the request a replay.
-    pub fn take_counter(&mut self, signer: &str, counter: u64) -> Result<Option<u64>, String> {
+    /// Take `counter` as `signer`'s latest request counter if it is above the last one taken and `signer` is
+    /// enrolled with `key` (hex; `None`: a signer of office.toml, not in the database) — in one statement, so
+    /// concurrent office processes on one database never both take the same, and a revocation is in force at once.
+    pub fn take_counter(&mut self, signer: &str, counter: u64, key: Option<&str>) -> Result<Taken, String> {
         match &mut self.backend {
-            Backend::Sqlite(conn) => take_lite(conn, signer, counter),
-            Backend::Postgres(client) => take_pg(&mut **client, signer, counter),
+            Backend::Sqlite(conn) => take_lite(conn, signer, counter, key),
+            Backend::Postgres(client) => take_pg(&mut **client, signer, counter, key),
         }
     }
 
-    /// A signed heartbeat: `signer`'s `counter` taken and the gate's contact and backlog recorded, in one transaction
-    /// (one statement on PostgreSQL). `Ok(Some(last))`: a replay, nothing changed.
+    /// A heartbeat signed by `key` (as for [`OfficeDb::take_counter`]): the counter taken and the gate's contact and
+    /// backlog recorded, in one transaction (one statement on PostgreSQL); anything but [`Taken::Yes`] changed nothing.
     pub fn heartbeat_signed(
         &mut self,
         gate: &str,
         counter: u64,
+        key: Option<&str>,
         backlog: i64,
         now: Timestamp,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Taken, String> {
         let backlog = backlog.max(0);
         match &mut self.backend {
             Backend::Sqlite(conn) => {
                 let tx = conn.transaction().map_err(lite)?;
-                if let Some(last) = take_lite(&tx, gate, counter)? {
-                    return Ok(Some(last));
+                let taken = take_lite(&tx, gate, counter, key)?;
+                if taken != Taken::Yes {
+                    return Ok(taken);
                 }
                 tx.execute(
                     "INSERT INTO gates (gate_id, last_contact_ms, backlog) VALUES (?1, ?2, ?3)
@@ -500,13 +533,68 @@ impl OfficeDb {
                 )
                 .map_err(lite)?;
                 tx.commit().map_err(lite)?;
-                Ok(None)
+                Ok(Taken::Yes)
             }
             Backend::Postgres(client) => {
                 let n = i64::try_from(counter).map_err(|_| format!("request counter {counter} is out of range"))?;
                 let st = prepared(client, &mut self.prepared, PG_HEARTBEAT_SIGNED)?;
-                let done = client.execute(&st, &[&gate, &now.0, &backlog, &n]).map_err(pg)?;
-                if done == 1 { Ok(None) } else { take_pg(&mut **client, gate, counter) }
+                let done = client.execute(&st, &[&gate, &now.0, &backlog, &n, &key]).map_err(pg)?;
+                if done == 1 { Ok(Taken::Yes) } else { why_not_taken_pg(&mut **client, gate, key) }
+            }
+        }
+    }
+
+    /// Signed heartbeats of distinct signers, each as [`OfficeDb::heartbeat_signed`], in one transaction (one
+    /// statement on PostgreSQL, the rows in signer order so that concurrent office processes lock them in one order):
+    /// what became of each, in the order given.
+    pub fn heartbeats_signed(&mut self, beats: &[SignedBeat], now: Timestamp) -> Result<Vec<Taken>, String> {
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let tx = conn.transaction().map_err(lite)?;
+                let mut out = Vec::with_capacity(beats.len());
+                for b in beats {
+                    let taken = take_lite(&tx, &b.signer, b.counter, b.key.as_deref())?;
+                    if taken == Taken::Yes {
+                        tx.execute(
+                            "INSERT INTO gates (gate_id, last_contact_ms, backlog) VALUES (?1, ?2, ?3)
+                             ON CONFLICT(gate_id) DO UPDATE SET last_contact_ms = ?2, backlog = ?3",
+                            params![b.signer, now.0, b.backlog.max(0)],
+                        )
+                        .map_err(lite)?;
+                    }
+                    out.push(taken);
+                }
+                tx.commit().map_err(lite)?;
+                Ok(out)
+            }
+            Backend::Postgres(client) => {
+                let mut order: Vec<usize> = (0..beats.len()).collect();
+                order.sort_by(|a, b| beats[*a].signer.cmp(&beats[*b].signer));
+                let signers: Vec<&str> = order.iter().map(|i| beats[*i].signer.as_str()).collect();
+                let counters = order
+                    .iter()
+                    .map(|i| i64::try_from(beats[*i].counter).map_err(|_| "request counter out of range".to_string()))
+                    .collect::<Result<Vec<i64>, String>>()?;
+                let backlogs: Vec<i64> = order.iter().map(|i| beats[*i].backlog.max(0)).collect();
+                let keys: Vec<Option<&str>> = order.iter().map(|i| beats[*i].key.as_deref()).collect();
+                let st = prepared(client, &mut self.prepared, PG_HEARTBEATS_SIGNED)?;
+                let mut tx = client.transaction().map_err(pg)?;
+                let done: std::collections::HashSet<String> = tx
+                    .query(&st, &[&signers, &counters, &backlogs, &keys, &now.0])
+                    .map_err(pg)?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let mut out = Vec::with_capacity(beats.len());
+                for b in beats {
+                    out.push(if done.contains(&b.signer) {
+                        Taken::Yes
+                    } else {
+                        why_not_taken_pg(&mut tx, &b.signer, b.key.as_deref())?
+                    });
+                }
+                tx.commit().map_err(pg)?;
+                Ok(out)
             }
         }
     }
@@ -1176,17 +1264,53 @@ impl OfficeDb {
     }
 }
 
-const PG_HEARTBEAT_SIGNED: &str = "WITH taken AS (
-       INSERT INTO request_counters (signer, counter) VALUES ($1, $4)
+/// The enrolment check every signed change makes in the statement that takes its counter: `$3` (or `$5`) is the key
+/// that signed, NULL for a signer of office.toml.
+macro_rules! enrolled_with_key {
+    ($key:literal) => {
+        concat!(
+            "(",
+            $key,
+            "::text IS NULL OR EXISTS (SELECT 1 FROM enrolled WHERE id = $1 AND public_key = ",
+            $key,
+            " AND revoked_ms IS NULL))"
+        )
+    };
+}
+
+const PG_HEARTBEAT_SIGNED: &str = concat!(
+    "WITH taken AS (
+       INSERT INTO request_counters (signer, counter) SELECT $1, $4 WHERE ",
+    enrolled_with_key!("$5"),
+    "
        ON CONFLICT (signer) DO UPDATE SET counter = EXCLUDED.counter
          WHERE request_counters.counter < EXCLUDED.counter
        RETURNING 1)
      INSERT INTO gates (gate_id, last_contact_ms, backlog)
      SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM taken)
-     ON CONFLICT (gate_id) DO UPDATE SET last_contact_ms = EXCLUDED.last_contact_ms, backlog = EXCLUDED.backlog";
+     ON CONFLICT (gate_id) DO UPDATE SET last_contact_ms = EXCLUDED.last_contact_ms, backlog = EXCLUDED.backlog"
+);
 
-const PG_TAKE_COUNTER: &str = "INSERT INTO request_counters (signer, counter) VALUES ($1, $2)
-     ON CONFLICT (signer) DO UPDATE SET counter = EXCLUDED.counter WHERE request_counters.counter < EXCLUDED.counter";
+const PG_HEARTBEATS_SIGNED: &str = "WITH beat AS (
+       SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[]) AS t(signer, counter, backlog, key)),
+     taken AS (
+       INSERT INTO request_counters (signer, counter)
+       SELECT signer, counter FROM beat
+       WHERE key IS NULL
+         OR EXISTS (SELECT 1 FROM enrolled e WHERE e.id = beat.signer AND e.public_key = beat.key AND e.revoked_ms IS NULL)
+       ORDER BY signer
+       ON CONFLICT (signer) DO UPDATE SET counter = EXCLUDED.counter WHERE request_counters.counter < EXCLUDED.counter
+       RETURNING signer)
+     INSERT INTO gates (gate_id, last_contact_ms, backlog)
+     SELECT beat.signer, $5, beat.backlog FROM beat JOIN taken ON taken.signer = beat.signer ORDER BY beat.signer
+     ON CONFLICT (gate_id) DO UPDATE SET last_contact_ms = EXCLUDED.last_contact_ms, backlog = EXCLUDED.backlog
+     RETURNING gate_id";
+
+const PG_TAKE_COUNTER: &str = concat!(
+    "INSERT INTO request_counters (signer, counter) SELECT $1, $2 WHERE ",
+    enrolled_with_key!("$3"),
+    " ON CONFLICT (signer) DO UPDATE SET counter = EXCLUDED.counter WHERE request_counters.counter < EXCLUDED.counter"
+);
 
 const PG_INGEST_ENTRIES: &str = "INSERT INTO entries (gate_id, seq, at_ms, verdict, rule, category, body, received_ms)
      SELECT $1, s, a, v, r, c, b, $8
@@ -1217,41 +1341,74 @@ fn enrollment_pg(r: &postgres::Row) -> Enrollment {
 }
 
 /// [`OfficeDb::take_counter`] on an SQLite connection (or a transaction).
-fn take_lite(conn: &Connection, signer: &str, counter: u64) -> Result<Option<u64>, String> {
+fn take_lite(conn: &Connection, signer: &str, counter: u64, key: Option<&str>) -> Result<Taken, String> {
     let counter = i64::try_from(counter).map_err(|_| format!("request counter {counter} is out of range"))?;
     let taken = conn
         .execute(
-            "INSERT INTO request_counters (signer, counter) VALUES (?1, ?2)
-             ON CONFLICT(signer) DO UPDATE SET counter = ?2 WHERE counter < ?2",
-            params![signer, counter],
+            concat!(
+                "INSERT INTO request_counters (signer, counter) SELECT ?1, ?2 WHERE ",
+                "(?3 IS NULL OR EXISTS (SELECT 1 FROM enrolled WHERE id = ?1 AND public_key = ?3 AND revoked_ms IS NULL))",
+                " ON CONFLICT(signer) DO UPDATE SET counter = ?2 WHERE counter < ?2"
+            ),
+            params![signer, counter, key],
         )
         .map_err(lite)?;
     if taken == 1 {
-        return Ok(None);
+        return Ok(Taken::Yes);
+    }
+    if let Some(key) = key {
+        let enrolled: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM enrolled WHERE id = ?1 AND public_key = ?2 AND revoked_ms IS NULL)",
+                params![signer, key],
+                |r| r.get(0),
+            )
+            .map_err(lite)?;
+        if !enrolled {
+            return Ok(Taken::NotEnrolled);
+        }
     }
     let last: i64 = conn
         .query_row("SELECT counter FROM request_counters WHERE signer = ?1", [signer], |r| r.get(0))
         .map_err(lite)?;
-    Ok(Some(u64::try_from(last).unwrap_or(0)))
+    Ok(Taken::Replay(u64::try_from(last).unwrap_or(0)))
 }
 
 /// [`OfficeDb::take_counter`] on a PostgreSQL client (or a transaction).
-fn take_pg(client: &mut impl postgres::GenericClient, signer: &str, counter: u64) -> Result<Option<u64>, String> {
-    let counter = i64::try_from(counter).map_err(|_| format!("request counter {counter} is out of range"))?;
-    let taken = client
-        .execute(
-            "INSERT INTO request_counters (signer, counter) VALUES ($1, $2)
-             ON CONFLICT (signer) DO UPDATE SET counter = EXCLUDED.counter
-               WHERE request_counters.counter < EXCLUDED.counter",
-            &[&signer, &counter],
-        )
-        .map_err(pg)?;
-    if taken == 1 {
-        return Ok(None);
+fn take_pg(
+    client: &mut impl postgres::GenericClient,
+    signer: &str,
+    counter: u64,
+    key: Option<&str>,
+) -> Result<Taken, String> {
+    let n = i64::try_from(counter).map_err(|_| format!("request counter {counter} is out of range"))?;
+    if client.execute(PG_TAKE_COUNTER, &[&signer, &n, &key]).map_err(pg)? == 1 {
+        return Ok(Taken::Yes);
+    }
+    why_not_taken_pg(client, signer, key)
+}
+
+/// Why a signed change's counter was not taken on PostgreSQL: the signer is not enrolled with `key`, or a replay.
+fn why_not_taken_pg(
+    client: &mut impl postgres::GenericClient,
+    signer: &str,
+    key: Option<&str>,
+) -> Result<Taken, String> {
+    if let Some(key) = key {
+        let enrolled: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM enrolled WHERE id = $1 AND public_key = $2 AND revoked_ms IS NULL)",
+                &[&signer, &key],
+            )
+            .map_err(pg)?
+            .get(0);
+        if !enrolled {
+            return Ok(Taken::NotEnrolled);
+        }
     }
     let last: i64 =
         client.query_one("SELECT counter FROM request_counters WHERE signer = $1", &[&signer]).map_err(pg)?.get(0);
-    Ok(Some(u64::try_from(last).unwrap_or(0)))
+    Ok(Taken::Replay(u64::try_from(last).unwrap_or(0)))
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use crate::domain::Timestamp;
 
+mod beats;
 pub mod cli;
 pub mod db;
 pub mod designate;
@@ -31,7 +32,7 @@ pub mod export;
 pub mod gateway;
 pub mod rollup;
 
-pub use db::{Database, Enrollment, GateState, OfficeDb, StoredReport};
+pub use db::{Database, Enrollment, GateState, OfficeDb, SignedBeat, StoredReport, Taken};
 
 /// `office.toml` as written.
 #[derive(Debug, Deserialize)]
@@ -247,16 +248,22 @@ pub fn load(path: &Path) -> Result<OfficeConfig, String> {
     }
 }
 
+/// Signers' keys as read from the database (with their key in hex; `None`: not enrolled), and when.
+type KeyCache = std::collections::HashMap<String, (std::time::Instant, Option<(Enrolled, String)>)>;
+
 /// Shared server state. Nothing in it that the database does not hold but the configuration: any number of office
 /// processes can serve one PostgreSQL database behind a balancer.
 pub struct Office {
     config: OfficeConfig,
     db: r2d2::Pool<db::Connector>,
-    /// Enrolments looked up in the database in the last [`ENROLMENT_TTL`] (a cache of what the database holds: an
-    /// enrolment or a revocation reaches every instance within that time).
-    enrolments: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Option<Enrolled>)>>,
+    /// Signers' keys read from the database, with their key in hex, reused for [`KEY_TTL`] (an absence for
+    /// [`ENROLMENT_TTL`]). Only a cache of keys to verify with: every signed change checks the enrolment with that key
+    /// in its own transaction, so a revocation is in force at once at every instance.
+    enrolments: std::sync::Mutex<KeyCache>,
     /// The health-code gateway's client for the provincial endpoints.
     provinces: ureq::Agent,
+    /// Signed heartbeats, committed in groups.
+    beats: beats::Committer,
 }
 
 impl Office {
@@ -274,7 +281,9 @@ impl Office {
             .build(db::Connector(config.database.clone()))
             .map_err(|e| format!("{}: {e}", config.database.describe()))?;
         let provinces = gateway::agent(&config.gateway);
-        Ok(Arc::new(Office { config, db, provinces, enrolments: Default::default() }))
+        let beats = beats::Committer::start(db.clone(), config.database.describe())
+            .map_err(|e| format!("cannot start the heartbeat committer: {e}"))?;
+        Ok(Arc::new(Office { config, db, provinces, beats, enrolments: Default::default() }))
     }
 
     /// Run `f` on a pooled database connection (blocking; from async code use [`blocking`]). A connection that
@@ -300,27 +309,54 @@ impl Office {
         &self.config
     }
 
-    /// The signer `id` as enrolled: in office.toml, or in the database (not revoked) as of at most
-    /// [`ENROLMENT_TTL`] ago.
+    /// The signer `id` as enrolled: in office.toml, or in the database (not revoked) as read at most [`KEY_TTL`] ago
+    /// (an absence at most [`ENROLMENT_TTL`] ago).
     pub fn enrolled(&self, id: &str) -> Result<Option<Enrolled>, String> {
+        match self.signer(id, false, true) {
+            Ok(found) => Ok(found.map(|(e, _)| e)),
+            Err(Unchecked::Refused(_, e)) | Err(Unchecked::NeedsDatabase(e)) => Err(e),
+        }
+    }
+
+    /// The signer `id` as enrolled with its key in hex when the database holds it (`None` for office.toml's), from
+    /// the cache unless `fresh`; read from the database if need be only when `read` (else
+    /// [`Unchecked::NeedsDatabase`]).
+    fn signer(&self, id: &str, fresh: bool, read: bool) -> Result<Option<(Enrolled, Option<String>)>, Unchecked> {
         if let Some(e) = self.config.gates.get(id) {
-            return Ok(Some(e.clone()));
+            return Ok(Some((e.clone(), None)));
         }
         let now = std::time::Instant::now();
-        let cached = |c: &mut std::collections::HashMap<String, (std::time::Instant, Option<Enrolled>)>| {
-            c.get(id).filter(|(at, _)| now.duration_since(*at) < ENROLMENT_TTL).map(|(_, e)| e.clone())
-        };
-        if let Some(e) = self.enrolments.lock().ok().as_deref_mut().and_then(cached) {
-            return Ok(e);
+        let ttl = |e: &Option<(Enrolled, String)>| if e.is_some() { KEY_TTL } else { ENROLMENT_TTL };
+        if !fresh
+            && let Some(e) = self
+                .enrolments
+                .lock()
+                .ok()
+                .and_then(|c| c.get(id).filter(|(at, e)| now.duration_since(*at) < ttl(e)).map(|(_, e)| e.clone()))
+        {
+            return Ok(e.map(|(e, key)| (e, Some(key))));
         }
-        let found = self.with_db(|db| db.enrolled(id))?.and_then(|e| enrolled_of(&e));
+        if !read {
+            return Err(Unchecked::NeedsDatabase(format!("`{id}` is not in the enrolment cache")));
+        }
+        let found = self
+            .with_db(|db| db.enrolled(id))
+            .map_err(|e| Unchecked::Refused(StatusCode::SERVICE_UNAVAILABLE, e))?
+            .and_then(|e| enrolled_of(&e).map(|x| (x, e.public_key)));
         if let Ok(mut c) = self.enrolments.lock() {
             if c.len() > 100_000 {
-                c.retain(|_, (at, _)| now.duration_since(*at) < ENROLMENT_TTL);
+                c.retain(|_, (at, e)| now.duration_since(*at) < ttl(e));
             }
             c.insert(id.to_string(), (now, found.clone()));
         }
-        Ok(found)
+        Ok(found.map(|(e, key)| (e, Some(key))))
+    }
+
+    /// Forget what the cache holds of `id` (the database said it is no longer enrolled with that key).
+    fn forget(&self, id: &str) {
+        if let Ok(mut c) = self.enrolments.lock() {
+            c.remove(id);
+        }
     }
 
     /// Every gate enrolled now, office.toml's and the database's, by id: its name and community only (no key is
@@ -391,84 +427,154 @@ fn refuse(status: StatusCode, why: String) -> Response {
     (status, axum::Json(serde_json::json!({ "error": why }))).into_response()
 }
 
-/// The enrolled signer that signed `body` under its request counter, and the counter; or the refusal. Blocking:
-/// the enrolment may be in the database.
-fn signed_by(office: &Office, headers: &HeaderMap, body: &[u8]) -> Result<(String, u64), (StatusCode, String)> {
+/// A request whose signature verified: its signer, request counter and parsed body.
+struct Signed<T> {
+    /// The signer's id (`x-sibi-gate`).
+    signer: String,
+    /// Its request counter (`x-sibi-counter`), not yet taken.
+    counter: u64,
+    /// The key that signed, in hex, as the database holds it (`None`: a signer of office.toml). The change passes it
+    /// on, so the transaction that takes the counter also checks the enrolment still holds that key.
+    key: Option<String>,
+    /// The body.
+    body: T,
+}
+
+impl<T> Signed<T> {
+    /// The answer to a change whose counter was not taken: a replay (401, logged) or a signer revoked or re-keyed
+    /// since this process read its key (403, and the cached key forgotten).
+    fn not_taken(&self, office: &Office, taken: Taken, what: &str) -> Response {
+        match taken {
+            Taken::Replay(last) => {
+                tracing::warn!(signer = %self.signer, self.counter, last, what, "replayed or out-of-order request refused");
+                refuse(
+                    StatusCode::UNAUTHORIZED,
+                    format!(
+                        "gate `{}`: request counter {} is not above {last}: a replay, refused",
+                        self.signer, self.counter
+                    ),
+                )
+            }
+            Taken::NotEnrolled | Taken::Yes => {
+                office.forget(&self.signer);
+                refuse(StatusCode::FORBIDDEN, format!("gate `{}` is not enrolled (revoked or re-keyed)", self.signer))
+            }
+        }
+    }
+}
+
+/// Why a signature check did not pass.
+enum Unchecked {
+    /// Refused, with the status and the reason.
+    Refused(StatusCode, String),
+    /// Only the database can tell (the signer's key is not in the cache): check again off the async workers.
+    NeedsDatabase(String),
+}
+
+/// The enrolled signer that signed `body` under its request counter, with the counter and its key; or why not. The
+/// key comes from the cache or, when `read`, the database (blocking). A signature that does not verify with a cached
+/// key is checked once more with the key the database holds now (the signer may have been re-keyed).
+fn signed_by(office: &Office, headers: &HeaderMap, body: &[u8], read: bool) -> Result<Signed<()>, Unchecked> {
     let gate = headers.get("x-sibi-gate").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let enrolled = office.enrolled(&gate).map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?;
-    let Some(enrolled) = enrolled else {
-        return Err((StatusCode::FORBIDDEN, format!("gate `{gate}` is not enrolled")));
-    };
+    let not_enrolled = || Unchecked::Refused(StatusCode::FORBIDDEN, format!("gate `{gate}` is not enrolled"));
     let signature =
         headers.get("x-sibi-signature").and_then(|v| v.to_str().ok()).and_then(crate::keys::signature_from_hex);
-    let Some(signature) = signature else {
-        return Err((StatusCode::UNAUTHORIZED, format!("gate `{gate}`: missing or malformed signature")));
-    };
     let counter = headers.get(crate::keys::COUNTER_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let (mut enrolled, mut key) = office.signer(&gate, false, read)?.ok_or_else(not_enrolled)?;
+    let Some(signature) = signature else {
+        return Err(Unchecked::Refused(
+            StatusCode::UNAUTHORIZED,
+            format!("gate `{gate}`: missing or malformed signature"),
+        ));
+    };
     let Some(counter) = counter else {
-        return Err((
+        return Err(Unchecked::Refused(
             StatusCode::UNAUTHORIZED,
             format!("gate `{gate}`: no request counter (`{}`): update the gate", crate::keys::COUNTER_HEADER),
         ));
     };
-    if enrolled.key.verify(&crate::keys::request_message(counter, body), &signature).is_err() {
-        return Err((StatusCode::UNAUTHORIZED, format!("gate `{gate}`: signature does not verify (tampered?)")));
+    let message = crate::keys::request_message(counter, body);
+    if enrolled.key.verify(&message, &signature).is_err() {
+        if key.is_some() {
+            (enrolled, key) = office.signer(&gate, true, read)?.ok_or_else(not_enrolled)?;
+        }
+        if key.is_none() || enrolled.key.verify(&message, &signature).is_err() {
+            return Err(Unchecked::Refused(
+                StatusCode::UNAUTHORIZED,
+                format!("gate `{gate}`: signature does not verify (tampered?)"),
+            ));
+        }
     }
-    Ok((gate, counter))
+    Ok(Signed { signer: gate, counter, key, body: () })
 }
 
-/// A body signed by an enrolled signer under its request counter and parsed as `T` (a `what`), with the signer's id
-/// and the counter; or why it is refused. The handler takes the counter in the same transaction as the change it
-/// makes ([`OfficeDb::heartbeat_signed`], [`OfficeDb::ingest_signed`]; in the database, so every office process
-/// sharing it agrees): a replayed request is refused with 401 and logged ([`replayed`]).
-async fn signed_json<T: serde::de::DeserializeOwned + Send + 'static>(
+/// A request signed by an enrolled signer under its request counter, its body parsed as `T` (a `what`); or the
+/// refusal to answer with. Checked on the async worker when the signer's key is cached (the common case: no thread
+/// hop), else off it.
+async fn verified<T: serde::de::DeserializeOwned + Send + 'static>(
     office: &Arc<Office>,
-    headers: &HeaderMap,
-    body: &Bytes,
+    headers: HeaderMap,
+    body: Bytes,
     what: &'static str,
-) -> Result<(String, u64, T), (StatusCode, String)> {
-    let (headers, body) = (headers.clone(), body.clone());
-    let checked = blocking(office, move |o| {
-        Ok(signed_by(o, &headers, &body).and_then(|(gate, counter)| {
-            let parsed: T = serde_json::from_slice(&body)
-                .map_err(|e| (StatusCode::BAD_REQUEST, format!("gate `{gate}`: malformed {what}: {e}")))?;
-            Ok((gate, counter, parsed))
-        }))
-    });
-    checked.await.map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?
+) -> Result<Signed<T>, Response> {
+    let checked = match signed_by(office, &headers, &body, false) {
+        Err(Unchecked::NeedsDatabase(_)) => {
+            let (o, b) = (office.clone(), body.clone());
+            tokio::task::spawn_blocking(move || signed_by(&o, &headers, &b, true))
+                .await
+                .unwrap_or_else(|e| Err(Unchecked::NeedsDatabase(format!("database task failed: {e}"))))
+        }
+        checked => checked,
+    };
+    let signed = match checked {
+        Ok(s) => s,
+        Err(Unchecked::Refused(status, why)) => return Err(refuse(status, why)),
+        Err(Unchecked::NeedsDatabase(e)) => return Err(unavailable(e)),
+    };
+    match serde_json::from_slice::<T>(&body) {
+        Ok(parsed) => Ok(Signed { signer: signed.signer, counter: signed.counter, key: signed.key, body: parsed }),
+        Err(e) => Err(refuse(StatusCode::BAD_REQUEST, format!("gate `{}`: malformed {what}: {e}", signed.signer))),
+    }
 }
 
-/// The refusal of a replayed (or out-of-order) request: 401, logged.
-fn replayed(gate: &str, counter: u64, last: u64, what: &str) -> Response {
-    tracing::warn!(%gate, counter, last, what, "replayed or out-of-order request refused");
-    refuse(
-        StatusCode::UNAUTHORIZED,
-        format!("gate `{gate}`: request counter {counter} is not above {last}: a replay, refused"),
-    )
+/// Answer a request signed by an enrolled signer under its request counter, its body parsed as `T` (a `what`), with
+/// `then`, off the async workers. `then` takes the counter in the same transaction as its change
+/// ([`OfficeDb::take_counter`], [`OfficeDb::ingest_signed`]; in the database, so every office process sharing it
+/// agrees) and answers one not taken with [`Signed::not_taken`].
+async fn signed_call<T: serde::de::DeserializeOwned + Send + 'static>(
+    office: &Arc<Office>,
+    headers: HeaderMap,
+    body: Bytes,
+    what: &'static str,
+    then: impl FnOnce(&Office, Signed<T>) -> Response + Send + 'static,
+) -> Response {
+    let signed = match verified::<T>(office, headers, body, what).await {
+        Ok(s) => s,
+        Err(refused) => return refused,
+    };
+    let office = office.clone();
+    tokio::task::spawn_blocking(move || then(&office, signed))
+        .await
+        .unwrap_or_else(|e| unavailable(format!("database task failed: {e}")))
 }
 
 async fn report(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (gate, counter, r) = match signed_json::<crate::report::DailyReport>(&office, &headers, &body, "report").await {
-        Ok(x) => x,
-        Err((status, why)) => return refuse(status, why),
-    };
-    if r.gate != gate || crate::report::day_bounds(&r.date).is_none() {
-        return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: a report that is not this gate's"));
-    }
-    let date = r.date;
     let text = String::from_utf8_lossy(&body).into_owned();
-    let (day, id) = (date.clone(), gate.clone());
-    let stored = blocking(&office, move |o| {
-        o.with_db(|db| match db.take_counter(&id, counter)? {
-            Some(last) => Ok(Some(last)),
-            None => db.store_report(&id, &day, &text, crate::hw::now()).map(|()| None),
-        })
-    });
-    match stored.await {
-        Ok(None) => axum::Json(serde_json::json!({ "date": date })).into_response(),
-        Ok(Some(last)) => replayed(&gate, counter, last, "report"),
-        Err(e) => unavailable(e),
-    }
+    signed_call(&office, headers, body, "report", move |o, s: Signed<crate::report::DailyReport>| {
+        if s.body.gate != s.signer || crate::report::day_bounds(&s.body.date).is_none() {
+            return refuse(StatusCode::BAD_REQUEST, format!("gate `{}`: a report that is not this gate's", s.signer));
+        }
+        let stored = o.with_db(|db| match db.take_counter(&s.signer, s.counter, s.key.as_deref())? {
+            Taken::Yes => db.store_report(&s.signer, &s.body.date, &text, crate::hw::now()).map(|()| Taken::Yes),
+            not => Ok(not),
+        });
+        match stored {
+            Ok(Taken::Yes) => axum::Json(serde_json::json!({ "date": s.body.date })).into_response(),
+            Ok(not) => s.not_taken(o, not, "report"),
+            Err(e) => unavailable(e),
+        }
+    })
+    .await
 }
 
 async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -480,27 +586,26 @@ async fn ingest(State(office): State<Arc<Office>>, headers: HeaderMap, body: Byt
         #[serde(default)]
         backlog: Option<i64>,
     }
-    let (gate, counter, batch) = match signed_json::<Batch>(&office, &headers, &body, "batch").await {
-        Ok(x) => x,
-        Err((status, why)) => return refuse(status, why),
-    };
-    if batch.gate != gate
-        || batch.entries.iter().any(|r| {
-            r.get("gate_id").and_then(|g| g.as_str()) != Some(gate.as_str())
-                || r.get("seq").and_then(serde_json::Value::as_i64).is_none_or(|s| s < 1)
-        })
-    {
-        return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: rows that are not this gate's"));
-    }
-    let id = gate.clone();
-    let stored = blocking(&office, move |o| {
-        o.with_db(|db| db.ingest_signed(&id, Some(counter), &batch.entries, crate::hw::now(), batch.backlog))
-    });
-    match stored.await {
-        Ok(Ok(acked)) => axum::Json(serde_json::json!({ "acked": acked })).into_response(),
-        Ok(Err(last)) => replayed(&gate, counter, last, "batch"),
-        Err(e) => unavailable(e),
-    }
+    signed_call(&office, headers, body, "batch", |o, s: Signed<Batch>| {
+        let gate = s.signer.as_str();
+        if s.body.gate != gate
+            || s.body.entries.iter().any(|r| {
+                r.get("gate_id").and_then(|g| g.as_str()) != Some(gate)
+                    || r.get("seq").and_then(serde_json::Value::as_i64).is_none_or(|s| s < 1)
+            })
+        {
+            return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: rows that are not this gate's"));
+        }
+        let stored = o.with_db(|db| {
+            db.ingest_signed(gate, Some(s.counter), s.key.as_deref(), &s.body.entries, crate::hw::now(), s.body.backlog)
+        });
+        match stored {
+            Ok(Ok(acked)) => axum::Json(serde_json::json!({ "acked": acked })).into_response(),
+            Ok(Err(not)) => s.not_taken(o, not, "batch"),
+            Err(e) => unavailable(e),
+        }
+    })
+    .await
 }
 
 /// `GET /v1/designations`: every tier this office designated, signed (its streets verify them with its key).
@@ -516,31 +621,29 @@ async fn designations_out(State(office): State<Arc<Office>>) -> Response {
 
 /// `POST /v1/rollup`: a child office's roll-up of a day (四级联动), signed with its key under its request counter.
 async fn rollup_in(State(office): State<Arc<Office>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (child, counter, r) = match signed_json::<rollup::RollUp>(&office, &headers, &body, "roll-up").await {
-        Ok(x) => x,
-        Err((status, why)) => return refuse(status, why),
-    };
-    if r.office != child || crate::report::day_bounds(&r.date).is_none() {
-        return refuse(StatusCode::BAD_REQUEST, format!("office `{child}`: a roll-up that is not its own"));
-    }
-    let (id, text) = (child.clone(), String::from_utf8_lossy(&body).into_owned());
-    let stored = blocking(&office, move |o| {
-        o.with_db(|db| {
-            if db.enrolled(&id)?.is_none_or(|e| e.kind != "office") {
-                return Ok(Err(()));
+    let text = String::from_utf8_lossy(&body).into_owned();
+    signed_call(&office, headers, body, "roll-up", move |o, s: Signed<rollup::RollUp>| {
+        let child = s.signer.as_str();
+        if s.body.office != child || crate::report::day_bounds(&s.body.date).is_none() {
+            return refuse(StatusCode::BAD_REQUEST, format!("office `{child}`: a roll-up that is not its own"));
+        }
+        let stored = o.with_db(|db| {
+            if db.enrolled(child)?.is_none_or(|e| e.kind != "office") {
+                return Ok(None);
             }
-            match db.take_counter(&id, counter)? {
-                Some(last) => Ok(Ok(Some(last))),
-                None => db.store_rollup(&id, &r.date, &text, crate::hw::now()).map(|()| Ok(None)),
+            match db.take_counter(child, s.counter, s.key.as_deref())? {
+                Taken::Yes => db.store_rollup(child, &s.body.date, &text, crate::hw::now()).map(|()| Some(Taken::Yes)),
+                not => Ok(Some(not)),
             }
-        })
-    });
-    match stored.await {
-        Ok(Ok(None)) => axum::Json(serde_json::json!({ "ok": true })).into_response(),
-        Ok(Ok(Some(last))) => replayed(&child, counter, last, "roll-up"),
-        Ok(Err(())) => refuse(StatusCode::FORBIDDEN, format!("`{child}` is not enrolled as a child office")),
-        Err(e) => unavailable(e),
-    }
+        });
+        match stored {
+            Ok(Some(Taken::Yes)) => axum::Json(serde_json::json!({ "ok": true })).into_response(),
+            Ok(Some(not)) => s.not_taken(o, not, "roll-up"),
+            Ok(None) => refuse(StatusCode::FORBIDDEN, format!("`{child}` is not enrolled as a child office")),
+            Err(e) => unavailable(e),
+        }
+    })
+    .await
 }
 
 /// `POST /v1/heartbeat`, signed like a batch: `{"gate": ID, "backlog": N}`. A gate calls after every round, so the
@@ -551,19 +654,17 @@ async fn heartbeat(State(office): State<Arc<Office>>, headers: HeaderMap, body: 
         gate: String,
         backlog: i64,
     }
-    let (gate, counter, beat) = match signed_json::<Heartbeat>(&office, &headers, &body, "heartbeat").await {
-        Ok(x) => x,
-        Err((status, why)) => return refuse(status, why),
+    let s = match verified::<Heartbeat>(&office, headers, body, "heartbeat").await {
+        Ok(s) => s,
+        Err(refused) => return refused,
     };
-    if beat.gate != gate {
-        return refuse(StatusCode::BAD_REQUEST, format!("gate `{gate}`: a heartbeat that is not this gate's"));
+    if s.body.gate != s.signer {
+        return refuse(StatusCode::BAD_REQUEST, format!("gate `{}`: a heartbeat that is not this gate's", s.signer));
     }
-    let id = gate.clone();
-    let beat =
-        blocking(&office, move |o| o.with_db(|db| db.heartbeat_signed(&id, counter, beat.backlog, crate::hw::now())));
-    match beat.await {
-        Ok(None) => axum::Json(serde_json::json!({ "ok": true })).into_response(),
-        Ok(Some(last)) => replayed(&gate, counter, last, "heartbeat"),
+    let beat = SignedBeat { signer: s.signer.clone(), counter: s.counter, key: s.key.clone(), backlog: s.body.backlog };
+    match office.beats.heartbeat(beat).await {
+        Ok(Taken::Yes) => axum::Json(serde_json::json!({ "ok": true })).into_response(),
+        Ok(not) => s.not_taken(&office, not, "heartbeat"),
         Err(e) => unavailable(e),
     }
 }
@@ -671,9 +772,13 @@ fn problems_table(problems: &[rollup::Problem], at: Timestamp) -> String {
     )
 }
 
-/// How long an office process trusts an enrolment (or its absence) it read from the database: a new enrolment or a
-/// revocation is in force at every instance within this time.
+/// How long an office process trusts the absence of an enrolment it read from the database: a new enrolment signs in
+/// at every instance within this time. (A revocation is in force at once: every signed change checks the enrolment
+/// in its own transaction.)
 pub const ENROLMENT_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long an office process reuses a signer's key it read from the database before reading it again.
+pub const KEY_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Communities to a page of the status page.
 pub const COMMUNITY_ROWS: usize = 100;

@@ -81,8 +81,7 @@ fn gates_enrolled_from_a_csv_sign_in_at_the_running_office_and_a_revoked_one_is_
     // gate-2's box is lost: revoked at the office, its next call is refused while the others go on.
     let o = run(&["office", "revoke", "--config", config, "--id", "gate-2"]);
     assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
-    // In force at every office process within the enrolment cache's lifetime.
-    std::thread::sleep(sibi::office::ENROLMENT_TTL + std::time::Duration::from_millis(100));
+    // In force at once at every office process: each signed change checks the enrolment in its own transaction.
     let (client, store) = &mut stores[1];
     let e = client.heartbeat(store).unwrap_err().to_string();
     assert!(e.contains("403") && e.contains("not enrolled"), "{e}");

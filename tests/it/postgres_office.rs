@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use ed25519_dalek::SigningKey;
 use sibi::domain::Timestamp;
-use sibi::office::{Database, Enrolled, Office, OfficeConfig, OfficeDb};
+use sibi::office::{Database, Enrolled, Office, OfficeConfig, OfficeDb, SignedBeat, Taken};
 use sibi::store::Store;
 use sibi::sync::{SyncClient, SyncSettings};
 
@@ -47,9 +47,9 @@ fn exercise(db: &mut OfficeDb, rows: &[serde_json::Value]) -> serde_json::Value 
     let (from, to) = (Timestamp(rows[10]["at_ms"].as_i64().unwrap()), Timestamp(rows[20]["at_ms"].as_i64().unwrap()));
     let between: Vec<i64> = db.entries_between(from, to).unwrap().iter().map(|r| r["seq"].as_i64().unwrap()).collect();
     // Request counters: each signer's only rising; a counter seen (or below one seen) is a replay.
-    let counters: Vec<Option<u64>> = [("g1", 5), ("g1", 9), ("g1", 9), ("g1", 7), ("g2", 1), ("g1", 10)]
+    let counters: Vec<Taken> = [("g1", 5), ("g1", 9), ("g1", 9), ("g1", 7), ("g2", 1), ("g1", 10)]
         .iter()
-        .map(|(signer, n)| db.take_counter(signer, *n).unwrap())
+        .map(|(signer, n)| db.take_counter(signer, *n, None).unwrap())
         .collect();
     // Enrolment: all of a file or none, revocation, enrolling afresh.
     let enrol = |id: &str, key: &str| sibi::office::Enrollment {
@@ -71,18 +71,46 @@ fn exercise(db: &mut OfficeDb, rows: &[serde_json::Value]) -> serde_json::Value 
     ];
     // A signed heartbeat and a signed batch take their counter in the same transaction as their change.
     let fused = serde_json::json!([
-        db.heartbeat_signed("g3", 100, 4, T0.plus_ms(30)).unwrap(),
-        db.heartbeat_signed("g3", 100, 9, T0.plus_ms(31)).unwrap(),
-        db.ingest_signed("g3", Some(101), &rows[..10], T0.plus_ms(32), Some(3)).unwrap().ok(),
-        db.ingest_signed("g3", Some(10), &rows[..10], T0.plus_ms(33), Some(99)).unwrap().err(),
+        db.heartbeat_signed("g3", 100, None, 4, T0.plus_ms(30)).unwrap(),
+        db.heartbeat_signed("g3", 100, None, 9, T0.plus_ms(31)).unwrap(),
+        db.ingest_signed("g3", Some(101), None, &rows[..10], T0.plus_ms(32), Some(3)).unwrap().ok(),
+        db.ingest_signed("g3", Some(10), None, &rows[..10], T0.plus_ms(33), Some(99)).unwrap().err(),
     ]);
+    let gates = db.gates().unwrap();
+    // Each signed change checks, in its own transaction, that the signer is still enrolled with the key that signed:
+    // e1 with its key; e2 revoked and enrolled afresh with "cc", so its old key "bb" changes nothing.
+    let keyed = serde_json::json!([
+        db.heartbeat_signed("e1", 1, Some("aa"), 1, T0.plus_ms(40)).unwrap(),
+        db.heartbeat_signed("e1", 2, Some("zz"), 1, T0.plus_ms(41)).unwrap(),
+        db.heartbeat_signed("e2", 1, Some("bb"), 1, T0.plus_ms(42)).unwrap(),
+        db.ingest_signed("e2", Some(2), Some("bb"), &[], T0.plus_ms(43), None).unwrap().err(),
+        db.take_counter("e2", 3, Some("bb")).unwrap(),
+        db.take_counter("e2", 3, Some("cc")).unwrap(),
+        db.take_counter("e2", 3, Some("cc")).unwrap(),
+    ]);
+    // Heartbeats committed as a group: each answered as it would be alone, in the order given.
+    let beat = |signer: &str, counter: u64, key: Option<&str>| SignedBeat {
+        signer: signer.into(),
+        counter,
+        key: key.map(str::to_string),
+        backlog: 7,
+    };
+    let group = db
+        .heartbeats_signed(
+            &[beat("e2", 4, Some("cc")), beat("g3", 100, None), beat("e1", 9, Some("aa")), beat("e9", 1, Some("aa"))],
+            T0.plus_ms(50),
+        )
+        .unwrap();
     serde_json::json!({
         "fused": fused,
+        "keyed": keyed,
+        "group": group,
+        "group_gates": db.gates().unwrap().iter().filter(|g| g.backlog == 7).map(|g| g.gate.clone()).collect::<Vec<_>>(),
         "enrolled": enrolled,
         "enrollments": db.enrollments().unwrap(),
         "counters": counters,
         "acks": acks,
-        "gates": db.gates().unwrap(),
+        "gates": gates,
         "entries": db.entries("g1").unwrap(),
         "report_first": db.report_received("g1", "2026-09-21").unwrap(),
         "reports": db.reports_between("2026-09-01", "2026-09-30").unwrap().iter().map(|r| r.body.clone()).collect::<Vec<_>>(),
@@ -110,9 +138,16 @@ fn postgresql_and_sqlite_give_the_same_answers() {
     assert_eq!(on_pg["latest_has_both"], true);
     assert_eq!(
         on_pg["counters"],
-        serde_json::json!([null, null, 9, 9, null, null]),
+        serde_json::json!(["yes", "yes", {"replay": 9}, {"replay": 9}, "yes", "yes"]),
         "replays refused with the last taken"
     );
+    assert_eq!(
+        on_pg["keyed"],
+        serde_json::json!(["yes", "not_enrolled", "not_enrolled", "not_enrolled", "not_enrolled", "yes", {"replay": 3}]),
+        "a change signed with a key no longer enrolled is refused in its own transaction"
+    );
+    assert_eq!(on_pg["group"], serde_json::json!(["yes", {"replay": 101}, "yes", "not_enrolled"]));
+    assert_eq!(on_pg["group_gates"], serde_json::json!(["e1", "e2"]), "only the heartbeats taken change a gate");
     let gates = on_pg["gates"].as_array().unwrap();
     assert_eq!((gates[0]["gate"].as_str(), gates[0]["backlog"].as_i64()), (Some("g1"), Some(42)), "{gates:?}");
     assert_eq!((gates[0]["acked_seq"].as_i64(), gates[0]["last_contact_ms"].as_i64()), (Some(500), Some(T0.0 + 7)));
