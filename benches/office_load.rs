@@ -30,7 +30,8 @@ mod pg;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 const BATCH_EVERY: Duration = Duration::from_secs(30);
 const BATCH: usize = 5;
-const WORKERS: usize = 48;
+/// Connections (each the gates of a share, one request at a time), from one generator thread.
+const WORKERS: usize = 400;
 
 struct Run {
     gates: usize,
@@ -66,6 +67,184 @@ fn percentile(v: &mut [u32], p: f64) -> f64 {
 enum Kind {
     Heartbeat,
     Batch,
+}
+
+/// One HTTP/1.1 keep-alive connection to an office instance.
+struct Conn(tokio::io::BufReader<tokio::net::TcpStream>);
+
+impl Conn {
+    /// POST `body` to `path` with the gate's headers; the answer's status.
+    async fn post(&mut self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<u16> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nhost: office\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        self.0.get_mut().write_all(&request).await?;
+        let mut line = String::new();
+        self.0.read_line(&mut line).await?;
+        let status: u16 = line.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or(std::io::ErrorKind::InvalidData)?;
+        let mut length = None;
+        loop {
+            line.clear();
+            if self.0.read_line(&mut line).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse::<usize>().ok();
+            }
+        }
+        let mut answer = vec![0; length.ok_or(std::io::ErrorKind::InvalidData)?];
+        self.0.read_exact(&mut answer).await?;
+        Ok(status)
+    }
+}
+
+/// The gates `mine` of `gates`, each on its schedule from `start`, until the measured period ends (then each
+/// pending batch is sent until acknowledged).
+#[allow(clippy::too_many_arguments)]
+async fn gate_task(
+    mine: Vec<usize>,
+    gates: usize,
+    addrs: Arc<Vec<String>>,
+    down: Arc<Vec<AtomicU64>>,
+    stop: Arc<AtomicBool>,
+    generated: Arc<AtomicU64>,
+    template: serde_json::Value,
+    start: Instant,
+    measure_from: Instant,
+    measure_to: Instant,
+) -> Tally {
+    let keys: Vec<SigningKey> = mine.iter().map(|g| key_of(*g)).collect();
+    let mut conns: Vec<Option<Conn>> = addrs.iter().map(|_| None).collect();
+    let mut seq = vec![0i64; mine.len()];
+    let mut pending: Vec<Option<Vec<u8>>> = vec![None; mine.len()];
+    let mut heap = BinaryHeap::new();
+    for (k, g) in mine.iter().enumerate() {
+        heap.push(Reverse((start + HEARTBEAT_EVERY.mul_f64(*g as f64 / gates as f64), k, 0u8)));
+        heap.push(Reverse((start + BATCH_EVERY.mul_f64(*g as f64 / gates as f64), k, 1u8)));
+    }
+    let mut tally = Tally::default();
+    let mut calls = 0u64;
+    while let Some(Reverse((due, k, kind))) = heap.pop() {
+        let draining = Instant::now() >= measure_to || stop.load(Ordering::Relaxed);
+        if draining && pending.iter().all(Option::is_none) {
+            break;
+        }
+        if draining && kind == 0 {
+            continue;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let g = mine[k];
+        let id = format!("g{g:05}");
+        let kind = if kind == 0 { Kind::Heartbeat } else { Kind::Batch };
+        let (path, body) = match kind {
+            Kind::Heartbeat => ("/v1/heartbeat", format!("{{\"gate\":\"{id}\",\"backlog\":0}}").into_bytes()),
+            Kind::Batch => {
+                if pending[k].is_none() && !draining {
+                    let entries: Vec<serde_json::Value> = (0..BATCH)
+                        .map(|_| {
+                            seq[k] += 1;
+                            let mut row = template.clone();
+                            row["gate_id"] = id.clone().into();
+                            row["seq"] = seq[k].into();
+                            row
+                        })
+                        .collect();
+                    generated.fetch_add(BATCH as u64, Ordering::Relaxed);
+                    pending[k] = Some(
+                        serde_json::to_vec(&serde_json::json!({"gate": id, "entries": entries, "backlog": 0})).unwrap(),
+                    );
+                }
+                match &pending[k] {
+                    Some(b) => ("/v1/ingest", b.clone()),
+                    None => continue,
+                }
+            }
+        };
+        let measured = (measure_from..measure_to).contains(&due);
+        let now_ms = u64::try_from(sibi::hw::now().0).unwrap_or(0);
+        let mut ok = false;
+        for attempt in 0..addrs.len() {
+            let i = (g + attempt) % addrs.len();
+            if attempt == 0 && down[i].load(Ordering::Relaxed) > now_ms && addrs.len() > 1 {
+                continue;
+            }
+            calls += 1;
+            let counter = (now_ms * 1000 + calls).to_string();
+            let signature = sibi::keys::sign_request(&keys[k], now_ms * 1000 + calls, &body);
+            let sent = Instant::now();
+            let headers = [
+                ("x-sibi-gate", id.as_str()),
+                (sibi::keys::COUNTER_HEADER, &counter),
+                ("x-sibi-signature", &signature),
+            ];
+            let answer = async {
+                if conns[i].is_none() {
+                    let host = addrs[i].trim_start_matches("http://");
+                    conns[i] = Some(Conn(tokio::io::BufReader::new(tokio::net::TcpStream::connect(host).await?)));
+                }
+                conns[i].as_mut().unwrap().post(path, &headers, &body).await
+            };
+            let answer = tokio::time::timeout(Duration::from_secs(10), answer)
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+            let took = sent.elapsed();
+            match answer {
+                Ok(200) => {
+                    if measured {
+                        tally.latency_us.push(took.as_micros().min(u32::MAX as u128) as u32);
+                        tally.lag_us.push(sent.saturating_duration_since(due).as_micros().min(u32::MAX as u128) as u32);
+                    }
+                    ok = true;
+                    break;
+                }
+                Ok(_) => break,
+                Err(_) => {
+                    conns[i] = None;
+                    down[i].store(now_ms + 1000, Ordering::Relaxed);
+                    tally.failovers += 1;
+                }
+            }
+        }
+        match kind {
+            Kind::Heartbeat => {
+                if ok && measured {
+                    tally.heartbeats += 1;
+                }
+                heap.push(Reverse((due + HEARTBEAT_EVERY, k, 0)));
+            }
+            Kind::Batch => {
+                if ok {
+                    pending[k] = None;
+                    if measured {
+                        tally.batches += 1;
+                        tally.entries += BATCH as u64;
+                    }
+                    heap.push(Reverse((due + BATCH_EVERY, k, 1)));
+                } else {
+                    // Resent a moment later, as a gate retries: the same rows, a new counter.
+                    heap.push(Reverse((Instant::now() + Duration::from_millis(200), k, 1)));
+                }
+            }
+        }
+        if !ok && measured {
+            tally.failed += 1;
+        }
+    }
+    tally
 }
 
 fn main() {
@@ -149,140 +328,51 @@ fn main() {
         let measure_to = measure_from + Duration::from_secs(secs);
         let stop = Arc::new(AtomicBool::new(false));
         let generated = Arc::new(AtomicU64::new(0));
-        let workers: Vec<_> = (0..WORKERS)
-            .map(|w| {
-                let (addrs, down, stop, generated, template) =
-                    (addrs.clone(), down.clone(), stop.clone(), generated.clone(), template.clone());
-                let gates = run.gates;
-                std::thread::spawn(move || {
-                    let agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .timeout_global(Some(Duration::from_secs(10)))
-                        .build()
-                        .new_agent();
-                    let mine: Vec<usize> = (w..gates).step_by(WORKERS).collect();
-                    let keys: Vec<SigningKey> = mine.iter().map(|g| key_of(*g)).collect();
-                    let mut seq = vec![0i64; mine.len()];
-                    let mut pending: Vec<Option<Vec<u8>>> = vec![None; mine.len()];
-                    let mut heap = BinaryHeap::new();
-                    for (k, g) in mine.iter().enumerate() {
-                        let off = HEARTBEAT_EVERY.mul_f64(*g as f64 / gates as f64);
-                        heap.push(Reverse((start + off, k, 0u8)));
-                        heap.push(Reverse((start + BATCH_EVERY.mul_f64(*g as f64 / gates as f64), k, 1u8)));
+        // The gates: one thread of the generator's own, many keep-alive connections (a light client, so that the
+        // cores go to the offices and PostgreSQL, as they would with the gates elsewhere).
+        let generator = {
+            let (addrs, down, stop, generated, template) =
+                (addrs.clone(), down.clone(), stop.clone(), generated.clone(), template.clone());
+            let gates = run.gates;
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async move {
+                    let mut set = tokio::task::JoinSet::new();
+                    for w in 0..WORKERS {
+                        let (addrs, down, stop, generated, template) =
+                            (addrs.clone(), down.clone(), stop.clone(), generated.clone(), template.clone());
+                        set.spawn(async move {
+                            let mine: Vec<usize> = (w..gates).step_by(WORKERS).collect();
+                            gate_task(
+                                mine,
+                                gates,
+                                addrs,
+                                down,
+                                stop,
+                                generated,
+                                template,
+                                start,
+                                measure_from,
+                                measure_to,
+                            )
+                            .await
+                        });
                     }
-                    let mut tally = Tally::default();
-                    let mut calls = 0u64;
-                    while let Some(Reverse((due, k, kind))) = heap.pop() {
-                        let draining = Instant::now() >= measure_to || stop.load(Ordering::Relaxed);
-                        if draining && pending.iter().all(Option::is_none) {
-                            break;
-                        }
-                        if draining && kind == 0 {
-                            continue;
-                        }
-                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait);
-                        }
-                        let g = mine[k];
-                        let id = format!("g{g:05}");
-                        let kind = if kind == 0 { Kind::Heartbeat } else { Kind::Batch };
-                        let (path, body) = match kind {
-                            Kind::Heartbeat => {
-                                ("/v1/heartbeat", format!("{{\"gate\":\"{id}\",\"backlog\":0}}").into_bytes())
-                            }
-                            Kind::Batch => {
-                                if pending[k].is_none() && !draining {
-                                    let entries: Vec<serde_json::Value> = (0..BATCH)
-                                        .map(|_| {
-                                            seq[k] += 1;
-                                            let mut row = template.clone();
-                                            row["gate_id"] = id.clone().into();
-                                            row["seq"] = seq[k].into();
-                                            row
-                                        })
-                                        .collect();
-                                    generated.fetch_add(BATCH as u64, Ordering::Relaxed);
-                                    pending[k] = Some(
-                                        serde_json::to_vec(
-                                            &serde_json::json!({"gate": id, "entries": entries, "backlog": 0}),
-                                        )
-                                        .unwrap(),
-                                    );
-                                }
-                                match &pending[k] {
-                                    Some(b) => ("/v1/ingest", b.clone()),
-                                    None => continue,
-                                }
-                            }
-                        };
-                        let measured = (measure_from..measure_to).contains(&due);
-                        let now_ms = u64::try_from(sibi::hw::now().0).unwrap_or(0);
-                        let mut ok = false;
-                        for attempt in 0..addrs.len() {
-                            let i = (g + attempt) % addrs.len();
-                            if attempt == 0 && down[i].load(Ordering::Relaxed) > now_ms && addrs.len() > 1 {
-                                continue;
-                            }
-                            calls += 1;
-                            let counter = now_ms * 1000 + calls;
-                            let signature = sibi::keys::sign_request(&keys[k], counter, &body);
-                            let sent = Instant::now();
-                            let answer = agent
-                                .post(&format!("{}{path}", addrs[i]))
-                                .header("x-sibi-gate", &id)
-                                .header(sibi::keys::COUNTER_HEADER, counter.to_string())
-                                .header("x-sibi-signature", &signature)
-                                .send(&body[..]);
-                            let took = sent.elapsed();
-                            match answer {
-                                Ok(mut r) if r.status() == 200 => {
-                                    let _ = r.body_mut().read_to_string();
-                                    if measured {
-                                        tally.latency_us.push(took.as_micros().min(u32::MAX as u128) as u32);
-                                        tally.lag_us.push(
-                                            sent.saturating_duration_since(due).as_micros().min(u32::MAX as u128)
-                                                as u32,
-                                        );
-                                    }
-                                    ok = true;
-                                    break;
-                                }
-                                Ok(_) => break,
-                                Err(_) => {
-                                    down[i].store(now_ms + 1000, Ordering::Relaxed);
-                                    tally.failovers += 1;
-                                }
-                            }
-                        }
-                        match kind {
-                            Kind::Heartbeat => {
-                                if ok && measured {
-                                    tally.heartbeats += 1;
-                                }
-                                heap.push(Reverse((due + HEARTBEAT_EVERY, k, 0)));
-                            }
-                            Kind::Batch => {
-                                if ok {
-                                    pending[k] = None;
-                                    if measured {
-                                        tally.batches += 1;
-                                        tally.entries += BATCH as u64;
-                                    }
-                                    heap.push(Reverse((due + BATCH_EVERY, k, 1)));
-                                } else {
-                                    // Resent a moment later, as a gate retries: the same rows, a new counter.
-                                    heap.push(Reverse((Instant::now() + Duration::from_millis(200), k, 1)));
-                                }
-                            }
-                        }
-                        if !ok && measured {
-                            tally.failed += 1;
-                        }
+                    let mut total = Tally::default();
+                    while let Some(t) = set.join_next().await {
+                        let t = t.unwrap();
+                        total.heartbeats += t.heartbeats;
+                        total.batches += t.batches;
+                        total.entries += t.entries;
+                        total.failed += t.failed;
+                        total.failovers += t.failovers;
+                        total.latency_us.extend(t.latency_us);
+                        total.lag_us.extend(t.lag_us);
                     }
-                    tally
+                    total
                 })
             })
-            .collect();
+        };
         if run.kill {
             let at = measure_from + Duration::from_secs(secs / 2);
             std::thread::sleep(at.saturating_duration_since(Instant::now()));
@@ -293,20 +383,11 @@ fn main() {
         }
         std::thread::sleep(measure_to.saturating_duration_since(Instant::now()));
         let deadline = Instant::now() + Duration::from_secs(120);
-        let mut total = Tally::default();
-        for w in workers {
-            if Instant::now() > deadline {
-                stop.store(true, Ordering::Relaxed);
-            }
-            let t = w.join().unwrap();
-            total.heartbeats += t.heartbeats;
-            total.batches += t.batches;
-            total.entries += t.entries;
-            total.failed += t.failed;
-            total.failovers += t.failovers;
-            total.latency_us.extend(t.latency_us);
-            total.lag_us.extend(t.lag_us);
+        while !generator.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
         }
+        stop.store(true, Ordering::Relaxed);
+        let mut total = generator.join().unwrap();
         if !run.kill {
             // The status pages at this size, from the instance still serving.
             let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();

@@ -790,6 +790,71 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// `s` as one part of a URL's query.
+fn url_part(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A unit's figures for one day, as the cells of its row (未上报 when its roll-up did not come).
+fn figure_cells(unit: Option<&rollup::Unit>) -> String {
+    match unit {
+        Some(x) if x.reported => {
+            let f = &x.figures;
+            let flag = |n: i64| if n > 0 { " class=\"missing\"" } else { "" };
+            format!(
+                "<td>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td>",
+                f.gates,
+                f.total,
+                flag(f.missing),
+                f.missing,
+                f.late,
+                flag(f.fevers),
+                f.fevers,
+                f.red_codes,
+                f.yellow_codes,
+                f.open_problems,
+                if f.overnight_problems > 0 { " class=\"overnight\"" } else { "" },
+                f.overnight_problems
+            )
+        }
+        _ => "<td colspan=\"9\" class=\"missing\">未上报</td>".to_string(),
+    }
+}
+
+/// A page of units with yesterday's and today's figures (`days`), then the problems.
+fn units_page(
+    title: &str,
+    nav: &str,
+    units: &str,
+    days: &[String],
+    rows: &str,
+    problems: &str,
+    at: Timestamp,
+) -> String {
+    let head = |d: &str| {
+        format!(
+            "<th>闸口 {d}</th><th>通行记录</th><th>漏报</th><th>迟报</th><th>发热</th><th>红码</th><th>黄码</th>\
+             <th>待办问题</th><th>隔夜未结</th>"
+        )
+    };
+    format!(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>{title} · 四级联动</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #999;padding:.4em .8em}}.missing{{background:#fdd;color:#a00;font-weight:bold}}\
+         .overnight{{background:#d00;color:#fff;font-weight:bold}}</style>\
+         </head><body><h1>{title}</h1>{nav}<p>截至 {at}</p><table id=\"units\"><tr><th>{units}</th>\
+         {h0}{h1}</tr>{rows}</table>{problems}</body></html>",
+        at = at.to_rfc3339(),
+        h0 = head(&days[0]),
+        h1 = head(&days[1]),
+    )
+}
+
 #[derive(Deserialize)]
 struct BundleQuery {
     community: String,
@@ -811,11 +876,20 @@ struct DashboardQuery {
     community: Option<String>,
     /// The page of the communities (from 1).
     page: Option<usize>,
+    /// At a district or city: show this child office's own units.
+    unit: Option<String>,
 }
 
 async fn dashboard(State(office): State<Arc<Office>>, Query(q): Query<DashboardQuery>) -> Response {
     let at = q.at.as_deref().and_then(Timestamp::parse_rfc3339).unwrap_or_else(crate::hw::now);
     let page = q.page.unwrap_or(1);
+    if let Some(unit) = q.unit.filter(|_| office.config.level != rollup::Level::Street) {
+        return match blocking(&office, move |o| o.child_page(at, &unit, page)).await {
+            Ok(Some(page)) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], Html(page)).into_response(),
+            Ok(None) => (StatusCode::NOT_FOUND, Html("<p>没有这个下级单位</p>")).into_response(),
+            Err(e) => unavailable(e),
+        };
+    }
     match blocking(&office, move |o| o.dashboard_page_at(at, q.community.as_deref(), page)).await {
         Ok(page) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], Html(page)).into_response(),
         Err(e) => unavailable(e),
@@ -868,65 +942,124 @@ impl Office {
         Ok(out)
     }
 
-    /// A district's or city's page: each child office with yesterday's and today's figures from its roll-ups.
+    /// A district's or city's page: each child office with yesterday's and today's figures from its roll-ups, each
+    /// reporting child linking to its own units ([`Office::child_page`]).
     pub fn children_page(&self, at: Timestamp) -> Result<String, String> {
         let days = rollup::round_dates(at);
         let ups = [self.rollup(&days[0], at)?, self.rollup(&days[1], at)?];
         let mut rows = String::new();
         for (i, u) in ups[1].units.iter().enumerate() {
             let y = ups[0].units.get(i).filter(|y| y.id == u.id);
-            let cells = |unit: Option<&rollup::Unit>| match unit {
-                Some(x) if x.reported => {
-                    let f = &x.figures;
-                    let flag = |n: i64| if n > 0 { " class=\"missing\"" } else { "" };
-                    format!(
-                        "<td>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td>{}</td>\
-                         <td>{}</td><td{}>{}</td>",
-                        f.gates,
-                        f.total,
-                        flag(f.missing),
-                        f.missing,
-                        f.late,
-                        flag(f.fevers),
-                        f.fevers,
-                        f.red_codes,
-                        f.yellow_codes,
-                        f.open_problems,
-                        if f.overnight_problems > 0 { " class=\"overnight\"" } else { "" },
-                        f.overnight_problems
-                    )
-                }
-                _ => "<td colspan=\"9\" class=\"missing\">未上报</td>".to_string(),
+            let name = if u.reported || y.is_some_and(|y| y.reported) {
+                format!("<a href=\"?unit={}\">{}</a>", url_part(&u.id), esc(&u.name))
+            } else {
+                esc(&u.name)
             };
             rows.push_str(&format!(
-                "<tr data-unit=\"{}\"><td>{}</td>{}{}</tr>",
+                "<tr data-unit=\"{}\"><td>{name}</td>{}{}</tr>",
                 esc(&u.id),
-                esc(&u.name),
-                cells(y),
-                cells(Some(u))
+                figure_cells(y),
+                figure_cells(Some(u))
             ));
         }
-        let head = |d: &str| {
-            format!(
-                "<th>闸口 {d}</th><th>通行记录</th><th>漏报</th><th>迟报</th><th>发热</th><th>红码</th><th>黄码</th>\
-                 <th>待办问题</th><th>隔夜未结</th>"
-            )
-        };
-        Ok(format!(
-            "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>{name} · 四级联动</title>\
-             <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
-             td,th{{border:1px solid #999;padding:.4em .8em}}.missing{{background:#fdd;color:#a00;font-weight:bold}}\
-             .overnight{{background:#d00;color:#fff;font-weight:bold}}</style>\
-             </head><body><h1>{name}（{level}）· 各{units}日报汇总</h1><p>截至 {at}</p><table id=\"units\"><tr><th>{units}</th>\
-             {h0}{h1}</tr>{rows}</table>{problems}</body></html>",
-            problems = problems_table(&ups[1].problems, at),
-            name = esc(&self.config.name),
-            level = self.config.level.zh(),
-            units = self.config.level.units_zh(),
-            at = at.to_rfc3339(),
-            h0 = head(&days[0]),
-            h1 = head(&days[1]),
+        Ok(units_page(
+            &format!(
+                "{}（{}）· 各{}日报汇总",
+                esc(&self.config.name),
+                self.config.level.zh(),
+                self.config.level.units_zh()
+            ),
+            "",
+            self.config.level.units_zh(),
+            &days,
+            &rows,
+            &problems_table(&ups[1].problems, at),
+            at,
         ))
+    }
+
+    /// One child office's units, one level down, from the roll-ups it sent for yesterday and today: a street's
+    /// communities (its gates summed by community), a district's streets; with the problems it reported.
+    /// [`COMMUNITY_ROWS`] to a page (`page` from 1). `None` if `child` is not a child office of this one.
+    pub fn child_page(&self, at: Timestamp, child: &str, page: usize) -> Result<Option<String>, String> {
+        let Some(enrolled) = self.with_db(|db| db.enrolled(child))?.filter(|e| e.kind == "office") else {
+            return Ok(None);
+        };
+        let days = rollup::round_dates(at);
+        let mut sent = Vec::new();
+        for d in &days {
+            let held = self.with_db(|db| db.rollups_on(d))?;
+            sent.push(held.get(child).and_then(|(b, _)| serde_json::from_str::<rollup::RollUp>(b).ok()));
+        }
+        // A street's gates summed by community (a gate's problems counted, and flagged overnight as at `at`, in its
+        // community); a district's streets as it sent them.
+        let rows_of = |r: &rollup::RollUp| -> BTreeMap<String, (String, rollup::Unit)> {
+            let mut out: BTreeMap<String, (String, rollup::Unit)> = BTreeMap::new();
+            let mut community_of = std::collections::HashMap::new();
+            for u in &r.units {
+                let key = if u.community.is_empty() { u.id.clone() } else { u.community.clone() };
+                let name = if u.community.is_empty() { u.name.clone() } else { u.community.clone() };
+                community_of.insert(u.id.as_str(), key.clone());
+                let row = out
+                    .entry(key.clone())
+                    .or_insert_with(|| (name, rollup::Unit { id: key, reported: true, ..rollup::Unit::default() }));
+                row.1.reported &= u.reported;
+                let mut f = u.figures.clone();
+                if !u.community.is_empty() {
+                    f.overnight_problems = 0;
+                }
+                row.1.figures.add(&f);
+            }
+            for p in r.problems.iter().filter(|p| p.overnight(at)) {
+                if let Some(row) = community_of.get(p.unit.as_str()).and_then(|c| out.get_mut(c))
+                    && r.level == rollup::Level::Street
+                {
+                    row.1.figures.overnight_problems += 1;
+                }
+            }
+            out
+        };
+        let today = sent[1].as_ref().map(rows_of).unwrap_or_default();
+        let yesterday = sent[0].as_ref().map(rows_of).unwrap_or_default();
+        let ids: std::collections::BTreeSet<&String> = today.keys().chain(yesterday.keys()).collect();
+        let pages = ids.len().div_ceil(COMMUNITY_ROWS).max(1);
+        let page = page.clamp(1, pages);
+        let mut rows = String::new();
+        for id in ids.iter().skip((page - 1) * COMMUNITY_ROWS).take(COMMUNITY_ROWS) {
+            let (t, y) = (today.get(*id), yesterday.get(*id));
+            let name = t.or(y).map(|(n, _)| n.as_str()).unwrap_or("");
+            rows.push_str(&format!(
+                "<tr data-unit=\"{}\"><td>{}</td>{}{}</tr>",
+                esc(id),
+                esc(name),
+                figure_cells(y.map(|(_, u)| u)),
+                figure_cells(t.map(|(_, u)| u))
+            ));
+        }
+        let level = sent.iter().flatten().next().map_or(rollup::Level::Street, |r| r.level);
+        // A street's rows are its communities (its gates summed); a district's its streets.
+        let units = if level == rollup::Level::Street { "社区" } else { level.units_zh() };
+        let mut nav = format!("<p><a href=\"./\">返回{}</a>", esc(&self.config.name));
+        if pages > 1 {
+            for n in 1..=pages {
+                nav.push_str(&if n == page {
+                    format!(" <b>{n}</b>")
+                } else {
+                    format!(" <a href=\"?unit={}&amp;page={n}\">{n}</a>", url_part(child))
+                });
+            }
+        }
+        nav.push_str("</p>");
+        let problems = sent[1].as_ref().map(|r| r.problems.clone()).unwrap_or_default();
+        Ok(Some(units_page(
+            &format!("{} · {}（{}）· 各{units}", esc(&self.config.name), esc(&enrolled.name), level.zh()),
+            &nav,
+            units,
+            &days,
+            &rows,
+            &problems_table(&problems, at),
+            at,
+        )))
     }
 
     /// The dashboard page as at `at`: every gate, or (above [`GATE_ROWS_MAX`] gates) the first page of communities.

@@ -200,7 +200,7 @@ impl Figures {
 }
 
 /// One unit of a roll-up: a gate (from a street), a street (from a district), a district (from the city's view).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Unit {
     /// Its id.
     pub id: String,

@@ -42,6 +42,17 @@ fn page(port: u16) -> String {
     ureq::get(&format!("http://127.0.0.1:{port}/")).call().unwrap().body_mut().read_to_string().unwrap()
 }
 
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut r = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+        .get(&format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .unwrap();
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+}
+
 fn row(page: &str, unit: &str) -> String {
     page.split("<tr").find(|r| r.contains(&format!("data-unit=\"{unit}\""))).unwrap_or("").to_string()
 }
@@ -208,6 +219,23 @@ fn a_gates_missing_report_shows_at_the_district_and_the_city_and_nothing_persona
     assert!(row(&c, "d1").contains("<td class=\"overnight\">1</td>"), "overnight at the city: {c}");
     assert!(row(&page(pd), "s1").contains("<td class=\"overnight\">1</td>"), "and at the district");
     assert!(c.contains("发热待随访"), "the city sees the problem's kind: {c}");
+    // Drilling down one level at a time: the city's district opens on its streets, the district's street on its
+    // communities, each with its figures and its problems.
+    assert!(row(&c, "d1").contains("<a href=\"?unit=d1\">江岸区</a>"), "{c}");
+    let (status, c_d1) = get(pc, "/?unit=d1");
+    assert_eq!(status, 200, "{c_d1}");
+    assert!(c_d1.contains("武汉市 · 江岸区（区）· 各街道") && c_d1.contains("<a href=\"./\">返回武汉市</a>"), "{c_d1}");
+    assert!(row(&c_d1, "s1").contains("<td class=\"overnight\">1</td>"), "{c_d1}");
+    assert!(row(&c_d1, "s2").contains("<td class=\"missing\">1</td>"), "s2's 漏报 of yesterday: {c_d1}");
+    assert!(c_d1.contains("发热待随访"), "{c_d1}");
+    let (_, d_s1) = get(pd, "/?unit=s1");
+    assert!(d_s1.contains("江岸区 · 一元街道（街道）· 各社区"), "{d_s1}");
+    assert!(row(&d_s1, "c0").contains("<td class=\"overnight\">1</td>"), "ga1's fever in c0: {d_s1}");
+    assert!(row(&d_s1, "c0").starts_with(" data-unit=\"c0\"><td>c0</td><td>2</td>"), "its two gates: {d_s1}");
+    let (_, d_s2) = get(pd, "/?unit=s2");
+    assert!(row(&d_s2, "c1").contains("<td class=\"missing\">1</td>"), "gb2's 漏报 in c1: {d_s2}");
+    assert!(!d_s2.contains("发热待随访"), "s1's problem is not s2's: {d_s2}");
+    assert_eq!(get(pd, "/?unit=ga1").0, 404, "a gate is not a child office");
     // Closed at the street, with who and what; cleared above at the next roll-up.
     let fever = format!("fever_follow_up:ga1:{yesterday}");
     let o = run(&[
