@@ -115,7 +115,9 @@ pub fn publish(config: &Path, args: PublishArgs) -> Outcome {
             let d = serde_json::from_str::<super::designate::SignedDesignation>(&text)
                 .ok()
                 .and_then(|s| serde_json::from_str::<super::designate::Designation>(&s.body).ok());
-            if let Some(why) = d.filter(|d| d.by != office.id).and_then(|d| super::designate::refusal(&d, t.tier)) {
+            if let Some(why) =
+                d.filter(|d| d.by != office.id).and_then(|d| super::designate::refusal(&d, t.tier, "street"))
+            {
                 return Err(Failure::Usage(why));
             }
         }
@@ -362,7 +364,15 @@ pub fn designations(config: &Path, apply: bool) -> Outcome {
             .ok()
             .and_then(|s| serde_json::from_str::<super::designate::Designation>(&s.body).ok())
         {
-            println!("{}\t{}\tfrom {}\tby {}\tversion {}", d.community, d.tier.as_str(), d.effective, d.by, d.version);
+            let carried = d.from.map(|o| format!("\tfor {} (its version {})", o.by, o.version)).unwrap_or_default();
+            println!(
+                "{}\t{}\tfrom {}\tby {}\tversion {}{carried}",
+                d.community,
+                d.tier.as_str(),
+                d.effective,
+                d.by,
+                d.version
+            );
         }
     }
     Ok(())

@@ -458,3 +458,99 @@ fn a_district_designates_a_tier_the_street_republishes_it_and_cannot_publish_ove
     // The designated tier itself, and the lists, the street still publishes.
     ok(&["office", "publish", "--config", s, "--community", "xingfuli", "--revoke", "XFL-0001"]);
 }
+
+/// #15: the city designates a community's tier; the district whose street serves it designates it again (naming the
+/// city's) and may not designate over it; the street republishes it and may not publish over it either.
+#[test]
+fn a_city_designation_reaches_the_street_through_its_district_and_neither_may_set_another_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let (pc, pd, ps) = (port(), port(), port());
+    keygen(&keys, "city-sign");
+    keygen(&keys, "district-sign");
+    keygen(&keys, "d1");
+    let s_pub = keygen(&keys, "s1");
+    keygen(&keys, "s1-sign");
+    let gate_pub = keygen(&keys, "g1");
+    let w = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let city = w(
+        "city.toml",
+        format!(
+            "[office]\nid = \"wuhan\"\nlevel = \"city\"\nlisten = \"127.0.0.1:{pc}\"\ndatabase = \"city.db\"\n\
+             signing_key = \"keys/city-sign.key\"\n"
+        ),
+    );
+    let district = w(
+        "district.toml",
+        format!(
+            "[office]\nid = \"d1\"\nlevel = \"district\"\nlisten = \"127.0.0.1:{pd}\"\ndatabase = \"district.db\"\n\
+             signing_key = \"keys/district-sign.key\"\n\n[upstream]\nurl = \"http://127.0.0.1:{pc}\"\nkey = \"keys/d1.key\"\n\
+             office_key = \"keys/city-sign.pub\"\nevery_secs = 3600\n"
+        ),
+    );
+    let street = w(
+        "s1.toml",
+        format!(
+            "[office]\nid = \"s1\"\nlisten = \"127.0.0.1:{ps}\"\ndatabase = \"s1.db\"\nsigning_key = \"keys/s1-sign.key\"\n\n\
+             [upstream]\nurl = \"http://127.0.0.1:{pd}\"\nkey = \"keys/s1.key\"\noffice_key = \"keys/district-sign.pub\"\n\
+             every_secs = 3600\n\n[[gate]]\nid = \"test-gate\"\nkey = \"{gate_pub}\"\ncommunity = \"xingfuli\"\n"
+        ),
+    );
+    let csv = w("s.csv", format!("id,name,community,public_key,kind\ns1,一元街道,一元,{s_pub},office\n"));
+    let (c, d, s) = (city.to_str().unwrap(), district.to_str().unwrap(), street.to_str().unwrap());
+    ok(&["office", "enroll", "--config", d, "--csv", csv.to_str().unwrap()]);
+    let _servers = [serve(&city, pc), serve(&district, pd)];
+    // The district knows its streets' communities from their roll-ups.
+    let today = sibi::hw::now().to_rfc3339()[..10].to_string();
+    ok(&["office", "rollup", "--config", s, "--date", &today, "--send"]);
+
+    let applied = |config: &str| -> String {
+        let o = run(&["office", "designations", "--config", config, "--apply"]);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout)
+    };
+    ok(&["office", "designate", "--config", c, "--community", "xingfuli", "--tier", "high"]);
+    ok(&["office", "designate", "--config", c, "--community", "elsewhere", "--tier", "medium"]);
+    let at_d = applied(d);
+    assert!(at_d.contains("applied 1 designation(s)") && at_d.contains("xingfuli\thigh"), "only its own: {at_d}");
+    assert!(!at_d.contains("elsewhere"), "{at_d}");
+    assert!(
+        at_d.contains("by d1\tversion 1\tfor wuhan (its version 1)"),
+        "signed by the district, naming the city's: {at_d}"
+    );
+    assert!(applied(d).contains("applied 0 designation(s)"), "carried down once");
+
+    // The district may not designate over the city's tier.
+    let o = run(&["office", "designate", "--config", d, "--community", "xingfuli", "--tier", "low"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("designated high by `wuhan` (version 1")
+            && err.contains("a district may not designate a looser tier"),
+        "{err}"
+    );
+    assert!(err.contains("不得层层加码") && err.contains("the city decides"), "{err}");
+
+    // The street takes it from its district (verified with the district's key) and republishes it to its gates.
+    let at_s = applied(s);
+    assert!(at_s.contains("applied 1 designation(s)") && at_s.contains("xingfuli\thigh"), "{at_s}");
+    let mut db = sibi::office::OfficeDb::open(&sibi::office::Database::Sqlite(dir.path().join("s1.db"))).unwrap();
+    let bundle = db.latest_bundle("xingfuli").unwrap().expect("republished as the community's bundle");
+    let street_key = sibi::credential::pass::read_verifying_key(&keys.join("s1-sign.pub")).unwrap();
+    let b = sibi::bundle::verify(&bundle, &street_key, "xingfuli", 0).unwrap();
+    assert_eq!(b.tier_changes().unwrap().pop().unwrap().tier, sibi::domain::Tier::High);
+    let o = run(&["office", "publish", "--config", s, "--community", "xingfuli", "--tier", "medium"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("by `wuhan`") && err.contains("a street may not publish a looser tier"), "{err}");
+
+    // The city changes its mind: the new tier comes down the same way.
+    ok(&["office", "designate", "--config", c, "--community", "xingfuli", "--tier", "medium"]);
+    assert!(applied(d).contains("xingfuli\tmedium"));
+    assert!(applied(s).contains("applied 1 designation(s)"));
+    ok(&["office", "publish", "--config", s, "--community", "xingfuli", "--tier", "medium"]);
+}
