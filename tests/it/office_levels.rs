@@ -42,6 +42,13 @@ fn page(port: u16) -> String {
     ureq::get(&format!("http://127.0.0.1:{port}/")).call().unwrap().body_mut().read_to_string().unwrap()
 }
 
+/// `text` written to `name` in `dir`; its path.
+fn written(dir: &Path, name: &str, text: String) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
 fn get(port: u16, path: &str) -> (u16, String) {
     let mut r = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -69,11 +76,7 @@ fn a_gates_missing_report_shows_at_the_district_and_the_city_and_nothing_persona
     for (_, g) in gates {
         gate_pubs.push(keygen(&keys, g));
     }
-    let w = |name: &str, text: String| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
+    let w = |name: &str, text: String| written(dir.path(), name, text);
     let city = w(
         "city.toml",
         format!(
@@ -472,11 +475,7 @@ fn a_city_designation_reaches_the_street_through_its_district_and_neither_may_se
     let s_pub = keygen(&keys, "s1");
     keygen(&keys, "s1-sign");
     let gate_pub = keygen(&keys, "g1");
-    let w = |name: &str, text: String| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
+    let w = |name: &str, text: String| written(dir.path(), name, text);
     let city = w(
         "city.toml",
         format!(
