@@ -104,7 +104,12 @@ impl Models {
                 .and_then(|m| m.into_runnable())
                 .map_err(err)
         };
-        Ok(Models { detector: load(DETECTOR_FILE)?, classifier: load(CLASSIFIER_FILE)?, dir: dir.to_path_buf() })
+        let models =
+            Models { detector: load(DETECTOR_FILE)?, classifier: load(CLASSIFIER_FILE)?, dir: dir.to_path_buf() };
+        // Loading and optimising freed about as much as the plans keep (the ONNX protobuf, the graph before
+        // optimisation); hand those pages back rather than keep them in the allocator for the daemon's life.
+        trim_heap();
+        Ok(models)
     }
 }
 
@@ -207,6 +212,15 @@ impl MaskJudge {
         let out = self.models.classifier.run(tvec!(input.into()))?;
         let fmap = out.get(1).ok_or_else(|| anyhow::anyhow!("the classifier gave no feature map"))?;
         self.head.score(&values(fmap)?)
+    }
+}
+
+/// Hand the allocator's free pages back to the system (glibc keeps them otherwise; a no-op elsewhere).
+pub(crate) fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -206,6 +206,9 @@ impl MaskSource {
         // The picture is gone here: only the verdict, score and size leave.
         self.busy.store(false, Ordering::SeqCst);
         self.judged += 1;
+        // A judgement's buffers (the picture's tensors, the networks' activations: several MB) are freed by now;
+        // give the pages back so the daemon's resident set stays at its models' size between presentations.
+        super::trim_heap();
         let faces = judged.map_err(|e| DeviceFault(format!("mask judge: {e:#}")))?;
         let Some(face) = faces.first() else { return Ok(Polled::Idle) };
         let now = Instant::now();
