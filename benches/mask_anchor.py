@@ -35,9 +35,14 @@ def timed(fn, items):
 
 def ort_judge(img):
     out = []
-    for score, box in pipe.detect(img):
-        _, feats = pipe.features(img, box)
-        out.append(1 / (1 + np.exp(-(feats @ W + head["bias"]))))
+    score = lambda feats: 1 / (1 + np.exp(-(feats @ W + head["bias"])))
+    faces = sorted(pipe.detect(img), key=lambda f: -f[1][2] * f[1][3])
+    for i, (_, box) in enumerate(faces):
+        q = score(pipe.features(img, box)[1])
+        if i == 0 and head.get("mirror") and head["not_worn_threshold"] < q < head["worn_threshold"]:
+            # sibi's second look at an unsure largest face: its mirrored crop too.
+            q = (q + score(pipe.features(img, box, True)[1])) / 2
+        out.append(q)
     return out
 
 

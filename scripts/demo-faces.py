@@ -39,4 +39,4 @@ src, out = sys.argv[1:3]
 face = Image.open(src).convert("RGB").crop((110, 0, 370, 260)).resize((320, 320), Image.BICUBIC)
 face.save(f"{out}/bare.jpg", quality=88)
 with_mask(face, 0.9).save(f"{out}/masked.jpg", quality=88)
-with_mask(face, 0.8).save(f"{out}/unsure.jpg", quality=88)
+with_mask(face, 0.65).save(f"{out}/unsure.jpg", quality=88)

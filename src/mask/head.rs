@@ -3,8 +3,9 @@
 //! `scripts/models --train`; provenance and split in that file's `about`).
 //!
 //! Only a confident `worn` (at or above `worn_threshold`, set above every unmasked and badly worn face of the training
-//! half) meets the must by machine; at or below `not_worn_threshold` is `not_worn`; between is `unsure`, which leaves
-//! the must to the operator.
+//! half) meets the must by machine; at or below `not_worn_threshold` is `not_worn`; between is `unsure`. An unsure face
+//! gets a second look when the head has a [`Mirror`] rule: the crop mirrored left to right is scored too, and the mean
+//! of the two decides with the rule's own thresholds; what is still between them leaves the must to the operator.
 
 use std::sync::OnceLock;
 
@@ -42,10 +43,22 @@ pub struct Head {
     pub worn_threshold: f32,
     /// At or below: not worn.
     pub not_worn_threshold: f32,
+    /// The second look for the unsure band (absent: none).
+    #[serde(default)]
+    pub mirror: Option<Mirror>,
     /// Logistic bias.
     pub bias: f32,
     /// One weight per band and channel.
     pub weights: Vec<f32>,
+}
+
+/// The thresholds for the mean of a face's score and its mirrored crop's score.
+#[derive(Clone, Copy, Debug, serde::Deserialize)]
+pub struct Mirror {
+    /// At or above: worn.
+    pub worn_threshold: f32,
+    /// At or below: not worn.
+    pub not_worn_threshold: f32,
 }
 
 impl Head {
@@ -64,8 +77,14 @@ impl Head {
         if h.weights.len() != h.bands.len() * CHANNELS {
             return Err(format!("{} weights for {} bands of {CHANNELS}", h.weights.len(), h.bands.len()));
         }
-        if !(0.0 < h.not_worn_threshold && h.not_worn_threshold < h.worn_threshold && h.worn_threshold < 1.0) {
+        let ordered = |not_worn: f32, worn: f32| 0.0 < not_worn && not_worn < worn && worn < 1.0;
+        if !ordered(h.not_worn_threshold, h.worn_threshold) {
             return Err("thresholds must satisfy 0 < not_worn < worn < 1".into());
+        }
+        if let Some(m) = h.mirror
+            && !ordered(m.not_worn_threshold, m.worn_threshold)
+        {
+            return Err("the mirror thresholds must satisfy 0 < not_worn < worn < 1".into());
         }
         Ok(h)
     }
@@ -104,6 +123,23 @@ impl Head {
         }
     }
 
+    /// Whether a face with this first score gets the mirrored second look.
+    pub fn looks_again(&self, score: f32) -> bool {
+        self.mirror.is_some() && self.verdict(score) == MaskSeen::Unsure
+    }
+
+    /// The verdict for the mean of an unsure face's score and its mirrored crop's (`verdict` where there is no rule).
+    pub fn second_verdict(&self, mean: f32) -> MaskSeen {
+        let Some(m) = self.mirror else { return self.verdict(mean) };
+        if mean >= m.worn_threshold {
+            MaskSeen::Worn
+        } else if mean <= m.not_worn_threshold {
+            MaskSeen::NotWorn
+        } else {
+            MaskSeen::Unsure
+        }
+    }
+
     /// The square the classifier sees for a face: centred on the box (moved down by `crop_shift` of its height),
     /// `crop_grow` × its larger side, black outside the picture.
     pub fn crop(&self, picture: &RgbImage, b: &FaceBox) -> RgbImage {
@@ -133,6 +169,15 @@ mod tests {
         assert_eq!(h.verdict(h.worn_threshold - 1e-4), MaskSeen::Unsure);
         assert_eq!(h.verdict(h.not_worn_threshold), MaskSeen::NotWorn);
         assert_eq!(h.verdict(0.0), MaskSeen::NotWorn);
+        let m = h.mirror.expect("the embedded head has a second look");
+        assert!(h.looks_again((h.worn_threshold + h.not_worn_threshold) / 2.0));
+        assert!(!h.looks_again(h.worn_threshold) && !h.looks_again(h.not_worn_threshold));
+        assert_eq!(h.second_verdict(m.worn_threshold), MaskSeen::Worn);
+        assert_eq!(h.second_verdict(m.worn_threshold - 1e-4), MaskSeen::Unsure);
+        assert_eq!(h.second_verdict(m.not_worn_threshold), MaskSeen::NotWorn);
+        let mut without = h.clone();
+        without.mirror = None;
+        assert!(!without.looks_again((h.worn_threshold + h.not_worn_threshold) / 2.0), "no rule, no second look");
     }
 
     #[test]
@@ -171,6 +216,8 @@ mod tests {
         assert!(with("weights", serde_json::json!([1.0, 2.0])).unwrap_err().contains("weights"));
         assert!(with("bands", serde_json::json!([[3, 3], [0, 2], [2, 7]])).is_err());
         assert!(with("worn_threshold", serde_json::json!(0.01)).is_err());
+        assert!(with("mirror", serde_json::json!({"worn_threshold": 0.2, "not_worn_threshold": 0.5})).is_err());
+        assert!(with("mirror", serde_json::json!(null)).unwrap().mirror.is_none(), "a head without one still loads");
         assert!(Head::parse("{").is_err());
     }
 

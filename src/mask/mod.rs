@@ -162,18 +162,25 @@ impl MaskJudge {
     }
 
     /// Every face in `picture`, largest first, each with its mask verdict. Faces smaller than the head's minimum are
-    /// listed as `unsure` without running the classifier.
+    /// listed as `unsure` without running the classifier. Only the largest face (the one that decides at the gate)
+    /// gets the mirrored second look when its first is unsure; the others keep their first verdict.
     pub fn judge(&self, picture: &RgbImage) -> anyhow::Result<Vec<Face>> {
         let mut boxes = self.detect(picture)?;
         boxes.sort_by(|a, b| b.area().total_cmp(&a.area()));
         boxes
             .into_iter()
-            .map(|bbox| {
+            .enumerate()
+            .map(|(i, bbox)| {
                 if bbox.w.min(bbox.h) < self.head.min_face_px {
                     return Ok(Face { bbox, mask: MaskSeen::Unsure, score: 0.0 });
                 }
-                let score = self.classify(picture, &bbox)?;
-                Ok(Face { bbox, mask: self.head.verdict(score), score })
+                let score = self.classify(picture, &bbox, false)?;
+                if i > 0 || !self.head.looks_again(score) {
+                    return Ok(Face { bbox, mask: self.head.verdict(score), score });
+                }
+                // Unsure: a second look at the same face mirrored, and the mean decides (the head's mirror rule).
+                let mean = (score + self.classify(picture, &bbox, true)?) / 2.0;
+                Ok(Face { bbox, mask: self.head.second_verdict(mean), score: mean })
             })
             .collect()
     }
@@ -205,10 +212,14 @@ impl MaskJudge {
         Ok(blazeface::decode(&scores, &regressors, lb, self.head.detector_threshold, self.head.keep_inside))
     }
 
-    /// The mask probability of the face at `bbox`.
-    pub fn classify(&self, picture: &RgbImage, bbox: &FaceBox) -> anyhow::Result<f32> {
+    /// The mask probability of the face at `bbox` (its crop `mirrored` left to right if asked).
+    pub fn classify(&self, picture: &RgbImage, bbox: &FaceBox, mirrored: bool) -> anyhow::Result<f32> {
         let crop = self.head.crop(picture, bbox);
-        let input = to_tensor(&scaled(&crop, CLASSIFIER_INPUT, CLASSIFIER_INPUT))?;
+        let mut square = scaled(&crop, CLASSIFIER_INPUT, CLASSIFIER_INPUT);
+        if mirrored {
+            image::imageops::flip_horizontal_in_place(&mut square);
+        }
+        let input = to_tensor(&square)?;
         let out = self.models.classifier.run(tvec!(input.into()))?;
         let fmap = out.get(1).ok_or_else(|| anyhow::anyhow!("the classifier gave no feature map"))?;
         self.head.score(&values(fmap)?)

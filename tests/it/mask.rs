@@ -103,7 +103,7 @@ fn the_mask_judge_never_passes_an_unmasked_face_and_passes_the_measured_share_of
         assert_eq!(get(split, "without_mask")[0], 0, "{split}: an unmasked face judged worn");
     }
     // Floors: the counts measured (see README, performance). The convenience figure, masked faces judged worn.
-    assert!(get("held-out half", "with_mask")[0] >= 138, "{:?}", get("held-out half", "with_mask"));
+    assert!(get("held-out half", "with_mask")[0] >= 150, "{:?}", get("held-out half", "with_mask"));
     assert!(get("training half", "with_mask")[0] >= 137, "{:?}", get("training half", "with_mask"));
     // Unmasked faces are told to put one on, not left to the operator, for the measured share.
     assert!(get("held-out half", "without_mask")[1] >= 14);
@@ -111,6 +111,18 @@ fn the_mask_judge_never_passes_an_unmasked_face_and_passes_the_measured_share_of
     // none on the training half.
     assert!(get("held-out half", "mask_weared_incorrect")[0] <= 2);
     assert_eq!(get("training half", "mask_weared_incorrect")[0], 0);
+}
+
+#[test]
+fn the_demo_cameras_three_faces_are_judged_as_the_demo_tells_them() {
+    // config/demo-morning.toml plays these: the volunteer sees a mask met by machine, a missing mask refused, and an
+    // unsure one they confirm. (Made by scripts/demo-faces.py; the thin mask sits in the head's unsure band even
+    // after the mirrored second look.)
+    let dir = super::util::repo().join("tests/data/faces");
+    let names = ["masked.jpg", "bare.jpg", "unsure.jpg"];
+    let lines = scan(&names.map(|n| dir.join(n)));
+    let got: Vec<&str> = lines.iter().map(|l| l["faces"][0]["mask"].as_str().unwrap_or("no face")).collect();
+    assert_eq!(got, ["worn", "not_worn", "unsure"], "{lines:?}");
 }
 
 #[test]
