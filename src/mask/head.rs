@@ -114,13 +114,7 @@ impl Head {
 
     /// The verdict for a mask probability.
     pub fn verdict(&self, score: f32) -> MaskSeen {
-        if score >= self.worn_threshold {
-            MaskSeen::Worn
-        } else if score <= self.not_worn_threshold {
-            MaskSeen::NotWorn
-        } else {
-            MaskSeen::Unsure
-        }
+        banded(score, self.worn_threshold, self.not_worn_threshold)
     }
 
     /// Whether a face with this first score gets the mirrored second look.
@@ -130,13 +124,9 @@ impl Head {
 
     /// The verdict for the mean of an unsure face's score and its mirrored crop's (`verdict` where there is no rule).
     pub fn second_verdict(&self, mean: f32) -> MaskSeen {
-        let Some(m) = self.mirror else { return self.verdict(mean) };
-        if mean >= m.worn_threshold {
-            MaskSeen::Worn
-        } else if mean <= m.not_worn_threshold {
-            MaskSeen::NotWorn
-        } else {
-            MaskSeen::Unsure
+        match self.mirror {
+            Some(m) => banded(mean, m.worn_threshold, m.not_worn_threshold),
+            None => self.verdict(mean),
         }
     }
 
@@ -152,6 +142,17 @@ impl Head {
         let mut out = RgbImage::new(n, n);
         image::imageops::replace(&mut out, picture, -left, -top);
         out
+    }
+}
+
+/// Worn at or above `worn`, not worn at or below `not_worn`, unsure between.
+fn banded(score: f32, worn: f32, not_worn: f32) -> MaskSeen {
+    if score >= worn {
+        MaskSeen::Worn
+    } else if score <= not_worn {
+        MaskSeen::NotWorn
+    } else {
+        MaskSeen::Unsure
     }
 }
 
