@@ -36,7 +36,9 @@ def timed(fn, items):
 def ort_judge(img):
     out = []
     score = lambda feats: 1 / (1 + np.exp(-(feats @ W + head["bias"])))
-    faces = sorted(pipe.detect(img), key=lambda f: -f[1][2] * f[1][3])
+    # sibi's detection: the short-range model, or where it finds none the long-range one.
+    # Only the largest face, as sibi's mask thread judges a frame.
+    faces = sorted(pipe.detect(img) or pipe.detect(img, far=True), key=lambda f: -f[1][2] * f[1][3])[:1]
     for i, (_, box) in enumerate(faces):
         q = score(pipe.features(img, box)[1])
         if i == 0 and head.get("mirror") and head["not_worn_threshold"] < q < head["worn_threshold"]:

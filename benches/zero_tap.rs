@@ -3,7 +3,7 @@
 //! the mask head never trained on) → QR decode and pass verification → the mask tap → the mask thread (tract) → the
 //! thermometer over a pseudo-terminal (an ASCII bridge line per person) → checkpoint → durable record → relay.
 //! Prints seconds from the first frame showing the code to the relay command (p50, p95), the share that needed a tap
-//! (no relay: the judge was unsure), and the process's peak RSS with both models loaded.
+//! (no relay: the judge was unsure), and the process's peak RSS with the models loaded.
 //!
 //! Run: `cargo bench --bench zero_tap` (optionally `-- N` people, default 100). Needs ../shared and the models.
 
@@ -318,7 +318,7 @@ fn main() {
         );
     }
     println!(
-        "  this process's peak RSS: {rss_models:.0} MB with both models loaded, {:.0} MB at the end (the benchmark holds every person's frames; README gives the daemon's own)",
+        "  this process's peak RSS: {rss_models:.0} MB with the models loaded, {:.0} MB at the end (the benchmark holds every person's frames; README gives the daemon's own)",
         peak_rss_mb()
     );
 }

@@ -61,17 +61,21 @@ class Pipeline:
         so.intra_op_num_threads = 1
         so.inter_op_num_threads = 1
         self.det = ort.InferenceSession(os.path.join(models, "blazeface_128.onnx"), so, providers=["CPUExecutionProvider"])
+        self.far = ort.InferenceSession(os.path.join(models, "blazeface_256.onnx"), so, providers=["CPUExecutionProvider"])
         self.cls = ort.InferenceSession(os.path.join(models, "mask_classifier.onnx"), so, providers=["CPUExecutionProvider"])
         self.anchors = anchors()
 
-    def detect(self, img):
+    def detect(self, img, far=False):
+        """BlazeFace's faces in img: the short-range model's (what the head is trained on), or with far=True the
+        long-range model's (sibi's fallback when the short-range one finds none)."""
         w, h = img.size
         s = max(w, h)
         ox, oy = (s - w) // 2, (s - h) // 2
         canvas = Image.new("RGB", (s, s))
         canvas.paste(img, (ox, oy))
-        x = np.asarray(canvas.resize((128, 128), Image.BILINEAR), np.float32) / 127.5 - 1
-        o = self.det.run(None, {"input:0": x[None]})
+        n = 256 if far else 128
+        x = np.asarray(canvas.resize((n, n), Image.BILINEAR), np.float32) / 127.5 - 1
+        o = (self.far if far else self.det).run(None, {"input:0": x[None]})
         logits = np.concatenate([o[0][0, :, 0], o[1][0, :, 0]])
         reg = np.concatenate([o[2][0], o[3][0]])
         score = 1 / (1 + np.exp(-np.clip(logits, -80, 80)))
@@ -79,9 +83,9 @@ class Pipeline:
         for i in np.argsort(-score):
             if score[i] < DET_THRESHOLD:
                 break
-            cx = reg[i, 0] / 128 + self.anchors[i, 0]
-            cy = reg[i, 1] / 128 + self.anchors[i, 1]
-            bw, bh = reg[i, 2] / 128, reg[i, 3] / 128
+            cx = reg[i, 0] / n + self.anchors[i, 0]
+            cy = reg[i, 1] / n + self.anchors[i, 1]
+            bw, bh = reg[i, 2] / n, reg[i, 3] / n
             box = ((cx - bw / 2) * s - ox, (cy - bh / 2) * s - oy, bw * s, bh * s)
             inside = (min(box[0] + box[2], w) - max(box[0], 0)) * (min(box[1] + box[3], h) - max(box[1], 0))
             if inside < KEEP_INSIDE * box[2] * box[3]:

@@ -8,6 +8,8 @@
 
 /// Side of the model's square input, in pixels.
 pub const INPUT: usize = 128;
+/// Side of the long-range model's input (`face_detection_back`: the same 896 anchors on a 256 × 256 input).
+pub const FAR_INPUT: usize = 256;
 /// Anchors of the first grid (16 × 16 × 2).
 pub const FIRST: usize = 512;
 /// Anchors of the second grid (8 × 8 × 6).
@@ -103,6 +105,18 @@ impl Letterbox {
 /// `scores` holds the 896 raw logits (first grid, then second), `regressors` the 896 × 16 values likewise; shorter
 /// inputs yield no faces rather than a panic.
 pub fn decode(scores: &[f32], regressors: &[f32], lb: Letterbox, threshold: f32, keep_inside: f32) -> Vec<FaceBox> {
+    decode_for(INPUT, scores, regressors, lb, threshold, keep_inside)
+}
+
+/// [`decode`] for a model whose square input is `input_side` pixels (the regressors are in its pixels).
+pub fn decode_for(
+    input_side: usize,
+    scores: &[f32],
+    regressors: &[f32],
+    lb: Letterbox,
+    threshold: f32,
+    keep_inside: f32,
+) -> Vec<FaceBox> {
     let n = FIRST + SECOND;
     if scores.len() < n || regressors.len() < n * 16 {
         return Vec::new();
@@ -115,7 +129,7 @@ pub fn decode(scores: &[f32], regressors: &[f32], lb: Letterbox, threshold: f32,
         .filter(|&(_, s)| s >= threshold)
         .collect();
     candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let input = INPUT as f32;
+    let input = input_side as f32;
     let mut faces: Vec<FaceBox> = Vec::new();
     for (i, score) in candidates {
         let r = &regressors[i * 16..i * 16 + 4];
@@ -187,6 +201,13 @@ mod tests {
         assert!((f.x - (6.5 / 8.0 * 640.0 - 80.0)).abs() < 1e-3);
         assert!((f.y - (1.5 / 8.0 * 640.0 - 100.0 - 80.0)).abs() < 1e-3);
         assert!((f.score - sigmoid(3.0)).abs() < 1e-6);
+        // The long-range model's regressors are in its 256 px input: twice the values, the same box.
+        let mut r2 = r.clone();
+        r2[600 * 16..600 * 16 + 4].copy_from_slice(&[0.0, 0.0, 64.0, 80.0]);
+        r2[601 * 16..601 * 16 + 4].copy_from_slice(&[2.0, 2.0, 64.0, 80.0]);
+        let far = decode_for(FAR_INPUT, &s, &r2, lb, 0.5, 0.0);
+        assert_eq!(far.len(), 1);
+        assert!((far[0].w - f.w).abs() < 1e-3 && (far[0].x - f.x).abs() < 1e-3 && (far[0].y - f.y).abs() < 1e-3);
     }
 
     #[test]

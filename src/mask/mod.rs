@@ -30,6 +30,8 @@ use crate::domain::MaskSeen;
 
 /// The detector's model file in the models folder.
 pub const DETECTOR_FILE: &str = "blazeface_128.onnx";
+/// The long-range face detector, tried when the short-range one finds no face (optional in the folder).
+pub const FAR_DETECTOR_FILE: &str = "blazeface_256.onnx";
 /// The classifier's model file in the models folder.
 pub const CLASSIFIER_FILE: &str = "mask_classifier.onnx";
 /// The classifier's input side.
@@ -62,6 +64,8 @@ type Plan = Arc<TypedRunnableModel>;
 #[derive(Clone)]
 pub struct Models {
     detector: Plan,
+    /// The long-range detector, where the folder has it.
+    far: Option<Plan>,
     classifier: Plan,
     /// Where they came from.
     pub dir: PathBuf,
@@ -104,8 +108,9 @@ impl Models {
                 .and_then(|m| m.into_runnable())
                 .map_err(err)
         };
+        let far = if dir.join(FAR_DETECTOR_FILE).is_file() { Some(load(FAR_DETECTOR_FILE)?) } else { None };
         let models =
-            Models { detector: load(DETECTOR_FILE)?, classifier: load(CLASSIFIER_FILE)?, dir: dir.to_path_buf() };
+            Models { detector: load(DETECTOR_FILE)?, far, classifier: load(CLASSIFIER_FILE)?, dir: dir.to_path_buf() };
         // Loading and optimising freed about as much as the plans keep (the ONNX protobuf, the graph before
         // optimisation); hand those pages back rather than keep them in the allocator for the daemon's life.
         trim_heap();
@@ -165,8 +170,19 @@ impl MaskJudge {
     /// listed as `unsure` without running the classifier. Only the largest face (the one that decides at the gate)
     /// gets the mirrored second look when its first is unsure; the others keep their first verdict.
     pub fn judge(&self, picture: &RgbImage) -> anyhow::Result<Vec<Face>> {
+        self.judge_faces(picture, usize::MAX)
+    }
+
+    /// The largest face in `picture` only (none or one), judged as [`MaskJudge::judge`] judges it: what decides at
+    /// the gate, without classifying the people behind.
+    pub fn judge_largest(&self, picture: &RgbImage) -> anyhow::Result<Vec<Face>> {
+        self.judge_faces(picture, 1)
+    }
+
+    fn judge_faces(&self, picture: &RgbImage, at_most: usize) -> anyhow::Result<Vec<Face>> {
         let mut boxes = self.detect(picture)?;
         boxes.sort_by(|a, b| b.area().total_cmp(&a.area()));
+        boxes.truncate(at_most);
         boxes
             .into_iter()
             .enumerate()
@@ -185,8 +201,18 @@ impl MaskJudge {
             .collect()
     }
 
-    /// The face boxes in `picture` (strongest first).
+    /// The face boxes in `picture` (strongest first): the short-range detector's, or where it finds none, the
+    /// long-range one's (it finds some faces whose covered nose the short-range model misses).
     pub fn detect(&self, picture: &RgbImage) -> anyhow::Result<Vec<FaceBox>> {
+        let near = self.detect_with(&self.models.detector, blazeface::INPUT, picture)?;
+        match &self.models.far {
+            Some(far) if near.is_empty() => self.detect_with(far, blazeface::FAR_INPUT, picture),
+            _ => Ok(near),
+        }
+    }
+
+    /// One detector's boxes in `picture`.
+    fn detect_with(&self, plan: &Plan, input_side: usize, picture: &RgbImage) -> anyhow::Result<Vec<FaceBox>> {
         let (w, h) = picture.dimensions();
         if w == 0 || h == 0 {
             return Ok(Vec::new());
@@ -198,10 +224,10 @@ impl MaskJudge {
         let side = lb.side as u32;
         let mut square = RgbImage::new(side, side);
         image::imageops::replace(&mut square, picture, lb.ox as i64, lb.oy as i64);
-        let n = blazeface::INPUT as u32;
+        let n = input_side as u32;
         let small = scaled(&square, n, n);
         let input = to_tensor(&small)?;
-        let out = self.models.detector.run(tvec!(input.into()))?;
+        let out = plan.run(tvec!(input.into()))?;
         if out.len() < 4 {
             anyhow::bail!("the face detector gave {} outputs, not 4", out.len());
         }
@@ -209,7 +235,8 @@ impl MaskJudge {
         scores.extend(values(&out[1])?);
         let mut regressors = values(&out[2])?;
         regressors.extend(values(&out[3])?);
-        Ok(blazeface::decode(&scores, &regressors, lb, self.head.detector_threshold, self.head.keep_inside))
+        let (threshold, inside) = (self.head.detector_threshold, self.head.keep_inside);
+        Ok(blazeface::decode_for(input_side, &scores, &regressors, lb, threshold, inside))
     }
 
     /// The mask probability of the face at `bbox` (its crop `mirrored` left to right if asked).

@@ -181,20 +181,20 @@ impl MaskSource {
         }
         let judged = match &mut self.feed {
             Feed::Tap(rx) => match rx.recv_timeout(wait) {
-                Ok(picture) => self.judge.judge(&picture),
+                Ok(picture) => self.judge.judge_largest(&picture),
                 Err(mpsc::RecvTimeoutError::Timeout) => return Ok(Polled::Idle),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(Polled::Done),
             },
             Feed::Script(faces) => match faces.poll(wait) {
                 Polled::Item(picture) => {
                     self.last = None; // every scripted face is someone
-                    self.judge.judge(&picture)
+                    self.judge.judge_largest(&picture)
                 }
                 Polled::Idle => return Ok(Polled::Idle),
                 Polled::Done => return Ok(Polled::Done),
             },
             Feed::Camera(camera) => match camera.next(wait)? {
-                Polled::Item(picture) => self.judge.judge(&picture),
+                Polled::Item(picture) => self.judge.judge_largest(&picture),
                 Polled::Idle => return Ok(Polled::Idle),
                 Polled::Done => {
                     // A played folder of frames: the thread stays, idle, until the daemon stops.

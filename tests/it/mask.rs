@@ -103,8 +103,8 @@ fn the_mask_judge_never_passes_an_unmasked_face_and_passes_the_measured_share_of
         assert_eq!(get(split, "without_mask")[0], 0, "{split}: an unmasked face judged worn");
     }
     // Floors: the counts measured (see README, performance). The convenience figure, masked faces judged worn.
-    assert!(get("held-out half", "with_mask")[0] >= 150, "{:?}", get("held-out half", "with_mask"));
-    assert!(get("training half", "with_mask")[0] >= 137, "{:?}", get("training half", "with_mask"));
+    assert!(get("held-out half", "with_mask")[0] >= 154, "{:?}", get("held-out half", "with_mask"));
+    assert!(get("training half", "with_mask")[0] >= 139, "{:?}", get("training half", "with_mask"));
     // Unmasked faces are told to put one on, not left to the operator, for the measured share.
     assert!(get("held-out half", "without_mask")[1] >= 14);
     // Badly worn masks (below the nose): at most the two of ten measured on the held-out half (README says so),
@@ -186,6 +186,8 @@ fn whole_photographs_faces_found_by_size_and_the_contract_shape() {
     }
     // The short-range detector is for a person at the gate, not a crowd: faces of 80 px and more are found.
     assert!(found[3] * 10 >= annotated[3] * 7, "{found:?} of {annotated:?}");
+    // Floors, the counts measured (README): the long-range fallback finds faces of a crowd the short-range one does not.
+    assert!(found[2] >= 167 && found[1] >= 267, "{found:?} of {annotated:?}");
 }
 
 #[test]
