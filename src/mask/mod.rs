@@ -190,12 +190,14 @@ impl MaskJudge {
                 if bbox.w.min(bbox.h) < self.head.min_face_px {
                     return Ok(Face { bbox, mask: MaskSeen::Unsure, score: 0.0 });
                 }
-                let score = self.classify(picture, &bbox, false)?;
+                let mut square = self.square(picture, &bbox);
+                let score = self.score(&square)?;
                 if i > 0 || !self.head.looks_again(score) {
                     return Ok(Face { bbox, mask: self.head.verdict(score), score });
                 }
                 // Unsure: a second look at the same face mirrored, and the mean decides (the head's mirror rule).
-                let mean = (score + self.classify(picture, &bbox, true)?) / 2.0;
+                image::imageops::flip_horizontal_in_place(&mut square);
+                let mean = (score + self.score(&square)?) / 2.0;
                 Ok(Face { bbox, mask: self.head.second_verdict(mean), score: mean })
             })
             .collect()
@@ -239,15 +241,19 @@ impl MaskJudge {
         Ok(blazeface::decode_for(input_side, &scores, &regressors, lb, threshold, inside))
     }
 
-    /// The mask probability of the face at `bbox` (its crop `mirrored` left to right if asked).
-    pub fn classify(&self, picture: &RgbImage, bbox: &FaceBox, mirrored: bool) -> anyhow::Result<f32> {
-        let crop = self.head.crop(picture, bbox);
-        let mut square = scaled(&crop, CLASSIFIER_INPUT, CLASSIFIER_INPUT);
-        if mirrored {
-            image::imageops::flip_horizontal_in_place(&mut square);
-        }
-        let input = to_tensor(&square)?;
-        let out = self.models.classifier.run(tvec!(input.into()))?;
+    /// The mask probability of the face at `bbox` (its first look).
+    pub fn classify(&self, picture: &RgbImage, bbox: &FaceBox) -> anyhow::Result<f32> {
+        self.score(&self.square(picture, bbox))
+    }
+
+    /// The classifier's input for the face at `bbox`: the head's crop, at the classifier's side.
+    fn square(&self, picture: &RgbImage, bbox: &FaceBox) -> RgbImage {
+        scaled(&self.head.crop(picture, bbox), CLASSIFIER_INPUT, CLASSIFIER_INPUT)
+    }
+
+    /// The mask probability of a classifier input.
+    fn score(&self, square: &RgbImage) -> anyhow::Result<f32> {
+        let out = self.models.classifier.run(tvec!(to_tensor(square)?.into()))?;
         let fmap = out.get(1).ok_or_else(|| anyhow::anyhow!("the classifier gave no feature map"))?;
         self.head.score(&values(fmap)?)
     }
