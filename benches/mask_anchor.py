@@ -34,18 +34,17 @@ def timed(fn, items):
 
 
 def ort_judge(img):
-    out = []
+    """sibi's processing of a picture: the short-range detector, or where it finds none the long-range one; the
+    largest face only (as sibi's mask thread judges a frame); the mirrored second look when its first is unsure."""
     score = lambda feats: 1 / (1 + np.exp(-(feats @ W + head["bias"])))
-    # sibi's detection: the short-range model, or where it finds none the long-range one.
-    # Only the largest face, as sibi's mask thread judges a frame.
-    faces = sorted(pipe.detect(img) or pipe.detect(img, far=True), key=lambda f: -f[1][2] * f[1][3])[:1]
-    for i, (_, box) in enumerate(faces):
-        q = score(pipe.features(img, box)[1])
-        if i == 0 and head.get("mirror") and head["not_worn_threshold"] < q < head["worn_threshold"]:
-            # sibi's second look at an unsure largest face: its mirrored crop too.
-            q = (q + score(pipe.features(img, box, True)[1])) / 2
-        out.append(q)
-    return out
+    faces = pipe.detect(img) or pipe.detect(img, far=True)
+    if not faces:
+        return None
+    box = max(faces, key=lambda f: f[1][2] * f[1][3])[1]
+    q = score(pipe.features(img, box)[1])
+    if head.get("mirror") and head["not_worn_threshold"] < q < head["worn_threshold"]:
+        q = (q + score(pipe.features(img, box, True)[1])) / 2
+    return q
 
 
 train_head.GROW, train_head.SHIFT = head["crop_grow"], head["crop_shift"]

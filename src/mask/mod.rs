@@ -173,10 +173,10 @@ impl MaskJudge {
         self.judge_faces(picture, usize::MAX)
     }
 
-    /// The largest face in `picture` only (none or one), judged as [`MaskJudge::judge`] judges it: what decides at
-    /// the gate, without classifying the people behind.
-    pub fn judge_largest(&self, picture: &RgbImage) -> anyhow::Result<Vec<Face>> {
-        self.judge_faces(picture, 1)
+    /// The largest face in `picture`, if any, judged as [`MaskJudge::judge`] judges it: what decides at the gate,
+    /// without classifying the people behind.
+    pub fn judge_largest(&self, picture: &RgbImage) -> anyhow::Result<Option<Face>> {
+        Ok(self.judge_faces(picture, 1)?.into_iter().next())
     }
 
     fn judge_faces(&self, picture: &RgbImage, at_most: usize) -> anyhow::Result<Vec<Face>> {

@@ -179,22 +179,22 @@ impl MaskSource {
         if !self.wanted.load(Ordering::SeqCst) {
             self.last = None; // the next presentation starts afresh
         }
-        let judged = match &mut self.feed {
+        let picture = match &mut self.feed {
             Feed::Tap(rx) => match rx.recv_timeout(wait) {
-                Ok(picture) => self.judge.judge_largest(&picture),
+                Ok(picture) => Arc::new(picture),
                 Err(mpsc::RecvTimeoutError::Timeout) => return Ok(Polled::Idle),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(Polled::Done),
             },
             Feed::Script(faces) => match faces.poll(wait) {
                 Polled::Item(picture) => {
                     self.last = None; // every scripted face is someone
-                    self.judge.judge_largest(&picture)
+                    picture
                 }
                 Polled::Idle => return Ok(Polled::Idle),
                 Polled::Done => return Ok(Polled::Done),
             },
             Feed::Camera(camera) => match camera.next(wait)? {
-                Polled::Item(picture) => self.judge.judge_largest(&picture),
+                Polled::Item(picture) => Arc::new(picture),
                 Polled::Idle => return Ok(Polled::Idle),
                 Polled::Done => {
                     // A played folder of frames: the thread stays, idle, until the daemon stops.
@@ -203,14 +203,16 @@ impl MaskSource {
                 }
             },
         };
+        let judged = self.judge.judge_largest(&picture);
+        drop(picture);
         // The picture is gone here: only the verdict, score and size leave.
         self.busy.store(false, Ordering::SeqCst);
         self.judged += 1;
         // A judgement's buffers (the picture's tensors, the networks' activations: several MB) are freed by now;
         // give the pages back so the daemon's resident set stays at its models' size between presentations.
         super::trim_heap();
-        let faces = judged.map_err(|e| DeviceFault(format!("mask judge: {e:#}")))?;
-        let Some(face) = faces.first() else { return Ok(Polled::Idle) };
+        let judged = judged.map_err(|e| DeviceFault(format!("mask judge: {e:#}")))?;
+        let Some(face) = judged else { return Ok(Polled::Idle) };
         let now = Instant::now();
         if let Some((seen, at)) = self.last
             && seen == face.mask
