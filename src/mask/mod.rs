@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use image::RgbImage;
-use image::imageops::{FilterType, resize};
+use image::imageops::resize;
 use tract_onnx::prelude::*;
 
 use self::blazeface::{FaceBox, Letterbox};
@@ -268,10 +268,22 @@ pub(crate) fn trim_heap() {
     }
 }
 
-/// `img` at `w` × `h`, antialiased bilinear (Triangle), as the training script's PIL resize. (The area average of
-/// `thumbnail` is faster but moves the boxes enough to lose 4 masked faces of the held-out half.)
+/// `img` at `w` × `h`, antialiased bilinear, as the training script's PIL resize (fast_image_resize's convolution
+/// follows Pillow's; within one level of it, like `image`'s Triangle filter, at a tenth of the time: 0.1–0.2 ms
+/// instead of 1.1–2.8 ms for a detector or classifier input). (The area average of `thumbnail` is faster too but
+/// moves the boxes enough to lose 4 masked faces of the held-out half.)
 fn scaled(img: &RgbImage, w: u32, h: u32) -> RgbImage {
-    resize(img, w, h, FilterType::Triangle)
+    use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images};
+    let (sw, sh) = img.dimensions();
+    let fast = || -> Option<RgbImage> {
+        let src = images::ImageRef::new(sw, sh, img.as_raw(), PixelType::U8x3).ok()?;
+        let mut dst = images::Image::new(w, h, PixelType::U8x3);
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        Resizer::new().resize(&src, &mut dst, &options).ok()?;
+        RgbImage::from_raw(w, h, dst.into_vec())
+    };
+    // An empty picture (or a size the resizer refuses) takes image's own filter, which handles every size.
+    fast().unwrap_or_else(|| resize(img, w, h, image::imageops::FilterType::Triangle))
 }
 
 /// A model output's values, in order.

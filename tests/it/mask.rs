@@ -187,7 +187,7 @@ fn whole_photographs_faces_found_by_size_and_the_contract_shape() {
     // The short-range detector is for a person at the gate, not a crowd: faces of 80 px and more are found.
     assert!(found[3] * 10 >= annotated[3] * 7, "{found:?} of {annotated:?}");
     // Floors, the counts measured (README): the long-range fallback finds faces of a crowd the short-range one does not.
-    assert!(found[2] >= 167 && found[1] >= 267, "{found:?} of {annotated:?}");
+    assert!(found[2] >= 167 && found[1] >= 266, "{found:?} of {annotated:?}");
 }
 
 #[test]
