@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use image::RgbImage;
-use image::imageops::resize;
 use tract_onnx::prelude::*;
 
 use self::blazeface::{FaceBox, Letterbox};
@@ -190,7 +189,7 @@ impl MaskJudge {
                 if bbox.w.min(bbox.h) < self.head.min_face_px {
                     return Ok(Face { bbox, mask: MaskSeen::Unsure, score: 0.0 });
                 }
-                let mut square = self.square(picture, &bbox);
+                let mut square = self.square(picture, &bbox)?;
                 let score = self.score(&square)?;
                 if i > 0 || !self.head.looks_again(score) {
                     return Ok(Face { bbox, mask: self.head.verdict(score), score });
@@ -227,7 +226,7 @@ impl MaskJudge {
         let mut square = RgbImage::new(side, side);
         image::imageops::replace(&mut square, picture, lb.ox as i64, lb.oy as i64);
         let n = input_side as u32;
-        let small = scaled(&square, n, n);
+        let small = scaled(&square, n, n)?;
         let input = to_tensor(&small)?;
         let out = plan.run(tvec!(input.into()))?;
         if out.len() < 4 {
@@ -243,11 +242,11 @@ impl MaskJudge {
 
     /// The mask probability of the face at `bbox` (its first look).
     pub fn classify(&self, picture: &RgbImage, bbox: &FaceBox) -> anyhow::Result<f32> {
-        self.score(&self.square(picture, bbox))
+        self.score(&self.square(picture, bbox)?)
     }
 
     /// The classifier's input for the face at `bbox`: the head's crop, at the classifier's side.
-    fn square(&self, picture: &RgbImage, bbox: &FaceBox) -> RgbImage {
+    fn square(&self, picture: &RgbImage, bbox: &FaceBox) -> anyhow::Result<RgbImage> {
         scaled(&self.head.crop(picture, bbox), CLASSIFIER_INPUT, CLASSIFIER_INPUT)
     }
 
@@ -272,18 +271,14 @@ pub(crate) fn trim_heap() {
 /// follows Pillow's; within one level of it, like `image`'s Triangle filter, at a tenth of the time: 0.1–0.2 ms
 /// instead of 1.1–2.8 ms for a detector or classifier input). (The area average of `thumbnail` is faster too but
 /// moves the boxes enough to lose 4 masked faces of the held-out half.)
-fn scaled(img: &RgbImage, w: u32, h: u32) -> RgbImage {
+fn scaled(img: &RgbImage, w: u32, h: u32) -> anyhow::Result<RgbImage> {
     use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images};
     let (sw, sh) = img.dimensions();
-    let fast = || -> Option<RgbImage> {
-        let src = images::ImageRef::new(sw, sh, img.as_raw(), PixelType::U8x3).ok()?;
-        let mut dst = images::Image::new(w, h, PixelType::U8x3);
-        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-        Resizer::new().resize(&src, &mut dst, &options).ok()?;
-        RgbImage::from_raw(w, h, dst.into_vec())
-    };
-    // An empty picture (or a size the resizer refuses) takes image's own filter, which handles every size.
-    fast().unwrap_or_else(|| resize(img, w, h, image::imageops::FilterType::Triangle))
+    let src = images::ImageRef::new(sw, sh, img.as_raw(), PixelType::U8x3)?;
+    let mut dst = images::Image::new(w, h, PixelType::U8x3);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    Resizer::new().resize(&src, &mut dst, &options)?;
+    RgbImage::from_raw(w, h, dst.into_vec()).ok_or_else(|| anyhow::anyhow!("a resized picture of the wrong size"))
 }
 
 /// A model output's values, in order.
