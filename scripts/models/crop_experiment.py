@@ -27,75 +27,29 @@ import train_head as th
 
 VARIANTS = [(1.5, 0.1), (1.35, 0.1), (1.65, 0.1), (1.5, 0.0), (1.5, 0.2)]
 
-class P(th.Pipeline):
-    def detect_kp(self, img):
-        w, h = img.size
-        s = max(w, h)
-        ox, oy = (s - w) // 2, (s - h) // 2
-        canvas = Image.new("RGB", (s, s)); canvas.paste(img, (ox, oy))
-        n = 128
-        x = np.asarray(canvas.resize((n, n), Image.BILINEAR), np.float32) / 127.5 - 1
-        o = self.det.run(None, {"input:0": x[None]})
-        logits = np.concatenate([o[0][0, :, 0], o[1][0, :, 0]])
-        reg = np.concatenate([o[2][0], o[3][0]])
-        score = 1 / (1 + np.exp(-np.clip(logits, -80, 80)))
-        faces = []
-        for i in np.argsort(-score):
-            if score[i] < th.DET_THRESHOLD: break
-            cx = reg[i, 0] / n + self.anchors[i, 0]; cy = reg[i, 1] / n + self.anchors[i, 1]
-            bw, bh = reg[i, 2] / n, reg[i, 3] / n
-            box = ((cx - bw / 2) * s - ox, (cy - bh / 2) * s - oy, bw * s, bh * s)
-            inside = (min(box[0] + box[2], w) - max(box[0], 0)) * (min(box[1] + box[3], h) - max(box[1], 0))
-            if inside < th.KEEP_INSIDE * box[2] * box[3]: continue
-            if all(th.iou(box, f[1]) <= 0.3 for f in faces):
-                kp = [((reg[i, 4 + 2*k] / n + self.anchors[i, 0]) * s - ox, (reg[i, 5 + 2*k] / n + self.anchors[i, 1]) * s - oy) for k in range(6)]
-                faces.append((float(score[i]), box, kp))
-        return faces
-
-    def feat(self, img, box, grow, shift, mirror=False, angle=0.0):
-        x, y, w, h = box
-        cx, cy, side = x + w / 2, y + h / 2 + shift * h, max(w, h) * grow
-        if angle:
-            # rotate the image about the crop centre so the eyes are level
-            img = img.rotate(math.degrees(angle), resample=Image.BILINEAR, center=(cx, cy))
-        l, t = int(round(cx - side / 2)), int(round(cy - side / 2))
-        n = max(1, int(round(side)))
-        crop = img.crop((l, t, l + n, t + n)).resize((224, 224), Image.BILINEAR)
-        if mirror: crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        a = np.asarray(crop, np.float32) / 127.5 - 1
-        softmax, fmap = self.cls.run(None, {"input": a[None]})
-        return th.bands(fmap[0])
-
-
-
 def extract(path):
     here = os.path.dirname(os.path.abspath(__file__))
     shared = os.path.normpath(os.path.join(here, "..", "..", "..", "shared", "testdata", "masks"))
-    models = os.path.expanduser("~/.cache/sibi/models/current")
-    pipe = P(models)
+    pipe = th.Pipeline(os.path.expanduser("~/.cache/sibi/models/current"))
     rows = list(csv.DictReader(open(os.path.join(shared, "faces.tsv")), delimiter="\t"))
     images = {}
-    N, L, S, F, FOUND, ANG, SZ = [], [], [], [], [], [], []
+    N, L, S, F, FOUND = [], [], [], [], []
     t0 = time.time()
     for k, r in enumerate(rows):
-        x0, y0, x1, y1 = (int(r[c]) for c in ("xmin", "ymin", "xmax", "ymax"))
         f = r["file"]
         if f not in images: images[f] = Image.open(os.path.join(shared, f)).convert("RGB")
-        im = images[f]
-        w, h = x1 - x0, y1 - y0
-        crop = im.crop((max(0, int(x0 - 0.4 * w)), max(0, int(y0 - 0.4 * h)), min(im.width, int(x1 + 0.4 * w)), min(im.height, int(y1 + 0.4 * h))))
-        faces = pipe.detect_kp(crop)
-        N.append(int(f.split("-")[1].split(".")[0])); L.append(r["label"]); S.append(min(w, h))
+        crop = th.protocol_crop(images[f], r)
+        faces = pipe.detect(crop, keypoints=True)
+        N.append(int(f.split("-")[1].split(".")[0])); L.append(r["label"])
+        S.append(min(int(r["xmax"]) - int(r["xmin"]), int(r["ymax"]) - int(r["ymin"])))
         if not faces:
-            FOUND.append(False); F.append(np.zeros((len(VARIANTS) * 2 + 2, 3840), np.float32)); ANG.append(0); SZ.append(0); continue
-        sc, box, kp = max(faces, key=lambda fb: fb[1][2] * fb[1][3])
+            FOUND.append(False); F.append(np.zeros((len(VARIANTS) * 2 + 2, 3840), np.float32)); continue
+        _, box, kp = max(faces, key=lambda fb: fb[1][2] * fb[1][3])
         (rx, ry), (lx, ly) = kp[0], kp[1]
         ang = math.atan2(ly - ry, lx - rx)
-        vs = []
-        for g, sh in VARIANTS:
-            vs.append(pipe.feat(crop, box, g, sh)); vs.append(pipe.feat(crop, box, g, sh, True))
-        vs.append(pipe.feat(crop, box, 1.5, 0.1, False, ang)); vs.append(pipe.feat(crop, box, 1.5, 0.1, True, ang))
-        FOUND.append(True); F.append(np.stack(vs).astype(np.float32)); ANG.append(ang); SZ.append(max(box[2], box[3]))
+        views = lambda **kw: [pipe.features(crop, box, m, **kw)[1] for m in (False, True)]
+        vs = [v for g, sh in VARIANTS for v in views(grow=g, shift=sh)] + views(angle=ang)
+        FOUND.append(True); F.append(np.stack(vs).astype(np.float32))
         if k % 200 == 0: print(k, time.time() - t0, file=sys.stderr, flush=True)
     np.savez(path, N=np.array(N), L=np.array(L), S=np.array(S), F=np.stack(F), FOUND=np.array(FOUND))
 
@@ -111,9 +65,8 @@ tr = (N % 4 == 0) & FOUND
 ho = (N % 4 == 2)
 folds = (N // 4) % 5
 
-def fit(sel, views, l2=th.L2):
+def fit(sel, views):
     X = np.vstack([F[sel, v] for v in views]); Y = np.concatenate([y[sel]] * len(views)); E = np.concatenate([extra[sel]] * len(views))
-    th.L2 = l2
     return th.train(X, Y, E)
 
 def scores(m, idx, views):
@@ -121,13 +74,13 @@ def scores(m, idx, views):
 
 def logit(p): return np.log(p / (1 - p))
 
-def run(name, train_views, first_views, second_views, margin=0.5, l2=th.L2, agg="mean"):
-    A = lambda s: s.mean(0) if agg == "mean" else 1/(1+np.exp(-logit(np.clip(s,1e-9,1-1e-9)).mean(0)))
+def run(name, train_views, first_views, second_views, margin=0.5):
+    A = lambda s: s.mean(0)  # the mean score over the views looked at
     idx = np.arange(len(y))
     oof1, oof2 = np.full(len(y), np.nan), np.full(len(y), np.nan)
     for k in range(5):
         a, b = tr & (folds != k), tr & (folds == k)
-        m = fit(a, train_views, l2)
+        m = fit(a, train_views)
         oof1[b] = A(scores(m, idx[b], first_views)); oof2[b] = A(scores(m, idx[b], second_views))
     neg = tr & (y == 0) & (S >= 40); pos = tr & (y == 1)
     def above(s):
@@ -138,7 +91,7 @@ def run(name, train_views, first_views, second_views, margin=0.5, l2=th.L2, agg=
     def verdict(p1, p2):
         return np.where(p1 >= worn, 0, np.where(p1 <= nw, 1, np.where(p2 >= worn2, 0, np.where(p2 <= nw2, 1, 2))))
     oofv = verdict(oof1, oof2)
-    m = fit(tr, train_views, l2)
+    m = fit(tr, train_views)
     p1 = A(scores(m, idx, first_views)); p2 = A(scores(m, idx, second_views))
     v = np.where(FOUND, verdict(p1, p2), 2)
     out = [name, f"thr {worn:.4f}/{worn2:.4f}"]

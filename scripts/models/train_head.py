@@ -20,7 +20,7 @@ Split by photograph: images whose number N has N % 4 == 0 train the head and cho
 cross-validation inside that half); N % 4 == 2 is held out and only reported. "worn" = with_mask; "not worn" =
 without_mask and mask_weared_incorrect (a mask below the nose must never pass by machine).
 """
-import csv, json, os, sys, time
+import csv, json, math, os, sys, time
 
 import numpy as np
 import onnxruntime as ort
@@ -65,9 +65,10 @@ class Pipeline:
         self.cls = ort.InferenceSession(os.path.join(models, "mask_classifier.onnx"), so, providers=["CPUExecutionProvider"])
         self.anchors = anchors()
 
-    def detect(self, img, far=False):
-        """BlazeFace's faces in img: the short-range model's (what the head is trained on), or with far=True the
-        long-range model's (sibi's fallback when the short-range one finds none)."""
+    def detect(self, img, far=False, keypoints=False):
+        """BlazeFace's faces in img, (score, box): the short-range model's (what the head is trained on), or with
+        far=True the long-range model's (sibi's fallback when the short-range one finds none). keypoints=True adds
+        the six (x, y) keypoints, right eye first (scripts/models/crop_experiment.py levels the eyes with them)."""
         w, h = img.size
         s = max(w, h)
         ox, oy = (s - w) // 2, (s - h) // 2
@@ -91,12 +92,22 @@ class Pipeline:
             if inside < KEEP_INSIDE * box[2] * box[3]:
                 continue
             if all(iou(box, f[1]) <= 0.3 for f in faces):
-                faces.append((float(score[i]), box))
+                if keypoints:
+                    kp = [((reg[i, 4 + 2 * k] / n + self.anchors[i, 0]) * s - ox,
+                           (reg[i, 5 + 2 * k] / n + self.anchors[i, 1]) * s - oy) for k in range(6)]
+                    faces.append((float(score[i]), box, kp))
+                else:
+                    faces.append((float(score[i]), box))
         return faces
 
-    def features(self, img, box, mirror=False):
+    def features(self, img, box, mirror=False, grow=GROW, shift=SHIFT, angle=0.0):
+        """The classifier's mask softmax and the head's band features for a face: the square of grow x the box's
+        larger side around its centre moved down by shift of its height (black outside the picture), 224 x 224,
+        mirrored if asked; angle (radians) first rotates the picture about that centre (the experiment only)."""
         x, y, w, h = box
-        cx, cy, side = x + w / 2, y + h / 2 + SHIFT * h, max(w, h) * GROW
+        cx, cy, side = x + w / 2, y + h / 2 + shift * h, max(w, h) * grow
+        if angle:
+            img = img.rotate(math.degrees(angle), resample=Image.BILINEAR, center=(cx, cy))
         l, t = int(round(cx - side / 2)), int(round(cy - side / 2))
         n = max(1, int(round(side)))
         crop = img.crop((l, t, l + n, t + n)).resize((224, 224), Image.BILINEAR)
@@ -105,6 +116,15 @@ class Pipeline:
         a = np.asarray(crop, np.float32) / 127.5 - 1
         softmax, fmap = self.cls.run(None, {"input": a[None]})
         return float(softmax[0, 0]), bands(fmap[0])
+
+
+def protocol_crop(im, row):
+    """The evaluation protocol's picture of an annotated face (a faces.tsv row): its box with a 40 % margin on each
+    side, clipped to the photograph."""
+    x0, y0, x1, y1 = (int(row[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+    w, h = x1 - x0, y1 - y0
+    return im.crop((max(0, int(x0 - 0.4 * w)), max(0, int(y0 - 0.4 * h)),
+                    min(im.width, int(x1 + 0.4 * w)), min(im.height, int(y1 + 0.4 * h))))
 
 
 def bands(fmap):
@@ -149,10 +169,8 @@ def main():
         f = r["file"]
         if f not in images:
             images[f] = Image.open(os.path.join(shared, f)).convert("RGB")
-        im = images[f]
         w, h = x1 - x0, y1 - y0
-        crop = im.crop((max(0, int(x0 - 0.4 * w)), max(0, int(y0 - 0.4 * h)),
-                        min(im.width, int(x1 + 0.4 * w)), min(im.height, int(y1 + 0.4 * h))))
+        crop = protocol_crop(images[f], r)
         faces = pipe.detect(crop)
         n = int(f.split("-")[1].split(".")[0])
         if not faces:
