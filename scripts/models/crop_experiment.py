@@ -15,7 +15,7 @@ training half (N % 4 == 0; the only figures to choose by) and on the held-out ha
 Variants: "TRAIN/LOOKS". aug-all trains on all 12 views, aug5 on the ten crop views, base on view 0 and its mirror;
 base looks keep the gate's rule (view 0, then the mean with its mirror for the unsure), tta-all averages all 12 views
 at once, mirror-first averages 0 and 1 first and the training views second, aligned uses views 10 and 11.
-Last run (2026-12-04; ~4 min to extract, then 1.5-4 min a variant): see README's mask accuracy part.
+Last run (2026-12-04; ~4 min to extract, 23 min in all): see README's mask accuracy part.
 """
 import csv, os, sys, time, math
 
