@@ -425,17 +425,10 @@ fn clamp_before(model: &TypedModel, outlet: OutletId, is_max: bool) -> TractResu
     if node.outputs.len() != 1 || node.outputs[0].successors.len() != 1 || model.outputs.contains(&outlet) {
         return Ok(None);
     }
-    let Some(bin) = node.op_as::<TypedBinOp>() else { return Ok(None) };
-    if bin.1.is_some() || if is_max { !bin.0.is::<Max>() } else { !bin.0.is::<Min>() } || node.inputs.len() != 2 {
+    let Some(&from) = node.inputs.iter().find(|i| model.outlet_fact(**i).is_ok_and(|f| f.konst.is_none())) else {
         return Ok(None);
-    }
-    let facts = [model.outlet_fact(node.inputs[0])?, model.outlet_fact(node.inputs[1])?];
-    let Some(at) = facts.iter().position(|f| f.konst.as_ref().is_some_and(|k| k.len() == 1)) else { return Ok(None) };
-    let (k, from) = (facts[at].konst.as_ref().expect("found"), node.inputs[1 - at]);
-    if k.datum_type() != f32::datum_type() || model.outlet_fact(from)? != model.outlet_fact(outlet)? {
-        return Ok(None);
-    }
-    Ok(Some((k.try_as_plain_ram()?.as_slice::<f32>()?[0], from)))
+    };
+    Ok(scalar_bound(model, node, is_max, from)?.map(|k| (k, from)))
 }
 
 /// The constant and the node of a `Max` (or `Min`) of `node`'s single output, its only reader, with an f32 scalar
@@ -446,20 +439,28 @@ fn clamp_after(model: &TypedModel, node: usize, is_max: bool) -> TractResult<Opt
         return Ok(None);
     }
     let Some(next) = model.single_succ(node)? else { return Ok(None) };
-    let Some(bin) = next.op_as::<TypedBinOp>() else { return Ok(None) };
+    Ok(scalar_bound(model, next, is_max, outlet)?.map(|k| (k, next.id)))
+}
+
+/// `k` when `node` is `Max(x, k)` (or `Min`), either way round, with `k` an f32 scalar constant and a result of
+/// `x`'s own type and shape.
+fn scalar_bound(model: &TypedModel, node: &TypedNode, is_max: bool, x: OutletId) -> TractResult<Option<f32>> {
+    let Some(bin) = node.op_as::<TypedBinOp>() else { return Ok(None) };
     if bin.1.is_some() || if is_max { !bin.0.is::<Max>() } else { !bin.0.is::<Min>() } {
         return Ok(None);
     }
-    let other = match next.inputs.iter().position(|i| *i == outlet) {
-        Some(at) if next.inputs.len() == 2 => next.inputs[1 - at],
+    let other = match node.inputs.iter().position(|i| *i == x) {
+        Some(at) if node.inputs.len() == 2 => node.inputs[1 - at],
         _ => return Ok(None),
     };
-    let (mine, theirs) = (model.outlet_fact(outlet)?, model.outlet_fact(other)?);
-    let Some(k) = theirs.konst.as_ref() else { return Ok(None) };
-    if k.datum_type() != f32::datum_type() || k.len() != 1 || model.outlet_fact(OutletId::new(next.id, 0))? != mine {
+    let Some(k) = model.outlet_fact(other)?.konst.clone() else { return Ok(None) };
+    if k.datum_type() != f32::datum_type()
+        || k.len() != 1
+        || model.outlet_fact(OutletId::new(node.id, 0))? != model.outlet_fact(x)?
+    {
         return Ok(None);
     }
-    Ok(Some((k.try_as_plain_ram()?.as_slice::<f32>()?[0], next.id)))
+    Ok(Some(k.try_as_plain_ram()?.as_slice::<f32>()?[0]))
 }
 
 fn depthwise_for(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Depthwise>> {
