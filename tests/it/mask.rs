@@ -218,8 +218,9 @@ fn an_unreadable_image_is_exit_2_with_an_error_line_and_the_others_still_scanned
 #[test]
 fn sibis_depthwise_and_pool_ops_give_the_numbers_tracts_own_give_on_the_three_models() {
     // src/mask/depthwise.rs and maxpool.rs replace tract's depthwise convolution and max pool when the models load;
-    // they keep tract's arithmetic and order, so every output of every network must come out bit for bit the same,
-    // on a real face picture.
+    // they keep the arithmetic and order of tract's x86-64 kernels (a multiply and an add per tap), so there every
+    // output of every network must come out bit for bit the same, on a real face picture. tract's aarch64 depthwise
+    // kernel fuses each multiply-add (one rounding fewer per tap), so there the two agree to rounding only.
     use tract_onnx::prelude::*;
     let dir = sibi::mask::Models::locate(None).expect("the mask models (scripts/setup prepares them)");
     let face = image::open(super::util::repo().join("tests/data/faces/masked.jpg")).unwrap().into_rgb8();
@@ -250,7 +251,13 @@ fn sibis_depthwise_and_pool_ops_give_the_numbers_tracts_own_give_on_the_three_mo
             let (x, y) = (x.to_plain_array_view::<f32>().unwrap(), y.to_plain_array_view::<f32>().unwrap());
             assert_eq!(x.shape(), y.shape(), "{file}");
             let differ = x.iter().zip(y.iter()).filter(|(p, q)| p.to_bits() != q.to_bits()).count();
-            assert_eq!(differ, 0, "{file}: {differ} of {} outputs differ", x.len());
+            let worst = x.iter().zip(y.iter()).map(|(p, q)| (p - q).abs() / p.abs().max(1.0)).fold(0f32, f32::max);
+            println!("{file}: {differ} of {} outputs differ in their bits, by at most {worst:e} (relative)", x.len());
+            if cfg!(target_arch = "x86_64") {
+                assert_eq!(differ, 0, "{file}: {differ} of {} outputs differ", x.len());
+            } else {
+                assert!(worst <= 1e-4, "{file}: outputs differ by up to {worst:e}");
+            }
         }
     }
 }
