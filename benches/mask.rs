@@ -9,11 +9,13 @@
 //! models venv (`scripts/models/prepare --venv`); without ../shared the bench says so and stops.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use image::RgbImage;
 use sibi::mask::MaskJudge;
+
+#[path = "common/anchor.rs"]
+mod anchor;
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -96,24 +98,14 @@ fn main() {
     let sibi_crop = time_each(&judge, &crops, rounds);
     let sibi_frame = time_each(&judge, &frames, rounds);
 
-    let venv = Command::new(repo.join("scripts/models/prepare")).arg("--venv").output().unwrap();
-    let python = String::from_utf8(venv.stdout).unwrap().trim().to_string();
-    let anchor = Command::new(&python)
-        .arg(repo.join("benches/mask_anchor.py"))
-        .arg(judge.models_dir())
-        .arg(repo.join("models/mask_head.json"))
-        .arg(out.join("crops"))
-        .arg(out.join("frames"))
-        .arg(rounds.to_string())
-        .env("OMP_NUM_THREADS", "1")
-        .output()
-        .unwrap();
-    // The last line: Keras' predict() prints its progress bar on stdout before it.
-    let stdout = String::from_utf8_lossy(&anchor.stdout);
-    let last = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
-    let anchors: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| {
-        panic!("anchor failed ({e}): {}", String::from_utf8_lossy(&anchor.stderr));
-    });
+    let args = [
+        judge.models_dir().into(),
+        repo.join("models/mask_head.json").into(),
+        out.join("crops").into(),
+        out.join("frames").into(),
+        rounds.to_string().into(),
+    ];
+    let anchors = anchor::run("benches/mask_anchor.py", &args).unwrap_or_else(|e| panic!("anchor failed: {e}"));
     let series = |engine: &str, kind: &str| -> Vec<f64> {
         anchors[engine][kind].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
     };

@@ -7,8 +7,7 @@
 //! figure that counts (whole judgements side by side with onnxruntime); this one says where the time goes.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
+use std::ffi::OsString;
 use std::time::Instant;
 
 use tract_onnx::prelude::*;
@@ -54,23 +53,8 @@ fn by_operator(plan: &Plan, input: &Tensor, rounds: usize) -> Vec<(String, f64)>
     v
 }
 
-/// onnxruntime's median ms per run of each network, or why there is none.
-fn anchor(models: &Path, rounds: usize, nets: &[(&str, usize)]) -> Result<serde_json::Value, String> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = Command::new(repo.join("scripts/models/prepare")).arg("--venv").output().map_err(|e| e.to_string())?;
-    let python = String::from_utf8_lossy(&venv.stdout).trim().to_string();
-    let out = Command::new(&python)
-        .arg(repo.join("benches/mask_ops_anchor.py"))
-        .arg(models)
-        .arg(rounds.to_string())
-        .args(nets.iter().map(|(f, s)| format!("{f}:{s}")))
-        .env("OMP_NUM_THREADS", "1")
-        .output()
-        .map_err(|e| format!("{python}: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
-    serde_json::from_str(last).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
-}
+#[path = "common/anchor.rs"]
+mod anchor;
 
 fn main() {
     let rounds: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(40).max(1);
@@ -90,9 +74,7 @@ fn main() {
     let mut profiles = Vec::new();
     for (file, side) in nets {
         let typed = tract_onnx::onnx().model_for_path(dir.join(file)).and_then(|m| m.into_typed()).expect("loads");
-        let mut ours = typed.clone().into_decluttered().expect("declutters");
-        sibi::mask::depthwise::replace_depthwise(&mut ours).expect("depthwise");
-        sibi::mask::maxpool::replace_maxpool(&mut ours).expect("max pool");
+        let (ours, _) = sibi::mask::with_sibis_ops(typed.clone()).expect("sibi's ops");
         let theirs = typed.into_optimized().and_then(|m| m.into_runnable()).expect("optimises");
         let ours = ours.into_optimized().and_then(|m| m.into_runnable()).expect("optimises");
         let data: Vec<f32> = (0..side * side * 3).map(|i| ((i * 7919) % 255) as f32 / 127.5 - 1.0).collect();
@@ -101,7 +83,9 @@ fn main() {
         rows.push((file, t, s));
         profiles.push((file, by_operator(&ours, &input, rounds.min(20))));
     }
-    let ort = anchor(&dir, rounds, &nets).unwrap_or_else(|e| {
+    let mut args: Vec<OsString> = vec![dir.clone().into(), rounds.to_string().into()];
+    args.extend(nets.iter().map(|(f, s)| format!("{f}:{s}").into()));
+    let ort = anchor::run("benches/mask_ops_anchor.py", &args).unwrap_or_else(|e| {
         eprintln!("mask_ops: no onnxruntime anchor ({e})");
         serde_json::Value::Null
     });

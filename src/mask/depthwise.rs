@@ -35,10 +35,8 @@ pub struct Depthwise {
     /// ReLU6 before each depthwise convolution, done while the input is copied into the scratch anyway (tract would
     /// fold it into the matrix product before, except the first, which it leaves as a pass of its own).
     pre: [Option<u32>; 2],
-    /// A folded `Max` with a constant (the bits of an f32), applied first.
-    low: Option<u32>,
-    /// A folded `Min` with a constant (the bits of an f32), applied after `low`.
-    high: Option<u32>,
+    /// A folded clamp of the output, as the bits of `[low, high]` likewise: the ReLU6 after each one.
+    post: [Option<u32>; 2],
 }
 
 /// Where the axes sit for one input shape.
@@ -76,9 +74,9 @@ impl Depthwise {
         shape
     }
 
-    /// The folded clamp, as `[low, high]`.
+    /// The folded clamp of the output, as `[low, high]`.
     fn clamp(&self) -> [Option<f32>; 2] {
-        [self.low.map(f32::from_bits), self.high.map(f32::from_bits)]
+        self.post.map(|b| b.map(f32::from_bits))
     }
 
     /// The folded clamp of the input, as `[low, high]`.
@@ -312,18 +310,17 @@ fn run_planes(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geomet
                     let at = |t: usize| src(t / 3, t % 3);
                     let w: [f32; 9] = std::array::from_fn(|t| taps[t]);
                     taps_row(std::array::from_fn::<_, 9, _>(at), w, acc);
-                    store_block(acc, dst, top, rows, phase_w, g.ow, op.clamp());
-                    continue;
-                }
-                for ky in 0..kh {
-                    let row = &taps[ky * kw..][..kw];
-                    match kw {
-                        5 => taps_row(
-                            [src(ky, 0), src(ky, 1), src(ky, 2), src(ky, 3), src(ky, 4)],
-                            [row[0], row[1], row[2], row[3], row[4]],
-                            acc,
-                        ),
-                        _ => (0..kw).for_each(|kx| taps_row([src(ky, kx)], [row[kx]], acc)),
+                } else {
+                    for ky in 0..kh {
+                        let row = &taps[ky * kw..][..kw];
+                        match kw {
+                            5 => taps_row(
+                                [src(ky, 0), src(ky, 1), src(ky, 2), src(ky, 3), src(ky, 4)],
+                                [row[0], row[1], row[2], row[3], row[4]],
+                                acc,
+                            ),
+                            _ => (0..kw).for_each(|kx| taps_row([src(ky, kx)], [row[kx]], acc)),
+                        }
                     }
                 }
                 store_block(acc, dst, top, rows, phase_w, g.ow, op.clamp());
@@ -377,11 +374,11 @@ pub fn replace_depthwise(model: &mut TypedModel) -> TractResult<Replaced> {
         // The clamp: up to a Max then a Min, each the single reader of what came before it.
         let mut last = id;
         if let Some((low, next)) = clamp_after(model, last, true)? {
-            op.low = Some(low.to_bits());
+            op.post[0] = Some(low.to_bits());
             last = next;
         }
         if let Some((high, next)) = clamp_after(model, last, false)? {
-            op.high = Some(high.to_bits());
+            op.post[1] = Some(high.to_bits());
             last = next;
         }
         // The input's clamp: a Max then a Min, or either alone, each read by nothing else.
@@ -401,7 +398,7 @@ pub fn replace_depthwise(model: &mut TypedModel) -> TractResult<Replaced> {
         patch.obliterate(id)?;
         patch.apply(model)?;
         done.convolutions += 1;
-        done.clamped += (op.low.is_some() || op.high.is_some()) as usize;
+        done.clamped += op.post.iter().any(Option::is_some) as usize;
         done.input_clamped += op.pre.iter().any(Option::is_some) as usize;
     }
     Ok(done)
@@ -512,8 +509,7 @@ fn depthwise_for(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResu
         before,
         after,
         pre: [None; 2],
-        low: None,
-        high: None,
+        post: [None; 2],
     }))
 }
 
@@ -605,9 +601,9 @@ mod tests {
                         ((3, 12), (Some(-0.1), None)),
                         ((6, 6), (None, Some(0.1))),
                     ] {
-                        let (low, high) = (low.map(f32::to_bits), high.map(f32::to_bits));
+                        let post = [low.map(f32::to_bits), high.map(f32::to_bits)];
                         let pre = [high.map(|_| (-0.5f32).to_bits()), low.map(|_| 0.5f32.to_bits())];
-                        let op = Depthwise { channel_last, batch, kernel, strides, before, after, pre, low, high };
+                        let op = Depthwise { channel_last, batch, kernel, strides, before, after, pre, post };
                         let n = if batch { 2 } else { 1 };
                         let c = 5;
                         let mut shape = if batch { vec![n] } else { vec![] };

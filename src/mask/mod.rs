@@ -2,7 +2,7 @@
 //!
 //! - [`blazeface`]: the face detector's output decoding (pure).
 //! - [`depthwise`], [`maxpool`]: the depthwise convolution and the max pool sibi runs in tract's place (the same
-//!   numbers; the networks run in ~55–85 % of tract's own time).
+//!   numbers; the networks run in ~50–75 % of tract's own time), put in by [`with_sibis_ops`].
 //! - [`head`]: sibi's own mask head over the package classifier's feature map, and its thresholds.
 //! - [`source`]: the mask thread on the frame path (fed only while a presentation is open) and its events.
 //! - [`scan`]: `sibi mask scan` (DESIGN.md §6).
@@ -74,6 +74,24 @@ pub struct Models {
     pub dir: PathBuf,
 }
 
+/// What [`with_sibis_ops`] put in a model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SibisOps {
+    /// The depthwise convolutions (and the clamps they took).
+    pub depthwise: depthwise::Replaced,
+    /// The max pools.
+    pub max_pools: usize,
+}
+
+/// `model` decluttered, with [`depthwise`]'s and [`maxpool`]'s ops in place of tract's where they apply: the plan
+/// [`Models::load`] optimises, and what the op test and `cargo bench --bench mask_ops` compare with tract's own.
+pub fn with_sibis_ops(model: TypedModel) -> TractResult<(TypedModel, SibisOps)> {
+    let mut model = model.into_decluttered()?;
+    let depthwise = depthwise::replace_depthwise(&mut model)?;
+    let max_pools = maxpool::replace_maxpool(&mut model)?;
+    Ok((model, SibisOps { depthwise, max_pools }))
+}
+
 impl Models {
     /// The models folder: `configured` if given, else `$SIBI_MODELS`, `/usr/share/sibi/models` (the package), then
     /// `~/.cache/sibi/models/current` (what `scripts/models` prepares).
@@ -108,9 +126,7 @@ impl Models {
             tract_onnx::onnx()
                 .model_for_path(&path)
                 .and_then(|m| m.into_typed())
-                .and_then(|m| m.into_decluttered())
-                .and_then(|mut m| depthwise::replace_depthwise(&mut m).map(|_| m))
-                .and_then(|mut m| maxpool::replace_maxpool(&mut m).map(|_| m))
+                .and_then(|m| with_sibis_ops(m).map(|(m, _)| m))
                 .and_then(|m| m.into_optimized())
                 .and_then(|m| m.into_runnable())
                 .map_err(err)

@@ -230,14 +230,14 @@ fn sibis_depthwise_and_pool_ops_give_the_numbers_tracts_own_give_on_the_three_mo
         (sibi::mask::FAR_DETECTOR_FILE, 256, 32, 0, 3),
     ] {
         let typed = tract_onnx::onnx().model_for_path(dir.join(file)).unwrap().into_typed().unwrap();
-        let mut ours = typed.clone().into_decluttered().unwrap();
-        let replaced = sibi::mask::depthwise::replace_depthwise(&mut ours).unwrap();
+        let (ours, ops) = sibi::mask::with_sibis_ops(typed.clone()).unwrap();
+        let replaced = ops.depthwise;
         assert!(replaced.convolutions >= at_least, "{file}: {replaced:?}");
         // MobileNetV2's ReLU6 after each depthwise convolution folds into the op; BlazeFace's ReLU follows a sum.
         assert_eq!(replaced.clamped, clamped, "{file}: {replaced:?}");
         // And the ReLU6 before each (the expansion's; tract would otherwise fuse it into its matrix product).
         assert_eq!(replaced.input_clamped, clamped, "{file}: {replaced:?}");
-        assert_eq!(sibi::mask::maxpool::replace_maxpool(&mut ours).unwrap(), pools, "{file}: max pools replaced");
+        assert_eq!(ops.max_pools, pools, "{file}: max pools replaced");
         let theirs = typed.into_optimized().unwrap().into_runnable().unwrap();
         let ours = ours.into_optimized().unwrap().into_runnable().unwrap();
         let px = image::imageops::resize(&face, side, side, image::imageops::FilterType::Triangle);
