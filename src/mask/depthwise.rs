@@ -84,14 +84,30 @@ impl Depthwise {
         self.pre.map(|b| b.map(f32::from_bits))
     }
 
+    /// The loops for a picture of geometry `g`.
+    fn loops_for(&self, g: Geometry) -> Loops {
+        if self.channel_last {
+            Loops::ChannelLast
+        } else if g.oh * g.ow <= GROUPS_UP_TO {
+            Loops::Groups
+        } else {
+            Loops::Planes
+        }
+    }
+
     /// Filter `x` into `out` (every point written).
     fn run(&self, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
+        self.run_with(self.loops_for(g), x, kernel, bias, g, out)
+    }
+
+    /// [`Depthwise::run`] with the given loops.
+    fn run_with(&self, loops: Loops, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx") {
             // SAFETY: the CPU has AVX (checked just above).
-            return unsafe { run_avx(self, x, kernel, bias, g, out) };
+            return unsafe { run_avx(loops, self, x, kernel, bias, g, out) };
         }
-        run_any(self, x, kernel, bias, g, out)
+        run_any(loops, self, x, kernel, bias, g, out)
     }
 }
 
@@ -151,24 +167,41 @@ impl TypedOp for Depthwise {
     as_op!();
 }
 
+/// Which loops run a picture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loops {
+    /// [`run_channel_last`].
+    ChannelLast,
+    /// [`run_planes`].
+    Planes,
+    /// [`run_groups`].
+    Groups,
+}
+
+/// Channels-first outputs of at most this many points a plane go through [`run_groups`] (MobileNetV2's 7 × 7 to
+/// 28 × 28 planes, BlazeFace's 8 × 8 and 16 × 16), larger ones through [`run_planes`]. Measured per layer (min of 60
+/// runs) on the classifier, 2026-12-04: 7 × 7 and 14 × 14 1.15 → 0.54 ms, 28 × 28 0.39 → 0.28 ms; at 56 × 56 the
+/// two loops are within noise of each other, and BlazeFace's 32 × 32 layers neither gain nor lose.
+const GROUPS_UP_TO: usize = 28 * 28;
+
 /// The loops compiled for the build's baseline (SSE2 on x86-64, NEON on aarch64).
-fn run_any(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
-    run_layout(op, x, kernel, bias, g, out)
+fn run_any(loops: Loops, op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
+    run_loops(loops, op, x, kernel, bias, g, out)
 }
 
 /// The same loops vectorised 8 wide.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn run_avx(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
-    run_layout(op, x, kernel, bias, g, out)
+unsafe fn run_avx(loops: Loops, op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
+    run_loops(loops, op, x, kernel, bias, g, out)
 }
 
 #[inline(always)]
-fn run_layout(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
-    if op.channel_last {
-        run_channel_last(op, x, kernel, bias, g, out)
-    } else {
-        run_planes(op, x, kernel, bias, g, out)
+fn run_loops(loops: Loops, op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
+    match loops {
+        Loops::ChannelLast => run_channel_last(op, x, kernel, bias, g, out),
+        Loops::Planes => run_planes(op, x, kernel, bias, g, out),
+        Loops::Groups => run_groups(op, x, kernel, bias, g, out),
     }
 }
 
@@ -242,6 +275,236 @@ fn clamp_into(dst: &mut [f32], src: Option<&[f32]>, [low, high]: [Option<f32>; 2
         (None, Some(h)) => each(dst, src, |v| v.min(h)),
         (Some(l), Some(h)) => each(dst, src, |v| v.max(l).min(h)),
     }
+}
+
+/// Channels per group in [`run_groups`]: one AVX vector.
+const LANES: usize = 8;
+
+/// Channels first, for small planes: [`LANES`] channels at a time, their planes padded and interleaved into one
+/// scratch of `[LANES]` points, so that every tap of an output point is one multiply-add over a group's channels
+/// (the kernel's tap for those channels is contiguous too). On MobileNetV2's 7 × 7 and 14 × 14 planes the per-plane
+/// set-up of [`run_planes`] cost more than its arithmetic; here it is paid once a group. Moving the planes in and out
+/// is an 8 × 8 transpose (AVX shuffles on x86-64; number by number elsewhere and for a short last group), and was
+/// two thirds of the time while it went number by number everywhere. The same numbers: the bias, then each tap in
+/// order, a multiply and an add.
+#[inline(always)]
+fn run_groups(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
+    let [kh, kw] = op.kernel;
+    let pw = g.w + op.before[1] + op.after[1];
+    let ph = g.h + op.before[0] + op.after[0];
+    let n_taps = kh * kw;
+    // The padding is never written, so it stays zero; a short last group leaves stale lanes that are never stored.
+    let mut scratch = vec![[0f32; LANES]; ph * pw];
+    let mut tile = vec![[0f32; LANES]; g.oh * g.ow];
+    let mut taps = vec![[0f32; LANES]; n_taps];
+    let (pre, post) = (op.pre_clamp(), op.clamp());
+    let (plane_len, out_len) = (g.h * g.w, g.oh * g.ow);
+    // Where each point of an input plane goes in the scratch.
+    let at: Vec<usize> = (0..plane_len).map(|p| (p / g.w + op.before[0]) * pw + p % g.w + op.before[1]).collect();
+    let avx = has_avx();
+    for n in 0..g.n {
+        for c0 in (0..g.c).step_by(LANES) {
+            let lanes = LANES.min(g.c - c0);
+            let mut b = [0f32; LANES];
+            for l in 0..lanes {
+                let c = c0 + l;
+                b[l] = bias[if bias.len() == 1 { 0 } else { c }];
+                for (t, w) in taps.iter_mut().zip(&kernel[c * n_taps..][..n_taps]) {
+                    t[l] = *w;
+                }
+            }
+            let planes = &x[(n * g.c + c0) * plane_len..][..lanes * plane_len];
+            // Into the scratch: a whole group eight points at a time by AVX transposes where the CPU has them, the
+            // rest one number at a time.
+            let moved = if lanes == LANES && avx { transpose_in(planes, &at, &mut scratch, pre) } else { 0 };
+            for l in 0..lanes {
+                for p in moved..plane_len {
+                    scratch[at[p]][l] = clamped(planes[l * plane_len + p], pre);
+                }
+            }
+            let points = Points { scratch: &scratch, taps: &taps, bias: b, strides: op.strides, pitch: pw };
+            if op.kernel == [3, 3] {
+                // The same loops with the kernel's size known: the nine taps unrolled.
+                points.run([3, 3], &mut tile, g.ow);
+            } else {
+                points.run(op.kernel, &mut tile, g.ow);
+            }
+            // Out of the tile likewise.
+            let dst = &mut out[(n * g.c + c0) * out_len..][..lanes * out_len];
+            let moved = if lanes == LANES && avx { transpose_out(&tile, dst, post) } else { 0 };
+            for l in 0..lanes {
+                for p in moved..out_len {
+                    dst[l * out_len + p] = clamped(tile[p][l], post);
+                }
+            }
+        }
+    }
+}
+
+/// Whether [`transpose_in`] and [`transpose_out`] can run.
+fn has_avx() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The first points of a whole group's `planes` (each `at.len()` long) into the scratch at `at`, clamped; returns
+/// how many points it moved (a multiple of [`LANES`]; 0 without AVX).
+#[inline(always)]
+fn transpose_in(planes: &[f32], at: &[usize], scratch: &mut [[f32; LANES]], clamp: [Option<f32>; 2]) -> usize {
+    let plane_len = at.len();
+    let whole = plane_len / LANES * LANES;
+    assert!(planes.len() >= LANES * plane_len);
+    #[cfg(target_arch = "x86_64")]
+    for p0 in (0..whole).step_by(LANES) {
+        // SAFETY: AVX is there (the callers check has_avx); every load is inside `planes` (p0 + 8 <= whole <=
+        // plane_len, checked above) and every store inside one scratch point (indexed with bounds checks).
+        unsafe {
+            let rows = avx::load8(|l| planes.as_ptr().add(l * plane_len + p0));
+            let cols = avx::transpose(rows);
+            for (j, col) in cols.into_iter().enumerate() {
+                avx::store(scratch[at[p0 + j]].as_mut_ptr(), avx::clamp(col, clamp));
+            }
+        }
+    }
+    if cfg!(target_arch = "x86_64") { whole } else { 0 }
+}
+
+/// The first points of a whole group's `tile` out into its planes in `dst`, clamped; returns how many points it moved
+/// (as [`transpose_in`]).
+#[inline(always)]
+fn transpose_out(tile: &[[f32; LANES]], dst: &mut [f32], clamp: [Option<f32>; 2]) -> usize {
+    let out_len = tile.len();
+    let whole = out_len / LANES * LANES;
+    assert!(dst.len() >= LANES * out_len);
+    #[cfg(target_arch = "x86_64")]
+    for p0 in (0..whole).step_by(LANES) {
+        // SAFETY: AVX is there (the callers check has_avx); loads are eight whole tile points (p0 + 8 <= out_len),
+        // stores eight numbers of one plane inside `dst` (checked above).
+        unsafe {
+            let points = avx::load8(|j| tile[p0 + j].as_ptr());
+            let runs = avx::transpose(points);
+            for (l, run) in runs.into_iter().enumerate() {
+                avx::store(dst.as_mut_ptr().add(l * out_len + p0), avx::clamp(run, clamp));
+            }
+        }
+    }
+    if cfg!(target_arch = "x86_64") { whole } else { 0 }
+}
+
+/// The AVX pieces of [`transpose_in`] and [`transpose_out`].
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use std::arch::x86_64::*;
+
+    /// Eight vectors, the `i`-th loaded from `at(i)` (eight floats each).
+    #[inline]
+    #[target_feature(enable = "avx")]
+    pub unsafe fn load8(at: impl Fn(usize) -> *const f32) -> [__m256; 8] {
+        // SAFETY: the caller's pointers each have eight floats.
+        unsafe {
+            [
+                _mm256_loadu_ps(at(0)),
+                _mm256_loadu_ps(at(1)),
+                _mm256_loadu_ps(at(2)),
+                _mm256_loadu_ps(at(3)),
+                _mm256_loadu_ps(at(4)),
+                _mm256_loadu_ps(at(5)),
+                _mm256_loadu_ps(at(6)),
+                _mm256_loadu_ps(at(7)),
+            ]
+        }
+    }
+
+    /// Store `v` at `to` (eight floats).
+    #[inline]
+    #[target_feature(enable = "avx")]
+    pub unsafe fn store(to: *mut f32, v: __m256) {
+        // SAFETY: the caller's pointer has room for eight floats.
+        unsafe { _mm256_storeu_ps(to, v) }
+    }
+
+    /// The 8 × 8 block with rows `r` transposed: `out[j][i] == r[i][j]`.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    pub fn transpose(r: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
+    }
+
+    /// `v` through `max(low)` then `min(high)` where they are set: the numbers [`super::clamped`] gives (the
+    /// network test checks every output bit).
+    #[inline]
+    #[target_feature(enable = "avx")]
+    pub fn clamp(v: __m256, [low, high]: [Option<f32>; 2]) -> __m256 {
+        let v = low.map_or(v, |l| _mm256_max_ps(v, _mm256_set1_ps(l)));
+        high.map_or(v, |h| _mm256_min_ps(v, _mm256_set1_ps(h)))
+    }
+}
+
+/// One group's output points, from its interleaved scratch.
+struct Points<'a> {
+    scratch: &'a [[f32; LANES]],
+    /// The group's kernel, tap by tap.
+    taps: &'a [[f32; LANES]],
+    bias: [f32; LANES],
+    strides: [usize; 2],
+    /// The scratch's row pitch, in points.
+    pitch: usize,
+}
+
+impl Points<'_> {
+    /// Every point of `tile` (rows of `ow`): the bias, then each tap in order, a multiply and an add per lane.
+    #[inline(always)]
+    fn run(&self, [kh, kw]: [usize; 2], tile: &mut [[f32; LANES]], ow: usize) {
+        let [sh, sw] = self.strides;
+        for (oy, orow) in tile.chunks_exact_mut(ow).enumerate() {
+            for (ox, o) in orow.iter_mut().enumerate() {
+                let mut acc = self.bias;
+                for ky in 0..kh {
+                    let line = &self.scratch[(oy * sh + ky) * self.pitch + ox * sw..][..kw];
+                    for (v, k) in line.iter().zip(&self.taps[ky * kw..][..kw]) {
+                        for l in 0..LANES {
+                            acc[l] += k[l] * v[l];
+                        }
+                    }
+                }
+                *o = acc;
+            }
+        }
+    }
+}
+
+/// `v` through `max(low)` then `min(high)` where they are set (one number of [`clamp_into`]).
+#[inline(always)]
+fn clamped(v: f32, [low, high]: [Option<f32>; 2]) -> f32 {
+    let v = low.map_or(v, |l| v.max(l));
+    high.map_or(v, |h| v.min(h))
 }
 
 /// Channels first, one plane at a time, padded once into a scratch plane split by stride phase (row phase and column
@@ -605,26 +868,38 @@ mod tests {
                         let pre = [high.map(|_| (-0.5f32).to_bits()), low.map(|_| 0.5f32.to_bits())];
                         let op = Depthwise { channel_last, batch, kernel, strides, before, after, pre, post };
                         let n = if batch { 2 } else { 1 };
-                        let c = 5;
+                        // One whole group of channels and a short one.
+                        let c = LANES + 3;
                         let mut shape = if batch { vec![n] } else { vec![] };
                         shape.extend(if channel_last { [h, w, c] } else { [c, h, w] });
                         let Ok(g) = op.geometry(&shape, |d| Some(*d)) else { continue };
                         let x = noise(n * c * h * w, cases);
                         let k = noise(c * kernel[0] * kernel[1], cases + 1000);
                         let b = noise(c, cases + 2000);
-                        let mut got = vec![f32::NAN; g.n * g.c * g.oh * g.ow];
-                        op.run(&x, &k, &b, g, &mut got);
                         let want = reference(&op, &x, &k, &b, g);
-                        assert_eq!(got.len(), want.len());
-                        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                            assert!((a - b).abs() <= 1e-5, "{op:?} {shape:?} at {i}: {a} vs {b}");
+                        let loops: &[Loops] =
+                            if channel_last { &[Loops::ChannelLast] } else { &[Loops::Planes, Loops::Groups] };
+                        let mut first: Option<Vec<f32>> = None;
+                        for &l in loops {
+                            let mut got = vec![f32::NAN; g.n * g.c * g.oh * g.ow];
+                            op.run_with(l, &x, &k, &b, g, &mut got);
+                            assert_eq!(got.len(), want.len());
+                            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                                assert!((a - b).abs() <= 1e-5, "{l:?} {op:?} {shape:?} at {i}: {a} vs {b}");
+                            }
+                            assert_eq!(op.output_shape(g).iter().product::<usize>(), got.len());
+                            // Every channels-first loop gives the same bits (the arithmetic is one order).
+                            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                            if let Some(first) = &first {
+                                assert_eq!(bits(first), bits(&got), "{l:?} {op:?} {shape:?}");
+                            }
+                            first.get_or_insert(got);
+                            cases += 1;
                         }
-                        assert_eq!(op.output_shape(g).iter().product::<usize>(), got.len());
-                        cases += 1;
                     }
                 }
             }
         }
-        assert!(cases >= 80, "{cases}");
+        assert!(cases >= 120, "{cases}");
     }
 }

@@ -140,7 +140,7 @@ impl Head {
         let left = (cx - side / 2.0).round() as i64;
         let top = (cy - side / 2.0).round() as i64;
         let mut out = RgbImage::new(n, n);
-        image::imageops::replace(&mut out, picture, -left, -top);
+        super::paste(&mut out, picture, -left, -top);
         out
     }
 }
