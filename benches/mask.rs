@@ -5,7 +5,7 @@
 //! 640 × 480). sibi and onnxruntime do what the gate's mask thread does with a picture: find the faces, judge the
 //! largest (the package's pipeline, as its users run it, classifies every face it finds).
 //!
-//! Run: `cargo bench --bench mask` (optionally `-- CROPS FRAMES ROUNDS`, default 100 60 3). The anchors run in the
+//! Run: `cargo bench --bench mask` (optionally `-- CROPS FRAMES ROUNDS`, default 100 60 5). The anchors run in the
 //! models venv (`scripts/models/prepare --venv`); without ../shared the bench says so and stops.
 
 use std::path::{Path, PathBuf};
@@ -83,7 +83,7 @@ fn time_each(judge: &MaskJudge, items: &[RgbImage], rounds: usize) -> Vec<f64> {
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let (n_crops, n_frames, rounds) =
-        (args.first().copied().unwrap_or(100), args.get(1).copied().unwrap_or(60), args.get(2).copied().unwrap_or(3));
+        (args.first().copied().unwrap_or(100), args.get(1).copied().unwrap_or(60), args.get(2).copied().unwrap_or(5));
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let shared = repo.join("../shared/testdata/masks");
     if !shared.is_dir() {
@@ -131,9 +131,14 @@ fn main() {
         anchors["package_failures"],
         crops.len() + frames.len()
     );
-    let (s, o) = (stats(sibi_frame).0, stats(series("onnxruntime", "frame")).0);
+    let ratio = |ours: &[f64], kind: &str| {
+        let (theirs50, theirs95) = stats(series("onnxruntime", kind));
+        let (ours50, ours95) = stats(ours.to_vec());
+        (ours50 / theirs50, ours95 / theirs95)
+    };
+    let ((f50, f95), (c50, c95)) = (ratio(&sibi_frame, "frame"), ratio(&sibi_crop, "crop"));
     println!(
-        "sibi / onnxruntime per frame: {:.2}x (goal <= 1.5x); sibi per frame p50 {s:.1} ms (goal <= 40 ms)",
-        s / o
+        "sibi / onnxruntime per frame: {f50:.2}x p50, {f95:.2}x p95; per crop: {c50:.2}x p50, {c95:.2}x p95 (goal <= 1.5x); sibi per frame p50 {:.1} ms (goal <= 40 ms)",
+        stats(sibi_frame.clone()).0
     );
 }

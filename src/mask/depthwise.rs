@@ -4,7 +4,8 @@
 //! arithmetic: in the mask classifier it took ~9 ms of a ~21 ms run (2026-12-03), on 7 × 7 planes about one
 //! multiply-add per nanosecond; `cargo bench --bench mask_ops` shows each network with and without this op. This op pads each channel plane once into a scratch buffer, splits its columns by stride phase, and
 //! then every tap is one multiply-add over a whole contiguous output row, a loop the compiler vectorises (AVX where
-//! the CPU has it, NEON on the Pi). The arithmetic is tract's, in its order (the bias, then each tap row by row, a
+//! the CPU has it, NEON on the Pi); planes of up to 56 × 56 outputs go eight channels at a time through one
+//! interleaved scratch instead, and a channels-last picture of up to 32 channels keeps each point in registers. The arithmetic is tract's, in its order (the bias, then each tap row by row, a
 //! multiply and an add, no fused multiply-add), so a plan gives the same numbers with either op.
 //!
 //! [`replace_depthwise`] swaps it in for every float depthwise `Conv` of a decluttered model, before
@@ -179,10 +180,10 @@ enum Loops {
 }
 
 /// Channels-first outputs of at most this many points a plane go through [`run_groups`] (MobileNetV2's 7 × 7 to
-/// 28 × 28 planes, BlazeFace's 8 × 8 and 16 × 16), larger ones through [`run_planes`]. Measured per layer (min of 60
-/// runs) on the classifier, 2026-12-04: 7 × 7 and 14 × 14 1.15 → 0.54 ms, 28 × 28 0.39 → 0.28 ms; at 56 × 56 the
-/// two loops are within noise of each other, and BlazeFace's 32 × 32 layers neither gain nor lose.
-const GROUPS_UP_TO: usize = 28 * 28;
+/// 56 × 56 planes, BlazeFace's 8 × 8 to 32 × 32), larger ones through [`run_planes`]. Measured per layer (min of 60
+/// runs, A/B in one run) on the classifier, 2026-12-04: 7 × 7 and 14 × 14 1.15 → 0.54 ms, 28 × 28 0.39 → 0.28 ms,
+/// 56 × 56 0.37 → 0.29 ms at stride 2 and even at stride 1; BlazeFace's totals neither gain nor lose.
+const GROUPS_UP_TO: usize = 56 * 56;
 
 /// The loops compiled for the build's baseline (SSE2 on x86-64, NEON on aarch64).
 fn run_any(loops: Loops, op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
@@ -412,6 +413,7 @@ fn has_avx() -> bool {
 
 /// The first points of a whole group's `planes` (each `at.len()` long) into the scratch at `at`, clamped; returns
 /// how many points it moved (a multiple of [`LANES`]; 0 without AVX).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // the AVX loop is all that reads them
 #[inline(always)]
 fn transpose_in(planes: &[f32], at: &[usize], scratch: &mut [[f32; LANES]], clamp: [Option<f32>; 2]) -> usize {
     let plane_len = at.len();
@@ -434,6 +436,7 @@ fn transpose_in(planes: &[f32], at: &[usize], scratch: &mut [[f32; LANES]], clam
 
 /// The first points of a whole group's `tile` out into its planes in `dst`, clamped; returns how many points it moved
 /// (as [`transpose_in`]).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // the AVX loop is all that reads them
 #[inline(always)]
 fn transpose_out(tile: &[[f32; LANES]], dst: &mut [f32], clamp: [Option<f32>; 2]) -> usize {
     let out_len = tile.len();
