@@ -2,11 +2,13 @@
 //!
 //! tract 0.23's own `DepthWise` walks each output point through its padding zones, which costs more than the
 //! arithmetic: in the mask classifier it took ~9 ms of a ~21 ms run (2026-12-03), on 7 × 7 planes about one
-//! multiply-add per nanosecond; `cargo bench --bench mask_ops` shows each network with and without this op. This op pads each channel plane once into a scratch buffer, splits its columns by stride phase, and
-//! then every tap is one multiply-add over a whole contiguous output row, a loop the compiler vectorises (AVX where
-//! the CPU has it, NEON on the Pi); planes of up to 56 × 56 outputs go eight channels at a time through one
-//! interleaved scratch instead, and a channels-last picture of up to 32 channels keeps each point in registers. The arithmetic is tract's, in its order (the bias, then each tap row by row, a
-//! multiply and an add, no fused multiply-add), so a plan gives the same numbers with either op.
+//! multiply-add per nanosecond; `cargo bench --bench mask_ops` shows each network with and without this op. This op
+//! pads each channel plane once into a scratch buffer, splits its columns by stride phase, and then every tap is one
+//! multiply-add over a whole contiguous output row, a loop the compiler vectorises (AVX where the CPU has it, NEON on
+//! the Pi); planes of up to 56 × 56 outputs go eight channels at a time through one interleaved scratch instead, and
+//! a channels-last picture of up to 32 channels keeps each point in registers. The arithmetic is tract's, in its
+//! order (the bias, then each tap row by row, a multiply and an add, no fused multiply-add), so a plan gives the same
+//! numbers with either op.
 //!
 //! [`replace_depthwise`] swaps it in for every float depthwise `Conv` of a decluttered model, before
 //! `into_optimized`, and folds the clamps around it (MobileNetV2's ReLU6 = `Max` 0 then `Min` 6, before and after
@@ -209,13 +211,12 @@ fn run_loops(loops: Loops, op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f3
 /// Channels last: every output point is the bias vector plus, per tap, the kernel's channel vector times the input
 /// point's channel vector (both contiguous). The picture is padded once, so no tap needs an edge test. With up to 32
 /// channels (MobileNetV2's first depthwise convolution, the only channel-last one here) a point's channels stay in
-/// registers through all its taps ([`LastRows`]: 0.43 → 0.26–0.31 ms, min of 60, 2026-12-04); otherwise the taps go
+/// registers through all its taps ([`LastRows::run`]: 0.46 → 0.27 ms, min of 60, A/B in one run, 2026-12-04); otherwise the taps go
 /// one at a time over a whole output row, which stays in the first-level cache. Transposing to planes and back would
 /// cost more than either.
 #[inline(always)]
 fn run_channel_last(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
     let [kh, kw] = op.kernel;
-    let [sh, sw] = op.strides;
     let (ph, pw) = (g.h + op.before[0] + op.after[0], g.w + op.before[1] + op.after[1]);
     // The kernel tap-major, [kh * kw][C], and the bias one per channel.
     let mut taps = vec![0f32; kh * kw * g.c];
@@ -237,20 +238,42 @@ fn run_channel_last(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: 
         }
         let dst = &mut out[n * g.oh * g.ow * g.c..][..g.oh * g.ow * g.c];
         let rows = LastRows { padded: &padded, taps: &taps, bias: &bias, op, g, pw };
-        let done = match (g.c, op.kernel) {
+        match (g.c, op.kernel) {
+            // The kernel's size known too: the nine taps unrolled.
             (32, [3, 3]) => rows.run::<32>([3, 3], dst),
             (32, k) => rows.run::<32>(k, dst),
             (24, k) => rows.run::<24>(k, dst),
             (16, k) => rows.run::<16>(k, dst),
             (8, k) => rows.run::<8>(k, dst),
-            _ => false,
-        };
-        if done {
-            continue;
+            _ => rows.run_any(dst),
         }
+    }
+}
+
+/// [`run_channel_last`]'s output loops, over the padded picture.
+struct LastRows<'a> {
+    /// The padded (and clamped) picture.
+    padded: &'a [f32],
+    /// The kernel tap-major, `[kh * kw][C]`.
+    taps: &'a [f32],
+    bias: &'a [f32],
+    op: &'a Depthwise,
+    g: Geometry,
+    /// The padded picture's width.
+    pw: usize,
+}
+
+impl LastRows<'_> {
+    /// Every output point, any number of channels: the taps one at a time over a whole output row (which stays in
+    /// the first-level cache), each point's channels loaded and stored per tap.
+    #[inline(always)]
+    fn run_any(&self, dst: &mut [f32]) {
+        let (op, g, bias, taps) = (self.op, self.g, self.bias, self.taps);
+        let ([kh, kw], [sh, sw], pw) = (op.kernel, op.strides, self.pw);
+        let padded = self.padded;
         for (oy, orow) in dst.chunks_exact_mut(g.ow * g.c).enumerate() {
             for o in orow.chunks_exact_mut(g.c) {
-                o.copy_from_slice(&bias);
+                o.copy_from_slice(bias);
             }
             for ky in 0..kh {
                 let line = &padded[(oy * sh + ky) * pw * g.c..][..pw * g.c];
@@ -267,26 +290,11 @@ fn run_channel_last(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: 
             clamp_into(orow, None, op.clamp());
         }
     }
-}
 
-/// [`run_channel_last`]'s output for a point of a few vectors of channels: each output point's channels kept in
-/// registers through the bias and every tap in order, stored once.
-struct LastRows<'a> {
-    /// The padded (and clamped) picture.
-    padded: &'a [f32],
-    /// The kernel tap-major, `[kh * kw][C]`.
-    taps: &'a [f32],
-    bias: &'a [f32],
-    op: &'a Depthwise,
-    g: Geometry,
-    /// The padded picture's width.
-    pw: usize,
-}
-
-impl LastRows<'_> {
-    /// Every output point, all its `C` channels accumulated side by side; true when done.
+    /// Every output point, all its `C` channels kept in registers (side by side) through the bias and every tap
+    /// in order, stored once.
     #[inline(always)]
-    fn run<const C: usize>(&self, [kh, kw]: [usize; 2], dst: &mut [f32]) -> bool {
+    fn run<const C: usize>(&self, [kh, kw]: [usize; 2], dst: &mut [f32]) {
         let g = self.g;
         debug_assert_eq!(g.c, C);
         let [sh, sw] = self.op.strides;
@@ -312,7 +320,6 @@ impl LastRows<'_> {
                 }
             }
         }
-        true
     }
 }
 
@@ -932,10 +939,10 @@ mod tests {
                         let pre = [high.map(|_| (-0.5f32).to_bits()), low.map(|_| 0.5f32.to_bits())];
                         let op = Depthwise { channel_last, batch, kernel, strides, before, after, pre, post };
                         let n = if batch { 2 } else { 1 };
-                        // One whole group of channels and a short one, or a point of 32 channels (the
-                        // channel-last path's registers; four whole groups).
+                        // One whole group of channels and a short one, or one to four whole groups (the
+                        // channel counts the channel-last loops keep in registers).
                         shapes += 1;
-                        let c = if shapes % 2 == 0 { LANES + 3 } else { 4 * LANES };
+                        let c = [LANES + 3, 4 * LANES, 2 * LANES, 3 * LANES, LANES][shapes % 5];
                         let mut shape = if batch { vec![n] } else { vec![] };
                         shape.extend(if channel_last { [h, w, c] } else { [c, h, w] });
                         let Ok(g) = op.geometry(&shape, |d| Some(*d)) else { continue };
