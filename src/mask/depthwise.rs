@@ -189,22 +189,33 @@ const GROUPS_UP_TO: usize = 56 * 56;
 
 /// The loops compiled for the build's baseline (SSE2 on x86-64, NEON on aarch64).
 fn run_any(loops: Loops, op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
-    run_loops(loops, op, x, kernel, bias, g, out)
+    run_loops(loops, false, op, x, kernel, bias, g, out)
 }
 
 /// The same loops vectorised 8 wide.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn run_avx(loops: Loops, op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
-    run_loops(loops, op, x, kernel, bias, g, out)
+    run_loops(loops, true, op, x, kernel, bias, g, out)
 }
 
+/// `avx`: compiled into [`run_avx`], which runs only on a CPU with AVX (so AVX intrinsics may be called).
 #[inline(always)]
-fn run_loops(loops: Loops, op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn run_loops(
+    loops: Loops,
+    avx: bool,
+    op: &Depthwise,
+    x: &[f32],
+    kernel: &[f32],
+    bias: &[f32],
+    g: Geometry,
+    out: &mut [f32],
+) {
     match loops {
         Loops::ChannelLast => run_channel_last(op, x, kernel, bias, g, out),
         Loops::Planes => run_planes(op, x, kernel, bias, g, out),
-        Loops::Groups => run_groups(op, x, kernel, bias, g, out),
+        Loops::Groups => run_groups(op, avx, x, kernel, bias, g, out),
     }
 }
 
@@ -300,16 +311,14 @@ impl LastRows<'_> {
         let [sh, sw] = self.op.strides;
         let post = self.op.clamp();
         let bias: &[f32; C] = self.bias.try_into().unwrap();
-        let taps: Vec<&[f32; C]> = self.taps.chunks_exact(C).map(|t| t.try_into().unwrap()).collect();
+        let point = |s: &[f32], at: usize| -> [f32; C] { s[at * C..][..C].try_into().unwrap() };
         for (oy, orow) in dst.chunks_exact_mut(g.ow * C).enumerate() {
-            let lines: Vec<&[f32]> =
-                (0..kh).map(|ky| &self.padded[(oy * sh + ky) * self.pw * C..][..self.pw * C]).collect();
             for (ox, o) in orow.chunks_exact_mut(C).enumerate() {
                 let mut acc = *bias;
-                for (ky, line) in lines.iter().enumerate() {
+                for ky in 0..kh {
+                    let line = (oy * sh + ky) * self.pw + ox * sw;
                     for kx in 0..kw {
-                        let v: &[f32; C] = line[(ox * sw + kx) * C..][..C].try_into().unwrap();
-                        let w = taps[ky * kw + kx];
+                        let (v, w) = (point(self.padded, line + kx), point(self.taps, ky * kw + kx));
                         for i in 0..C {
                             acc[i] += w[i] * v[i];
                         }
@@ -357,7 +366,7 @@ const LANES: usize = 8;
 /// two thirds of the time while it went number by number everywhere. The same numbers: the bias, then each tap in
 /// order, a multiply and an add.
 #[inline(always)]
-fn run_groups(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
+fn run_groups(op: &Depthwise, avx: bool, x: &[f32], kernel: &[f32], bias: &[f32], g: Geometry, out: &mut [f32]) {
     let [kh, kw] = op.kernel;
     let pw = g.w + op.before[1] + op.after[1];
     let ph = g.h + op.before[0] + op.after[0];
@@ -370,7 +379,6 @@ fn run_groups(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geomet
     let (plane_len, out_len) = (g.h * g.w, g.oh * g.ow);
     // Where each point of an input plane goes in the scratch.
     let at: Vec<usize> = (0..plane_len).map(|p| (p / g.w + op.before[0]) * pw + p % g.w + op.before[1]).collect();
-    let avx = has_avx();
     for n in 0..g.n {
         for c0 in (0..g.c).step_by(LANES) {
             let lanes = LANES.min(g.c - c0);
@@ -410,16 +418,8 @@ fn run_groups(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], g: Geomet
     }
 }
 
-/// Whether [`transpose_in`] and [`transpose_out`] can run.
-fn has_avx() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// The first points of a whole group's `planes` (each `at.len()` long) into the scratch at `at`, clamped; returns
-/// how many points it moved (a multiple of [`LANES`]; 0 without AVX).
+/// how many points it moved (a multiple of [`LANES`]; 0 off x86-64). Only for [`run_loops`]' `avx`.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // the AVX loop is all that reads them
 #[inline(always)]
 fn transpose_in(planes: &[f32], at: &[usize], scratch: &mut [[f32; LANES]], clamp: [Option<f32>; 2]) -> usize {
@@ -428,7 +428,7 @@ fn transpose_in(planes: &[f32], at: &[usize], scratch: &mut [[f32; LANES]], clam
     assert!(planes.len() >= LANES * plane_len);
     #[cfg(target_arch = "x86_64")]
     for p0 in (0..whole).step_by(LANES) {
-        // SAFETY: AVX is there (the callers check has_avx); every load is inside `planes` (p0 + 8 <= whole <=
+        // SAFETY: AVX is there (called only with run_loops' `avx`); every load is inside `planes` (p0 + 8 <= whole <=
         // plane_len, checked above) and every store inside one scratch point (indexed with bounds checks).
         unsafe {
             let rows = avx::load8(|l| planes.as_ptr().add(l * plane_len + p0));
@@ -451,7 +451,7 @@ fn transpose_out(tile: &[[f32; LANES]], dst: &mut [f32], clamp: [Option<f32>; 2]
     assert!(dst.len() >= LANES * out_len);
     #[cfg(target_arch = "x86_64")]
     for p0 in (0..whole).step_by(LANES) {
-        // SAFETY: AVX is there (the callers check has_avx); loads are eight whole tile points (p0 + 8 <= out_len),
+        // SAFETY: AVX is there (called only with run_loops' `avx`); loads are eight whole tile points (p0 + 8 <= out_len),
         // stores eight numbers of one plane inside `dst` (checked above).
         unsafe {
             let points = avx::load8(|j| tile[p0 + j].as_ptr());
@@ -961,11 +961,16 @@ mod tests {
                                 assert!((a - b).abs() <= 1e-5, "{l:?} {op:?} {shape:?} at {i}: {a} vs {b}");
                             }
                             assert_eq!(op.output_shape(g).iter().product::<usize>(), got.len());
-                            // Every channels-first loop gives the same bits (the arithmetic is one order).
+                            // Every channels-first loop, and every build of each, gives the same bits (the
+                            // arithmetic is one order).
                             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                             if let Some(first) = &first {
                                 assert_eq!(bits(first), bits(&got), "{l:?} {op:?} {shape:?}");
                             }
+                            // The baseline build of the same loops (no AVX: the transposes number by number).
+                            let mut plain = vec![f32::NAN; got.len()];
+                            run_any(l, &op, &x, &k, &b, g, &mut plain);
+                            assert_eq!(bits(&plain), bits(&got), "baseline {l:?} {op:?} {shape:?}");
                             first.get_or_insert(got);
                             cases += 1;
                         }

@@ -352,16 +352,13 @@ mod tests {
     fn paste_gives_what_imageops_replace_gives_wherever_the_picture_lands() {
         let src = RgbImage::from_fn(7, 5, |x, y| image::Rgb([x as u8, y as u8, (x * 16 + y) as u8 ^ 0x5a]));
         let base = RgbImage::from_fn(9, 6, |x, y| image::Rgb([200, x as u8 + 100, y as u8 + 100]));
-        let mut cases = 0;
         for y in -7..9 {
             for x in -9..11 {
                 let (mut ours, mut theirs) = (base.clone(), base.clone());
                 paste(&mut ours, &src, x, y);
                 image::imageops::replace(&mut theirs, &src, x, y);
                 assert_eq!(ours, theirs, "at ({x}, {y})");
-                cases += 1;
             }
         }
-        assert_eq!(cases, 16 * 20);
     }
 }
