@@ -794,6 +794,18 @@ fn scalar_bound(model: &TypedModel, node: &TypedNode, is_max: bool, x: OutletId)
     Ok(Some(k.try_as_plain_ram()?.as_slice::<f32>()?[0]))
 }
 
+/// A two-axis pooling spec's padding before and after and its strides, where the padding is explicit (or none).
+pub(super) fn planar_geometry(
+    spec: &tract_onnx::tract_core::ops::cnn::PoolSpec,
+) -> Option<([usize; 2], [usize; 2], [usize; 2])> {
+    let (before, after) = match &spec.padding {
+        PaddingSpec::Valid => ([0, 0], [0, 0]),
+        PaddingSpec::Explicit(b, a) if b.len() == 2 && a.len() == 2 => ([b[0], b[1]], [a[0], a[1]]),
+        _ => return None,
+    };
+    Some((before, after, spec.strides.as_ref().map_or([1, 1], |s| [s[0], s[1]])))
+}
+
 fn depthwise_for(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Depthwise>> {
     let spec = &conv.pool_spec;
     if conv.q_params.is_some()
@@ -820,12 +832,7 @@ fn depthwise_for(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResu
     {
         return Ok(None);
     }
-    let (before, after) = match &spec.padding {
-        PaddingSpec::Valid => ([0, 0], [0, 0]),
-        PaddingSpec::Explicit(b, a) if b.len() == 2 && a.len() == 2 => ([b[0], b[1]], [a[0], a[1]]),
-        _ => return Ok(None),
-    };
-    let strides = spec.strides.as_ref().map_or([1, 1], |s| [s[0], s[1]]);
+    let Some((before, after, strides)) = planar_geometry(spec) else { return Ok(None) };
     let (channel_last, batch) = match spec.data_format {
         DataFormat::NCHW => (false, true),
         DataFormat::CHW => (false, false),
@@ -848,7 +855,7 @@ fn depthwise_for(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResu
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// The textbook definition, one output point at a time.
@@ -904,7 +911,8 @@ mod tests {
         out
     }
 
-    fn noise(len: usize, seed: u64) -> Vec<f32> {
+    /// Reproducible numbers in [-1, 1).
+    pub(in crate::mask) fn noise(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..len)
             .map(|_| {

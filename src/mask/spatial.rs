@@ -18,7 +18,7 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// Output channels kept in registers at once.
@@ -433,12 +433,7 @@ fn spatial_for(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult
     {
         return Ok(None);
     }
-    let (before, after) = match &spec.padding {
-        PaddingSpec::Valid => ([0, 0], [0, 0]),
-        PaddingSpec::Explicit(b, a) if b.len() == 2 && a.len() == 2 => ([b[0], b[1]], [a[0], a[1]]),
-        _ => return Ok(None),
-    };
-    let strides = spec.strides.as_ref().map_or([1, 1], |s| [s[0], s[1]]);
+    let Some((before, after, strides)) = super::depthwise::planar_geometry(spec) else { return Ok(None) };
     let (h, w) = (dims[2], dims[3]);
     if strides.contains(&0) || h + before[0] + after[0] < kh || w + before[1] + after[1] < kw {
         return Ok(None);
@@ -514,23 +509,12 @@ fn unfused_points(
 
 #[cfg(test)]
 mod tests {
+    use super::super::depthwise::tests::noise;
     use super::*;
-
-    fn noise(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
 
     /// A plan of one NCHW convolution, with and without [`replace_spatial`].
     fn plans(ic: usize, oc: usize, hw: [usize; 2], k: [usize; 2], s: [usize; 2], pads: [usize; 4]) -> [TypedModel; 2] {
-        use tract_onnx::tract_core::ops::cnn::PoolSpec;
+        use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
         let mut m = TypedModel::default();
         let x = m.add_source("x", f32::fact([1, ic, hw[0], hw[1]])).unwrap();
         let kernel = tensor1(&noise(oc * ic * k[0] * k[1], 7)).into_shape(&[oc, ic, k[0], k[1]]).unwrap();
