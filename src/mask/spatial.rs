@@ -31,12 +31,10 @@ const MAX_TAPS: usize = 576;
 /// …and output rows of at least this many points (tract-core 0.23's `MIN_DIRECT_SPATIAL_W`).
 const MIN_ROW: usize = 128;
 
-/// One group-1 convolution of a fixed NCHW (or CHW) picture (inputs: the picture, the kernel as
-/// `[oc, ic, kh, kw]`, the bias as `[oc]` or one value).
+/// One group-1 convolution of a fixed NCHW picture (inputs: the picture, the kernel as `[oc, ic, kh, kw]`, the bias
+/// as `[oc]` or one value).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SpatialConv {
-    /// A leading batch axis.
-    batch: bool,
     ic: usize,
     oc: usize,
     /// The input's height and width.
@@ -69,9 +67,7 @@ impl SpatialConv {
     }
 
     fn output_shape(&self, n: usize) -> Vec<usize> {
-        let mut shape = if self.batch { vec![n] } else { vec![] };
-        shape.extend([self.oc, self.oh, self.ow]);
-        shape
+        vec![n, self.oc, self.oh, self.ow]
     }
 
     /// The zero-padded picture `x` (one image, `[ic, h, w]`), each row's columns split by stride phase: phase `q`,
@@ -110,8 +106,8 @@ impl SpatialConv {
     fn run(&self, x: &[f32], kernel: &[f32], bias: &[f32], out: &mut [f32]) {
         let e = self.phases(x);
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        if tracts_kernel_is_fused() {
+            // SAFETY: the CPU has AVX2 and FMA (that is what the check says).
             unsafe {
                 self.fused_fma(&e, kernel, bias, out);
                 self.unfused_avx2(&e, kernel, bias, out);
@@ -322,13 +318,8 @@ impl EvalOp for SpatialConv {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (x, kernel, bias) = args_3!(inputs);
         let image = [self.ic, self.h, self.w];
-        let n = if self.batch {
-            ensure!(x.rank() == 4 && x.shape()[1..] == image, "spatial conv: input shape {:?}", x.shape());
-            x.shape()[0]
-        } else {
-            ensure!(x.shape() == image, "spatial conv: input shape {:?}", x.shape());
-            1
-        };
+        ensure!(x.rank() == 4 && x.shape()[1..] == image, "spatial conv: input shape {:?}", x.shape());
+        let n = x.shape()[0];
         let [kh, kw] = self.kernel;
         ensure!(kernel.shape() == [self.oc, self.ic, kh, kw], "spatial conv: kernel shape {:?}", kernel.shape());
         let bv = bias.try_as_plain_ram()?;
@@ -356,8 +347,7 @@ impl EvalOp for SpatialConv {
 impl TypedOp for SpatialConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs[0].datum_type == f32::datum_type(), "spatial conv: f32 only");
-        let n = if self.batch { inputs[0].shape[0].to_usize()? } else { 1 };
-        Ok(tvec!(f32::fact(self.output_shape(n))))
+        Ok(tvec!(f32::fact(self.output_shape(inputs[0].shape[0].to_usize()?))))
     }
 
     as_op!();
@@ -383,9 +373,9 @@ pub fn replace_spatial(model: &mut TypedModel) -> TractResult<usize> {
     Ok(replaced)
 }
 
-/// Whether tract's `DirectSpatialConv` kernel here is its fused multiply-add one (x86-64 with AVX2 and FMA), the
-/// arithmetic [`SpatialConv`] reproduces.
-fn tracts_kernel_is_fused() -> bool {
+/// Whether tract's `DirectSpatialConv` kernel on this CPU is its fused multiply-add one (x86-64 with AVX2 and FMA),
+/// the arithmetic [`SpatialConv`] reproduces: where [`replace_spatial`] puts it in plans at all.
+pub fn tracts_kernel_is_fused() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -398,12 +388,9 @@ fn tracts_kernel_is_fused() -> bool {
 
 fn spatial_for(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<SpatialConv>> {
     let spec = &conv.pool_spec;
-    let batch = match spec.data_format {
-        DataFormat::NCHW => true,
-        // tract's DirectSpatialConv is for NCHW only: a CHW convolution stays its matrix product.
-        _ => return Ok(None),
-    };
-    if conv.q_params.is_some()
+    // tract's DirectSpatialConv is for NCHW only: a CHW or channels-last convolution stays its matrix product.
+    if spec.data_format != DataFormat::NCHW
+        || conv.q_params.is_some()
         || node.inputs.len() != 3
         || conv.group != 1
         || conv.kernel_fmt != KernelFormat::OIHW
@@ -444,7 +431,7 @@ fn spatial_for(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult
         return Ok(None);
     }
     let Some(unfused) = unfused_points(spec, &x.shape, dims, [oh, ow])? else { return Ok(None) };
-    Ok(Some(SpatialConv { batch, ic, oc, h, w, kernel: [kh, kw], strides, before, after, oh, ow, unfused }))
+    Ok(Some(SpatialConv { ic, oc, h, w, kernel: [kh, kw], strides, before, after, oh, ow, unfused }))
 }
 
 /// The output points (of one plane, `y × ow + x`) that tract's `DirectSpatialConv` computes with its scalar loop:

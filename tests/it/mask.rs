@@ -241,10 +241,7 @@ fn sibis_depthwise_and_pool_ops_give_the_numbers_tracts_own_give_on_the_three_mo
         assert_eq!(ops.max_pools, pools, "{file}: max pools replaced");
         // The long-range detector's first convolution, where tract would run its fused direct convolution (x86-64
         // with AVX2 and FMA; 128-point output rows or more, so not the short-range one's 64).
-        #[cfg(target_arch = "x86_64")]
-        let fused_here = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-        #[cfg(not(target_arch = "x86_64"))]
-        let fused_here = false;
+        let fused_here = sibi::mask::spatial::tracts_kernel_is_fused();
         let spatial = usize::from(fused_here && file == sibi::mask::FAR_DETECTOR_FILE);
         assert_eq!(ops.spatial, spatial, "{file}: dense convolutions replaced");
         let theirs = typed.into_optimized().unwrap().into_runnable().unwrap();
