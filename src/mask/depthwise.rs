@@ -764,7 +764,7 @@ fn clamp_before(model: &TypedModel, outlet: OutletId, is_max: bool) -> TractResu
 
 /// The constant and the node of a `Max` (or `Min`) of `node`'s single output, its only reader, with an f32 scalar
 /// constant.
-fn clamp_after(model: &TypedModel, node: usize, is_max: bool) -> TractResult<Option<(f32, usize)>> {
+pub(super) fn clamp_after(model: &TypedModel, node: usize, is_max: bool) -> TractResult<Option<(f32, usize)>> {
     let outlet = OutletId::new(node, 0);
     if model.node(node).outputs.len() != 1 || model.outputs.contains(&outlet) {
         return Ok(None);

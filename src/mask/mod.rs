@@ -1,9 +1,10 @@
 //! 口罩必戴 by machine: find the faces in a colour picture and judge each one's mask.
 //!
 //! - [`blazeface`]: the face detector's output decoding (pure).
-//! - [`depthwise`], [`maxpool`], [`spatial`]: the depthwise convolution, the max pool and (on x86-64) the
-//!   long-range detector's first convolution sibi runs in tract's place (the same numbers; the networks run in
-//!   ~50–80 % of tract's own time), put in by [`with_sibis_ops`].
+//! - [`depthwise`], [`maxpool`], [`spatial`], [`pointwise`]: the depthwise convolution, the max pool and (on
+//!   x86-64) each network's first convolution and the 1 × 1 convolutions of its larger planes, which sibi runs in
+//!   tract's place (the same numbers; the networks run in ~50–70 % of tract's own time), put in by
+//!   [`with_sibis_ops`].
 //! - [`head`]: sibi's own mask head over the package classifier's feature map, and its thresholds.
 //! - [`source`]: the mask thread on the frame path (fed only while a presentation is open) and its events.
 //! - [`scan`]: `sibi mask scan` (DESIGN.md §6).
@@ -19,6 +20,7 @@ pub mod blazeface;
 pub mod depthwise;
 pub mod head;
 pub mod maxpool;
+pub mod pointwise;
 pub mod scan;
 pub mod source;
 pub mod spatial;
@@ -83,19 +85,22 @@ pub struct SibisOps {
     pub depthwise: depthwise::Replaced,
     /// The max pools.
     pub max_pools: usize,
-    /// The dense convolutions tract would run as its `DirectSpatialConv` (the long-range detector's first).
+    /// The dense convolutions over a picture's few channels (each network's first).
     pub spatial: usize,
+    /// The 1 × 1 convolutions on large planes.
+    pub pointwise: usize,
 }
 
-/// `model` decluttered, with [`depthwise`]'s, [`maxpool`]'s and [`spatial`]'s ops in place of tract's where they
-/// apply: the plan [`Models::load`] optimises, and what the op tests and `cargo bench --bench mask_ops` compare with
-/// tract's own.
+/// `model` decluttered, with [`depthwise`]'s, [`maxpool`]'s, [`spatial`]'s and [`pointwise`]'s ops in place of
+/// tract's where they apply: the plan [`Models::load`] optimises, and what the op tests and `cargo bench --bench
+/// mask_ops` compare with tract's own.
 pub fn with_sibis_ops(model: TypedModel) -> TractResult<(TypedModel, SibisOps)> {
     let mut model = model.into_decluttered()?;
     let depthwise = depthwise::replace_depthwise(&mut model)?;
     let max_pools = maxpool::replace_maxpool(&mut model)?;
     let spatial = spatial::replace_spatial(&mut model)?;
-    Ok((model, SibisOps { depthwise, max_pools, spatial }))
+    let pointwise = pointwise::replace_pointwise(&mut model)?;
+    Ok((model, SibisOps { depthwise, max_pools, spatial, pointwise }))
 }
 
 impl Models {

@@ -217,18 +217,19 @@ fn an_unreadable_image_is_exit_2_with_an_error_line_and_the_others_still_scanned
 
 #[test]
 fn sibis_depthwise_and_pool_ops_give_the_numbers_tracts_own_give_on_the_three_models() {
-    // src/mask/depthwise.rs, maxpool.rs and spatial.rs replace tract's depthwise convolution, max pool and (on
-    // x86-64) direct convolution when the models load; they keep the arithmetic and order of tract's x86-64 kernels
-    // (a multiply and an add per tap; the direct convolution's fused multiply-adds where tract fuses them), so there
+    // src/mask/depthwise.rs, maxpool.rs, spatial.rs and pointwise.rs replace tract's depthwise convolution, max pool
+    // and (on x86-64) first convolutions and 1 × 1 convolutions when the models load; they keep the arithmetic and
+    // order of tract's x86-64 kernels (a multiply and an add per depthwise tap; fused multiply-adds where tract's
+    // direct convolution and matrix products fuse them), so there
     // every output of every network must come out bit for bit the same, on a real face picture. tract's aarch64
     // depthwise kernel fuses each multiply-add (one rounding fewer per tap), so there the two agree to rounding only.
     use tract_onnx::prelude::*;
     let dir = sibi::mask::Models::locate(None).expect("the mask models (scripts/setup prepares them)");
     let face = image::open(super::util::repo().join("tests/data/faces/masked.jpg")).unwrap().into_rgb8();
-    for (file, side, at_least, clamped, pools) in [
-        (sibi::mask::CLASSIFIER_FILE, 224, 17, 17, 0),
-        (sibi::mask::DETECTOR_FILE, 128, 16, 0, 3),
-        (sibi::mask::FAR_DETECTOR_FILE, 256, 32, 0, 3),
+    for (file, side, at_least, clamped, pools, pointwise) in [
+        (sibi::mask::CLASSIFIER_FILE, 224, 17, 17, 0, 20),
+        (sibi::mask::DETECTOR_FILE, 128, 16, 0, 3, 11),
+        (sibi::mask::FAR_DETECTOR_FILE, 256, 32, 0, 3, 31),
     ] {
         let typed = tract_onnx::onnx().model_for_path(dir.join(file)).unwrap().into_typed().unwrap();
         let (ours, ops) = sibi::mask::with_sibis_ops(typed.clone()).unwrap();
@@ -239,11 +240,14 @@ fn sibis_depthwise_and_pool_ops_give_the_numbers_tracts_own_give_on_the_three_mo
         // And the ReLU6 before each (the expansion's; tract would otherwise fuse it into its matrix product).
         assert_eq!(replaced.input_clamped, clamped, "{file}: {replaced:?}");
         assert_eq!(ops.max_pools, pools, "{file}: max pools replaced");
-        // The long-range detector's first convolution, where tract would run its fused direct convolution (x86-64
-        // with AVX2 and FMA; 128-point output rows or more, so not the short-range one's 64).
+        // Each network's first convolution (over the picture's three channels) on x86-64 with AVX2 and FMA: the
+        // long-range detector's where tract would run its fused direct convolution (128-point output rows or more),
+        // the short-range one's (64-point rows) and the classifier's (channels last) where it runs a matrix product.
         let fused_here = sibi::mask::spatial::tracts_kernel_is_fused();
-        let spatial = usize::from(fused_here && file == sibi::mask::FAR_DETECTOR_FILE);
-        assert_eq!(ops.spatial, spatial, "{file}: dense convolutions replaced");
+        assert_eq!(ops.spatial, usize::from(fused_here), "{file}: dense convolutions replaced");
+        // And there the 1 × 1 convolutions on planes of 196 points or more with at most 32768 weights (MobileNetV2's
+        // from its first projection to block 10's expansion; BlazeFace's but those on its 8 × 8 planes).
+        assert_eq!(ops.pointwise, if fused_here { pointwise } else { 0 }, "{file}: 1 × 1 convolutions replaced");
         let theirs = typed.into_optimized().unwrap().into_runnable().unwrap();
         let ours = ours.into_optimized().unwrap().into_runnable().unwrap();
         let px = image::imageops::resize(&face, side, side, image::imageops::FilterType::Triangle);
