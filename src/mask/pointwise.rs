@@ -24,8 +24,10 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::Add;
 
 /// Output channels kept in registers at once.
+#[cfg(target_arch = "x86_64")]
 const CHANNELS: usize = 6;
 /// Output points per vector pair.
+#[cfg(target_arch = "x86_64")]
 const POINTS: usize = 16;
 /// Planes of at least this many points (on MobileNetV2's 7 × 7 ones tract's product is faster).
 const MIN_POINTS: usize = 196;
