@@ -23,8 +23,7 @@ use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::Add;
 
-/// Output channels kept in registers at once.
-#[cfg(target_arch = "x86_64")]
+/// Output channels kept in registers at once (and the weights' packing).
 const CHANNELS: usize = 6;
 /// Output points per vector pair.
 #[cfg(target_arch = "x86_64")]
@@ -34,8 +33,9 @@ const MIN_POINTS: usize = 196;
 /// At most this many weights (above it, on 14 × 14 planes, tract's product is faster; measured per layer).
 const MAX_WEIGHTS: usize = 32 * 1024;
 
-/// One 1 × 1 convolution of a channels-first picture: inputs `x` `[(1,) ic, h, w]`, the weights `[oc, ic]`, the
-/// bias (`oc` values), and, with `residual`, a tensor of the output's shape added after the bias.
+/// One 1 × 1 convolution of a channels-first picture: inputs `x` `[(1,) ic, h, w]`, the weights packed by
+/// [`Pointwise::packed_weights`] (when the op is put in the plan), the bias (`oc` values), and, with `residual`, a
+/// tensor of the output's shape added after the bias.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Pointwise {
     ic: usize,
@@ -69,24 +69,38 @@ impl Pointwise {
         if self.channels_last { q * self.ic + k } else { k * self.points() + q }
     }
 
-    /// `out[o][p] = max(Σ_k w[o][k] × x[k][p] + bias[o] + residual[o][p], 0)`, each sum fused from zero in k order.
-    fn run(&self, x: &[f32], w: &[f32], bias: &[f32], residual: Option<&[f32]>, out: &mut [f32]) {
+    /// The `[oc, ic]` weights `w` as `[group][k][CHANNELS]`, a short last group padded with zeros (never stored).
+    fn packed_weights(&self, w: &[f32]) -> Vec<f32> {
+        let ic = self.ic;
+        let mut wp = vec![0f32; self.oc.div_ceil(CHANNELS) * ic * CHANNELS];
+        for o in 0..self.oc {
+            for k in 0..ic {
+                wp[((o / CHANNELS) * ic + k) * CHANNELS + o % CHANNELS] = w[o * ic + k];
+            }
+        }
+        wp
+    }
+
+    /// `out[o][p] = max(Σ_k w[o][k] × x[k][p] + bias[o] + residual[o][p], 0)`, each sum fused from zero in k order;
+    /// `wp` the weights as [`Pointwise::packed_weights`] gives them.
+    fn run(&self, x: &[f32], wp: &[f32], bias: &[f32], residual: Option<&[f32]>, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if super::spatial::tracts_kernel_is_fused() {
             // SAFETY: the CPU has AVX2 and FMA (that is what the check says).
-            unsafe { self.run_fma(x, w, bias, residual, out) };
+            unsafe { self.run_fma(x, wp, bias, residual, out) };
             return;
         }
-        self.run_portable(x, w, bias, residual, out);
+        self.run_portable(x, wp, bias, residual, out);
     }
 
     /// [`Pointwise::run`] a point at a time (`f32::mul_add`); for CPUs without FMA (the op is only put in plans
     /// where there is one, so this is for completeness and the test).
-    fn run_portable(&self, x: &[f32], w: &[f32], bias: &[f32], residual: Option<&[f32]>, out: &mut [f32]) {
+    fn run_portable(&self, x: &[f32], wp: &[f32], bias: &[f32], residual: Option<&[f32]>, out: &mut [f32]) {
         let (ic, p) = (self.ic, self.points());
         for o in 0..self.oc {
             for q in 0..p {
-                let sum = (0..ic).fold(0f32, |acc, k| w[o * ic + k].mul_add(x[self.input_index(k, q)], acc));
+                let w = |k: usize| wp[((o / CHANNELS) * ic + k) * CHANNELS + o % CHANNELS];
+                let sum = (0..ic).fold(0f32, |acc, k| w(k).mul_add(x[self.input_index(k, q)], acc));
                 let mut v = sum + bias[o];
                 if let Some(r) = residual {
                     v += r[o * p + q];
@@ -102,20 +116,10 @@ impl Pointwise {
     /// The CPU must have AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_fma(&self, x: &[f32], w: &[f32], bias: &[f32], residual: Option<&[f32]>, out: &mut [f32]) {
+    unsafe fn run_fma(&self, x: &[f32], wp: &[f32], bias: &[f32], residual: Option<&[f32]>, out: &mut [f32]) {
         use std::arch::x86_64::*;
         let (ic, oc, p) = (self.ic, self.oc, self.points());
         let groups = oc.div_ceil(CHANNELS);
-        // The weights as [group][k][CHANNELS], the bias as [group][CHANNELS], a short last group padded with zeros
-        // (never stored).
-        let mut wp = vec![0f32; groups * ic * CHANNELS];
-        let mut bp = vec![0f32; groups * CHANNELS];
-        for o in 0..oc {
-            bp[o] = bias[o];
-            for k in 0..ic {
-                wp[((o / CHANNELS) * ic + k) * CHANNELS + o % CHANNELS] = w[o * ic + k];
-            }
-        }
         // The last, partial block of points (or with a channels-last input, each block), copied out as
         // [k][POINTS] with zeros after its points.
         let mut tail = vec![0f32; ic * POINTS];
@@ -158,7 +162,7 @@ impl Pointwise {
                     let channels = CHANNELS.min(oc - g * CHANNELS);
                     for (c, a) in acc.iter().enumerate().take(channels) {
                         let o = g * CHANNELS + c;
-                        let b = _mm256_set1_ps(bp[o]);
+                        let b = _mm256_set1_ps(bias[o]);
                         let mut v = [_mm256_add_ps(a[0], b), _mm256_add_ps(a[1], b)];
                         if live == POINTS {
                             if let Some(r) = residual {
@@ -220,7 +224,8 @@ impl EvalOp for Pointwise {
         ensure!(x.shape() == &*self.shape, "pointwise: input shape {:?}", x.shape());
         let (xv, wv, bv) = (x.try_as_plain_ram()?, inputs[1].try_as_plain_ram()?, inputs[2].try_as_plain_ram()?);
         let (xs, ws, bs) = (xv.as_slice::<f32>()?, wv.as_slice::<f32>()?, bv.as_slice::<f32>()?);
-        ensure!(ws.len() == self.oc * self.ic && bs.len() == self.oc, "pointwise: weights or bias of the wrong size");
+        let packed = self.oc.div_ceil(CHANNELS) * self.ic * CHANNELS;
+        ensure!(ws.len() == packed && bs.len() == self.oc, "pointwise: weights or bias of the wrong size");
         let out_shape = self.output_shape();
         let rv = if self.residual {
             ensure!(inputs.len() == 4 && inputs[3].shape() == &*out_shape, "pointwise: residual shape");
@@ -263,9 +268,14 @@ pub fn replace_pointwise(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         let Some((op, inputs, last)) = pointwise_for(model, id)? else { continue };
+        let name = &model.node(id).name;
         let mut patch = TypedModelPatch::default();
-        let taps = patch.taps(model, &inputs)?;
-        let wire = patch.wire_node(&model.node(id).name, op, &taps)?[0];
+        let mut taps = patch.taps(model, &inputs)?;
+        // The weights packed once here rather than on every run.
+        let w = model.outlet_fact(inputs[1])?.konst.clone().context("pointwise: constant weights")?;
+        let packed = tensor1(&op.packed_weights(w.try_as_plain_ram()?.as_slice::<f32>()?));
+        taps[1] = patch.add_const(format!("{name}.packed"), packed)?;
+        let wire = patch.wire_node(name, op, &taps)?[0];
         patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
         patch.obliterate(id)?;
         patch.apply(model)?;
@@ -479,8 +489,9 @@ mod tests {
             let n: usize = case.output_shape().iter().product();
             let r = case.residual.then(|| noise(n, 4));
             let (mut fast, mut slow) = (vec![f32::NAN; n], vec![f32::NAN; n]);
-            op.run(&x, &w, &b, r.as_deref(), &mut fast);
-            op.run_portable(&x, &w, &b, r.as_deref(), &mut slow);
+            let wp = op.packed_weights(&w);
+            op.run(&x, &wp, &b, r.as_deref(), &mut fast);
+            op.run_portable(&x, &wp, &b, r.as_deref(), &mut slow);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&fast), bits(&slow), "{} {:?}", case.axes, case.hw);
         }

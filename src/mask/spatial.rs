@@ -40,8 +40,8 @@ const MIN_ROW: usize = 128;
 /// Elsewhere the op takes convolutions of at most this many input channels (a picture's).
 const MAX_CHANNELS: usize = 4;
 
-/// One group-1 convolution of a fixed NCHW picture (inputs: the picture, the kernel as `[oc, ic, kh, kw]`, the bias
-/// as `[oc]` or one value).
+/// One group-1 convolution of a fixed NCHW or NHWC picture (inputs: the picture, the kernel as `[oc, ic, kh, kw]`,
+/// the bias as `[oc]` or one value).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SpatialConv {
     ic: usize,
@@ -123,10 +123,9 @@ impl SpatialConv {
             }
             return;
         }
-        let mut row = vec![0f32; self.w];
         for c in 0..self.ic {
             for y in 0..self.h {
-                row.copy_from_slice(&x[(c * self.h + y) * self.w..][..self.w]);
+                let row = &x[(c * self.h + y) * self.w..][..self.w];
                 let r = y + self.before[0];
                 for q in 0..sw {
                     // The first input column of phase q, and its column in the phase.
