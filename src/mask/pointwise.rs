@@ -71,14 +71,23 @@ impl Pointwise {
 
     /// The `[oc, ic]` weights `w` as `[group][k][CHANNELS]`, a short last group padded with zeros (never stored).
     fn packed_weights(&self, w: &[f32]) -> Vec<f32> {
-        let ic = self.ic;
-        let mut wp = vec![0f32; self.oc.div_ceil(CHANNELS) * ic * CHANNELS];
+        let mut wp = vec![0f32; self.packed_len()];
         for o in 0..self.oc {
-            for k in 0..ic {
-                wp[((o / CHANNELS) * ic + k) * CHANNELS + o % CHANNELS] = w[o * ic + k];
+            for k in 0..self.ic {
+                wp[self.packed_at(o, k)] = w[o * self.ic + k];
             }
         }
         wp
+    }
+
+    /// How many values [`Pointwise::packed_weights`] gives.
+    fn packed_len(&self) -> usize {
+        self.oc.div_ceil(CHANNELS) * self.ic * CHANNELS
+    }
+
+    /// Where weight `[o][k]` is in [`Pointwise::packed_weights`].
+    fn packed_at(&self, o: usize, k: usize) -> usize {
+        ((o / CHANNELS) * self.ic + k) * CHANNELS + o % CHANNELS
     }
 
     /// `out[o][p] = max(Σ_k w[o][k] × x[k][p] + bias[o] + residual[o][p], 0)`, each sum fused from zero in k order;
@@ -99,8 +108,7 @@ impl Pointwise {
         let (ic, p) = (self.ic, self.points());
         for o in 0..self.oc {
             for q in 0..p {
-                let w = |k: usize| wp[((o / CHANNELS) * ic + k) * CHANNELS + o % CHANNELS];
-                let sum = (0..ic).fold(0f32, |acc, k| w(k).mul_add(x[self.input_index(k, q)], acc));
+                let sum = (0..ic).fold(0f32, |acc, k| wp[self.packed_at(o, k)].mul_add(x[self.input_index(k, q)], acc));
                 let mut v = sum + bias[o];
                 if let Some(r) = residual {
                     v += r[o * p + q];
@@ -224,8 +232,7 @@ impl EvalOp for Pointwise {
         ensure!(x.shape() == &*self.shape, "pointwise: input shape {:?}", x.shape());
         let (xv, wv, bv) = (x.try_as_plain_ram()?, inputs[1].try_as_plain_ram()?, inputs[2].try_as_plain_ram()?);
         let (xs, ws, bs) = (xv.as_slice::<f32>()?, wv.as_slice::<f32>()?, bv.as_slice::<f32>()?);
-        let packed = self.oc.div_ceil(CHANNELS) * self.ic * CHANNELS;
-        ensure!(ws.len() == packed && bs.len() == self.oc, "pointwise: weights or bias of the wrong size");
+        ensure!(ws.len() == self.packed_len() && bs.len() == self.oc, "pointwise: weights or bias of the wrong size");
         let out_shape = self.output_shape();
         let rv = if self.residual {
             ensure!(inputs.len() == 4 && inputs[3].shape() == &*out_shape, "pointwise: residual shape");
@@ -233,10 +240,7 @@ impl EvalOp for Pointwise {
         } else {
             None
         };
-        let rs = match &rv {
-            Some(r) => Some(r.as_slice::<f32>()?),
-            None => None,
-        };
+        let rs = rv.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
         // SAFETY: f32 has no invalid bit patterns, and `run` writes every output.
         let mut t = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
         {
