@@ -55,6 +55,10 @@ fn scan(paths: &[PathBuf]) -> Vec<serde_json::Value> {
 
 type Counts = BTreeMap<(String, String), [usize; 3]>;
 
+/// Lower bounds of the face-size buckets the accuracy test prints (short side, px): the crowd crops of the shared
+/// set against faces the size a camera at the gate sees.
+const SIZES: [i64; 3] = [40, 60, 80];
+
 fn verdict_index(line: &serde_json::Value) -> usize {
     match line["faces"].as_array().and_then(|f| f.first()).map(|f| f["mask"].as_str().unwrap()) {
         Some("worn") => 0,
@@ -82,19 +86,27 @@ fn the_mask_judge_never_passes_an_unmasked_face_and_passes_the_measured_share_of
         crop.save(&path).unwrap();
         crops.push(path);
         let split = if f.number % 4 == 0 { "training half" } else { "held-out half" };
-        which.push((split.to_string(), f.label.clone()));
+        which.push((split.to_string(), f.label.clone(), SIZES.iter().rposition(|&s| w.min(h) >= s).unwrap()));
     }
     let lines = scan(&crops);
     let mut counts: Counts = BTreeMap::new();
+    let mut by_size: BTreeMap<(String, String, usize), [usize; 3]> = BTreeMap::new();
     let mut ms: Vec<f64> = Vec::new();
-    for (line, key) in lines.iter().zip(&which) {
-        counts.entry(key.clone()).or_default()[verdict_index(line)] += 1;
+    for (line, (split, label, size)) in lines.iter().zip(&which) {
+        let v = verdict_index(line);
+        counts.entry((split.clone(), label.clone())).or_default()[v] += 1;
+        by_size.entry((split.clone(), label.clone(), *size)).or_default()[v] += 1;
         ms.push(line["ms"].as_f64().unwrap());
     }
     ms.sort_by(f64::total_cmp);
     eprintln!("mask accuracy, faces >= 40 px through `sibi mask scan` (worn / not_worn / unsure):");
     for ((split, label), c) in &counts {
         eprintln!("  {split:14} {label:22} {:4} {:4} {:4}   of {}", c[0], c[1], c[2], c.iter().sum::<usize>());
+    }
+    eprintln!("by the face's short side (worn / not_worn / unsure):");
+    for ((split, label, size), c) in &by_size {
+        let (a, b) = (SIZES[*size], SIZES.get(size + 1).map_or("".to_string(), |b| format!("{b}")));
+        eprintln!("  {split:14} {label:22} {a:>3}–{b:<3} px {:4} {:4} {:4}", c[0], c[1], c[2]);
     }
     eprintln!("  per crop (debug build): median {:.1} ms, p95 {:.1} ms", ms[ms.len() / 2], ms[ms.len() * 95 / 100]);
     let get = |split: &str, label: &str| counts[&(split.to_string(), label.to_string())];
@@ -105,6 +117,9 @@ fn the_mask_judge_never_passes_an_unmasked_face_and_passes_the_measured_share_of
     // Floors: the counts measured (see README, performance). The convenience figure, masked faces judged worn.
     assert!(get("held-out half", "with_mask")[0] >= 154, "{:?}", get("held-out half", "with_mask"));
     assert!(get("training half", "with_mask")[0] >= 139, "{:?}", get("training half", "with_mask"));
+    // Faces the size the gate's camera sees (80 px and more): the held-out half's masked ones, 59 of 64 measured.
+    let held_large = by_size[&("held-out half".to_string(), "with_mask".to_string(), SIZES.len() - 1)];
+    assert!(held_large[0] >= 59, "{held_large:?}");
     // Unmasked faces are told to put one on, not left to the operator, for the measured share.
     assert!(get("held-out half", "without_mask")[1] >= 14);
     // Badly worn masks (below the nose): at most the two of ten measured on the held-out half (README says so),
