@@ -89,14 +89,17 @@ fn the_mask_judge_never_passes_an_unmasked_face_and_passes_the_measured_share_of
         which.push((split.to_string(), f.label.clone(), SIZES.iter().rposition(|&s| w.min(h) >= s).unwrap()));
     }
     let lines = scan(&crops);
-    let mut counts: Counts = BTreeMap::new();
     let mut by_size: BTreeMap<(String, String, usize), [usize; 3]> = BTreeMap::new();
     let mut ms: Vec<f64> = Vec::new();
-    for (line, (split, label, size)) in lines.iter().zip(&which) {
-        let v = verdict_index(line);
-        counts.entry((split.clone(), label.clone())).or_default()[v] += 1;
-        by_size.entry((split.clone(), label.clone(), *size)).or_default()[v] += 1;
+    for (line, key) in lines.iter().zip(&which) {
+        by_size.entry(key.clone()).or_default()[verdict_index(line)] += 1;
         ms.push(line["ms"].as_f64().unwrap());
+    }
+    // The counts per half and label: the size buckets summed.
+    let mut counts: Counts = BTreeMap::new();
+    for ((split, label, _), c) in &by_size {
+        let total = counts.entry((split.clone(), label.clone())).or_default();
+        total.iter_mut().zip(c).for_each(|(t, n)| *t += n);
     }
     ms.sort_by(f64::total_cmp);
     eprintln!("mask accuracy, faces >= 40 px through `sibi mask scan` (worn / not_worn / unsure):");
